@@ -1,0 +1,105 @@
+-- synthgraph's DuckDB schema. Shared by every recipe family: a sample is one generated item (a reasoning
+-- trace, a tool-use trajectory, a dialogue, a grounded QA pair), its chat turns live in `messages`, every
+-- check of it in `verdicts`, and every model call that went into it in `agent_calls`.
+-- Primary keys are derived from content (run, seed, attempt), so re-writing a result is a no-op.
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      VARCHAR PRIMARY KEY,   -- hash of the recipe, models and their parameters
+    name        VARCHAR NOT NULL,
+    graph       VARCHAR NOT NULL,      -- recipe family: reasoning, code, tool_use, ...
+    recipe      JSON NOT NULL,         -- the validated recipe as run
+    recipe_path VARCHAR,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS seeds (
+    run_id      VARCHAR NOT NULL,
+    seed_id     VARCHAR NOT NULL,
+    position    INTEGER NOT NULL,      -- order in the seed source, so --limit N means the first N
+    payload     JSON NOT NULL,
+    status      VARCHAR NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'error')),
+    error       VARCHAR,
+    finished_at TIMESTAMP,
+    PRIMARY KEY (run_id, seed_id)
+);
+
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id   VARCHAR PRIMARY KEY,
+    run_id      VARCHAR NOT NULL,
+    seed_id     VARCHAR NOT NULL,
+    group_id    VARCHAR NOT NULL,      -- samples that answer the same generated task (preference pairs)
+    kind        VARCHAR NOT NULL,      -- e.g. reasoning_trace
+    status      VARCHAR NOT NULL CHECK (status IN ('accepted', 'rejected', 'error')),
+    reason      VARCHAR,               -- why it was rejected or errored; NULL when accepted
+    score       DOUBLE,                -- the critic's score where there is one
+    payload     JSON NOT NULL,         -- family-specific fields (problem, reference, program, ...)
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    sample_id    VARCHAR NOT NULL,
+    turn         INTEGER NOT NULL,
+    role         VARCHAR NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+    content      VARCHAR,
+    tool_calls   JSON,                 -- OpenAI `tool_calls` list on assistant turns
+    tool_call_id VARCHAR,              -- on tool turns: which call this result answers
+    name         VARCHAR,              -- on tool turns: the tool's name
+    PRIMARY KEY (sample_id, turn)
+);
+
+CREATE TABLE IF NOT EXISTS verdicts (
+    verdict_id  VARCHAR PRIMARY KEY,
+    sample_id   VARCHAR NOT NULL,
+    verifier    VARCHAR NOT NULL,      -- math_verify, critic, sandbox, schema, ...
+    turn        INTEGER,               -- for per-turn checks (dialogues); NULL for whole-sample checks
+    outcome     VARCHAR NOT NULL CHECK (outcome IN ('passed', 'failed', 'unchecked')),
+    passed      BOOLEAN,               -- NULL when the check could not be made
+    score       DOUBLE,
+    detail      VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS agent_calls (
+    call_id           VARCHAR PRIMARY KEY,
+    run_id            VARCHAR NOT NULL,
+    seed_id           VARCHAR NOT NULL,
+    sample_id         VARCHAR,         -- the sample this call produced or judged, where there is one
+    role              VARCHAR NOT NULL,
+    node              VARCHAR NOT NULL,
+    model             VARCHAR NOT NULL,
+    prompt_hash       VARCHAR NOT NULL,
+    prompt            JSON NOT NULL,
+    completion        VARCHAR,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    latency_s         DOUBLE,
+    finish_reason     VARCHAR,
+    sampling          JSON,
+    error             VARCHAR,         -- why this call's output was refused (then retried), if it was
+    started_at        TIMESTAMP NOT NULL
+);
+
+-- Accepted-or-not chat records in OpenAI `messages` format, one row per sample.
+CREATE OR REPLACE VIEW chat_samples AS
+SELECT s.sample_id, s.run_id, s.seed_id, s.group_id, s.kind, s.status, s.reason, s.score, s.payload,
+       to_json(list(
+           CASE WHEN m.tool_calls IS NOT NULL
+                THEN json_object('role', m.role, 'content', m.content, 'tool_calls', m.tool_calls)
+                WHEN m.role = 'tool'
+                THEN json_object('role', m.role, 'content', m.content, 'tool_call_id', m.tool_call_id,
+                                 'name', m.name)
+                ELSE json_object('role', m.role, 'content', m.content) END
+           ORDER BY m.turn)) AS messages
+FROM samples s JOIN messages m USING (sample_id)
+GROUP BY ALL;
+
+CREATE OR REPLACE VIEW run_stats AS
+SELECT r.run_id, r.name, r.graph, r.created_at,
+       (SELECT count(*) FROM seeds x WHERE x.run_id = r.run_id AND x.status <> 'pending') AS seeds_done,
+       count(s.sample_id) AS samples,
+       count(s.sample_id) FILTER (WHERE s.status = 'accepted') AS accepted,
+       count(s.sample_id) FILTER (WHERE s.status = 'rejected') AS rejected,
+       count(s.sample_id) FILTER (WHERE s.status = 'error') AS errors,
+       round(count(s.sample_id) FILTER (WHERE s.status = 'accepted') / nullif(count(s.sample_id), 0), 3)
+           AS yield
+FROM runs r LEFT JOIN samples s USING (run_id)
+GROUP BY ALL;
