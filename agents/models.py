@@ -1,0 +1,491 @@
+"""Model specs -> LangChain chat models, and the one call path every agent goes through.
+
+Three back ends share one interface (`BaseChatModel`):
+- `vllm:NAME` — vLLM in-process through its async engine, so every concurrent graph instance lands in one
+  continuous batch. NAME is a shipped model (see `shipped_models`), a local Hugging Face folder, or (GPU
+  machines) a model name vLLM can resolve offline.
+- `openai:http://HOST:PORT/v1:NAME` — any OpenAI-compatible server (`vllm serve`, a load balancer).
+- a scripted fake for unit tests (`ScriptedChatModel`), never a default.
+
+`ModelClient.complete` is the single place model calls pass through: it applies sampling, asks for structured
+output, refuses empty / malformed / runaway outputs with a bounded retry, and records one `CallRecord` per
+attempt into the `CallLog` of the graph instance that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+# ----------------------------------------------------------------------------------------------- specs
+
+
+class EngineSettings(BaseModel):
+    """How an in-process engine is loaded: fixed for the life of the engine (sampling is per call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_model_len: int = Field(4096, ge=256, le=131072)
+    kv_cache_gib: float = Field(4.0, gt=0, le=512, description="CPU: VLLM_CPU_KVCACHE_SPACE")
+    enforce_eager: bool = Field(True, description="skip graph compilation: loads ~4x faster on CPU")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_num_seqs: int = Field(64, ge=1, le=4096)
+    seed: int = 0
+
+
+class Sampling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1, le=32768)
+    seed: int | None = None
+
+
+_OPENAI_SPEC = re.compile(r"^(https?://[^/\s]+(?:/[^\s:]*)?):(\S+)$")
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["vllm", "openai"]
+    model: str
+    base_url: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """`vllm:qwen2.5-coder-0.5b`, `vllm:/path/to/hf-folder`, `openai:http://host:8000/v1:MODEL`."""
+        provider, sep, rest = text.partition(":")
+        if not sep or not rest:
+            raise ValueError(f"model spec {text!r} must look like 'vllm:NAME' or 'openai:http://HOST:PORT/v1:NAME'")
+        if provider == "vllm":
+            return cls(provider="vllm", model=rest)
+        if provider == "openai":
+            match = _OPENAI_SPEC.match(rest)
+            if match is None or re.match(r"^\d+(/|$)", match.group(2)):
+                raise ValueError(f"model spec {text!r}: expected 'openai:http://HOST:PORT/v1:MODEL_NAME'")
+            base_url, name = match.groups()
+            return cls(provider="openai", model=name, base_url=base_url)
+        raise ValueError(f"model spec {text!r}: provider must be 'vllm' or 'openai' (got {provider!r})")
+
+    def __str__(self) -> str:
+        return f"openai:{self.base_url}:{self.model}" if self.provider == "openai" else f"vllm:{self.model}"
+
+
+# ------------------------------------------------------------------------------------------ lineage
+
+
+class CallRecord(BaseModel):
+    """One model call attempt, as lineage. `error` is set when the output was refused (and retried)."""
+
+    call_id: str
+    role: str
+    node: str
+    subject: str | None
+    model: str
+    prompt: list[dict[str, Any]]
+    prompt_hash: str
+    completion: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    finish_reason: str | None
+    sampling: dict[str, Any]
+    error: str | None
+    started_at: datetime
+
+
+@dataclass
+class CallLog:
+    """Collects the calls of one graph instance; `on_call` feeds live progress (tokens/s)."""
+
+    records: list[CallRecord] = field(default_factory=list)
+    on_call: Callable[[CallRecord], None] | None = None
+
+    def add(self, record: CallRecord) -> None:
+        self.records.append(record)
+        if self.on_call is not None:
+            self.on_call(record)
+
+
+current_call_log: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar("synthgraph_call_log", default=None)
+
+
+def _current_node() -> str:
+    try:
+        from langgraph.config import get_config
+
+        return get_config().get("metadata", {}).get("langgraph_node", "direct")
+    except RuntimeError:  # called outside a graph (benchmarks, tests)
+        return "direct"
+
+
+# ------------------------------------------------------------------------------------- the call path
+
+
+class OutputRefused(Exception):
+    """The model's output cannot be used as is (empty, malformed, runaway); the call is retried."""
+
+
+class ModelOutputError(Exception):
+    """The model's output was refused on every allowed attempt. Graphs record this, they do not crash."""
+
+    def __init__(self, role: str, attempts: int, reason: str):
+        super().__init__(f"{role}: no usable output after {attempts} attempts (last: {reason})")
+        self.role = role
+        self.reason = reason
+
+
+@dataclass
+class Completion:
+    text: str
+    parsed: BaseModel | None
+    record: CallRecord
+
+
+def _message_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+    return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
+
+
+class ModelClient:
+    """A chat model plus the rules for calling it; shared by every role that uses the same model."""
+
+    def __init__(self, chat: BaseChatModel, *, name: str, max_attempts: int = 3):
+        self.chat = chat
+        self.name = name
+        self.max_attempts = max_attempts
+
+    async def complete(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        role: str,
+        sampling: Sampling,
+        schema: type[BaseModel] | None = None,
+        check: Callable[[str], str | None] | None = None,
+        subject: str | None = None,
+    ) -> Completion:
+        """Call the model until its output is usable, at most `max_attempts` times.
+
+        `schema` asks for structured output and parses it; `check` returns a problem with the text (or None).
+        """
+        prompt = _message_dicts(messages)
+        prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
+        node = _current_node()
+        attempt = 0
+        last_reason = ""
+        try:
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(self.max_attempts), retry=retry_if_exception_type(OutputRefused), reraise=True
+            ):
+                with retry:
+                    attempt += 1
+                    # A retry at temperature 0 would repeat the refused output word for word.
+                    call_sampling = sampling if attempt == 1 or sampling.temperature > 0 else sampling.model_copy(
+                        update={"temperature": 0.7}
+                    )
+                    if call_sampling.seed is not None:
+                        call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
+                    completion = await self._attempt(
+                        messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, check
+                    )
+                    if completion.record.error:
+                        last_reason = completion.record.error
+                        raise OutputRefused(last_reason)
+                    return completion
+        except OutputRefused:
+            raise ModelOutputError(role, attempt, last_reason) from None
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, check) -> Completion:
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
+        if schema is not None:
+            kwargs.update(structured_output_kwargs(self.chat, schema))
+        text, usage, finish_reason, error = "", {}, None, None
+        try:
+            message: AIMessage = await self.chat.ainvoke(list(messages), **kwargs)
+            text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+            usage = message.usage_metadata or {}
+            finish_reason = (message.response_metadata or {}).get("finish_reason")
+        except PromptTooLong as exc:  # transient transport errors propagate to the graph's RetryPolicy
+            error = str(exc)
+        parsed = None
+        if error is None:
+            if not text.strip():
+                error = "empty output"
+            elif finish_reason == "length":
+                error = f"runaway output: stopped at max_tokens={sampling.max_tokens} without finishing"
+            elif schema is not None:
+                try:
+                    parsed = schema.model_validate_json(text)
+                except ValidationError as exc:
+                    error = f"malformed structured output: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
+            if error is None and check is not None:
+                error = check(text)
+        record = CallRecord(
+            call_id=uuid.uuid4().hex,
+            role=role,
+            node=node,
+            subject=subject,
+            model=self.name,
+            prompt=prompt,
+            prompt_hash=prompt_hash,
+            completion=text,
+            prompt_tokens=usage.get("input_tokens"),
+            completion_tokens=usage.get("output_tokens"),
+            latency_s=time.perf_counter() - t0,
+            finish_reason=finish_reason,
+            sampling=sampling.model_dump(),
+            error=error,
+            started_at=started,
+        )
+        log = current_call_log.get()
+        if log is not None:
+            log.add(record)
+        return Completion(text=text, parsed=parsed, record=record)
+
+
+def structured_output_kwargs(chat: BaseChatModel, schema: type[BaseModel]) -> dict[str, Any]:
+    json_schema = schema.model_json_schema()
+    if _is_openai(chat):
+        # The standard OpenAI form; vLLM's server turns it into a grammar-constrained generation.
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": json_schema}}}
+    return {"json_schema": json_schema}
+
+
+def _is_openai(chat: BaseChatModel) -> bool:
+    return type(chat).__name__ == "ChatOpenAI"
+
+
+# ------------------------------------------------------------------------------------ vLLM in-process
+
+
+class VLLMEngine:
+    """One in-process vLLM `AsyncLLM` per model, loaded once, shared by every role that names it."""
+
+    def __init__(self, model_path: str, settings: EngineSettings, served_name: str):
+        self.model_path = model_path
+        self.settings = settings
+        self.served_name = served_name
+        self._engine = None
+        self._tokenizer = None
+        self._lock = asyncio.Lock()
+
+    async def start(self):
+        async with self._lock:
+            if self._engine is None:
+                self._engine, self._tokenizer = await asyncio.to_thread(self._load)
+        return self._engine
+
+    def _load(self):
+        _configure_vllm_env(self.settings)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            served_model_name=self.served_name,
+            max_model_len=self.settings.max_model_len,
+            enforce_eager=self.settings.enforce_eager,
+            dtype=self.settings.dtype,
+            seed=self.settings.seed,
+            max_num_seqs=self.settings.max_num_seqs,
+            gpu_memory_utilization=self.settings.gpu_memory_utilization,
+        )
+        engine = AsyncLLM.from_engine_args(args)
+        return engine, engine.get_tokenizer()
+
+    async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> tuple[str, int, int, str | None]:
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+        engine = await self.start()
+        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        token_ids = self._tokenizer.encode(text, add_special_tokens=False)
+        if len(token_ids) >= self.settings.max_model_len:
+            raise PromptTooLong(f"prompt of {len(token_ids)} tokens exceeds max_model_len={self.settings.max_model_len}")
+        schema = sampling.pop("json_schema", None)
+        max_tokens = min(sampling.pop("max_tokens", 512), self.settings.max_model_len - len(token_ids))
+        params = SamplingParams(
+            **sampling,
+            max_tokens=max_tokens,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+            structured_outputs=StructuredOutputsParams(json=schema) if schema else None,
+        )
+        final = None
+        async for output in engine.generate({"prompt_token_ids": token_ids}, params, uuid.uuid4().hex):
+            final = output
+        out = final.outputs[0]
+        return out.text, len(token_ids), len(out.token_ids), out.finish_reason
+
+    def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+
+class PromptTooLong(ValueError):
+    """The prompt itself does not fit the engine; retrying will not help."""
+
+
+def _configure_vllm_env(settings: EngineSettings) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, settings.kv_cache_gib))))
+    # vLLM on CPU reserves one core for itself by default; on a 2-core machine that halves throughput.
+    if (os.cpu_count() or 1) <= 4:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+
+
+class ChatVLLM(BaseChatModel):
+    """LangChain chat model over a shared in-process `VLLMEngine`."""
+
+    model_name: str
+    _engine: VLLMEngine = PrivateAttr()
+
+    def __init__(self, engine: VLLMEngine, **kwargs):
+        super().__init__(model_name=engine.served_name, **kwargs)
+        self._engine = engine
+
+    @property
+    def _llm_type(self) -> str:
+        return "vllm-inprocess"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        raise NotImplementedError("ChatVLLM is async-only: use ainvoke (the graphs do)")
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        sampling = {k: v for k, v in kwargs.items() if k in {"temperature", "top_p", "max_tokens", "seed", "json_schema"}}
+        if stop:
+            sampling["stop"] = list(stop)
+        text, prompt_tokens, completion_tokens, finish_reason = await self._engine.generate(
+            _message_dicts(messages), sampling
+        )
+        message = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": prompt_tokens,
+                "output_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            response_metadata={"finish_reason": finish_reason, "model_name": self.model_name},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+# ------------------------------------------------------------------------------------------- the fake
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A deterministic chat model for unit tests: `respond(messages, kwargs) -> str` writes every reply.
+
+    Token counts are word counts, so throughput figures stay meaningful in orchestration benchmarks.
+    """
+
+    respond: Callable[[list[BaseMessage], dict[str, Any]], str]
+    finish_reason: str = "stop"
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        text = self.respond(list(messages), kwargs)
+        prompt_tokens = sum(len(str(m.content).split()) for m in messages)
+        completion_tokens = len(text.split())
+        message = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": prompt_tokens,
+                "output_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            response_metadata={"finish_reason": self.finish_reason, "model_name": "fake"},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        return self._generate(messages, stop, run_manager, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+class ModelPool:
+    """Builds one `ModelClient` per distinct spec and owns the engines behind them."""
+
+    def __init__(self, settings: EngineSettings | None = None, *, max_attempts: int = 3):
+        self.settings = settings or EngineSettings()
+        self.max_attempts = max_attempts
+        self._clients: dict[ModelSpec, ModelClient] = {}
+        self._engines: list[VLLMEngine] = []
+
+    def client(self, spec: ModelSpec) -> ModelClient:
+        if spec not in self._clients:
+            self._clients[spec] = ModelClient(self._build(spec), name=str(spec), max_attempts=self.max_attempts)
+        return self._clients[spec]
+
+    def _build(self, spec: ModelSpec) -> BaseChatModel:
+        if spec.provider == "openai":
+            from langchain_openai import ChatOpenAI
+
+            return ChatOpenAI(
+                base_url=spec.base_url,
+                model=spec.model,
+                api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"),
+                max_retries=2,
+                timeout=600,
+            )
+        engine = VLLMEngine(resolve_model_path(spec.model), self.settings, served_name=spec.model)
+        self._engines.append(engine)
+        return ChatVLLM(engine)
+
+    async def start(self) -> None:
+        """Load every in-process engine now, so the load is not billed to the first graph instance."""
+        await asyncio.gather(*(engine.start() for engine in self._engines))
+
+    def shutdown(self) -> None:
+        for engine in self._engines:
+            engine.shutdown()
+
+
+def resolve_model_path(name: str) -> str:
+    """A shipped model name -> its prepared Hugging Face folder; a path or hub-style name passes through."""
+    from synthgraph.agents import shipped_models
+
+    if name in shipped_models.SHIPPED:
+        return str(shipped_models.prepare_model(name))
+    if Path(name).exists():
+        return name
+    if "/" in name:  # a hub-style name: only resolvable from a local HF cache (offline) or on a GPU machine
+        return name
+    known = ", ".join(sorted(shipped_models.SHIPPED))
+    raise ValueError(f"model {name!r} is neither a shipped model ({known}) nor an existing folder")
+
+
+def user_message(text: str) -> HumanMessage:
+    return HumanMessage(content=text)
+
+
+def system_message(text: str) -> SystemMessage:
+    return SystemMessage(content=text)
