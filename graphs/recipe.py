@@ -1,0 +1,204 @@
+"""The YAML recipe: which graph, which models for which role, sampling, seeds, checks, limits.
+
+A recipe is validated completely — seeds included — before any model loads, and a mistake is reported as
+`recipe PATH: FIELD: what is wrong (got VALUE)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
+from synthgraph.store.rows import stable_id
+
+
+class RecipeError(ValueError):
+    """A recipe or seed file a user must fix; the message names the file, the field and what is allowed."""
+
+
+class RoleSettings(Sampling):
+    model: str | None = Field(None, description="model spec for this role; default: the recipe's `model`")
+
+    @model_validator(mode="after")
+    def _model_spec_parses(self):
+        if self.model is not None:
+            ModelSpec.parse(self.model)
+        return self
+
+
+class ProposerSettings(RoleSettings):
+    temperature: float = Field(0.9, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1, le=32768)
+
+
+class SolverSettings(RoleSettings):
+    samples: int = Field(4, ge=1, le=64, description="independent solutions per problem (k)")
+    temperature: float = Field(0.8, ge=0, le=2)
+    max_tokens: int = Field(640, ge=1, le=32768)
+
+
+class CriticSettings(RoleSettings):
+    threshold: float = Field(6, ge=0, le=10, description="critic score (0-10) a verified trace needs")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, le=32768)
+
+
+class ReasoningRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: ProposerSettings = Field(default_factory=ProposerSettings)
+    solver: SolverSettings = Field(default_factory=SolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+class SeedSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path | None = Field(None, description="JSONL, one seed object per line; relative to the recipe")
+    inline: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.file is None) == (self.inline is None):
+            raise ValueError("give exactly one of seeds.file or seeds.inline")
+        return self
+
+
+class Seed(BaseModel):
+    """A reasoning seed: a topic to write a new problem about, or a problem with a known gold answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    topic: str | None = None
+    style: str | None = None
+    example: str | None = None
+    problem: str | None = None
+    answer: str | None = None
+
+    @model_validator(mode="after")
+    def _topic_or_problem(self):
+        if self.topic is None and self.problem is None:
+            raise ValueError("a seed needs a `topic` (to propose a new problem) or a `problem` (with `answer`)")
+        if self.problem is not None and self.answer is None:
+            raise ValueError("a seed with a `problem` needs its gold `answer`")
+        return self
+
+    @property
+    def seed_id(self) -> str:
+        return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True))
+
+
+class ReviseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(1, ge=0, le=5, description="revision rounds when no solution verifies")
+
+
+class VerifierSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox_timeout_s: float = Field(10, gt=0, le=300)
+    sandbox_memory_mb: int = Field(512, ge=64, le=16384)
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, ge=1, description="stop starting new seeds past this many tokens")
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    graph: Literal["reasoning"]
+    model: str = Field("vllm:qwen2.5-coder-0.5b", description="default model spec for every role")
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    roles: ReasoningRoles = Field(default_factory=ReasoningRoles)
+    seeds: SeedSource
+    revise: ReviseSettings = Field(default_factory=ReviseSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+    concurrency: int = Field(16, ge=1, le=1024, description="graph instances in flight")
+    max_model_attempts: int = Field(3, ge=1, le=10, description="tries per model call before an error is recorded")
+    budget: Budget = Field(default_factory=Budget)
+    store: Path | None = Field(None, description="DuckDB file; default ./synthgraph.duckdb")
+
+    @model_validator(mode="after")
+    def _model_spec_parses(self):
+        ModelSpec.parse(self.model)
+        return self
+
+    def role_model(self, role: str) -> ModelSpec:
+        return ModelSpec.parse(getattr(self.roles, role).model or self.model)
+
+    def identity(self, seeds: list[Seed]) -> dict[str, Any]:
+        """What makes two runs the same run: everything that changes the data, not how fast it is made."""
+        recipe = self.model_dump(mode="json", exclude={"concurrency", "budget", "store", "seeds"})
+        recipe["seeds"] = [s.model_dump(exclude_none=True) for s in seeds]
+        return recipe
+
+    def run_id(self, seeds: list[Seed]) -> str:
+        return stable_id(json.dumps(self.identity(seeds), sort_keys=True))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown field (check the spelling; see demos/reasoning.yaml for the fields)"
+    return f"{where}: {message} (got {error.get('input')!r})"
+
+
+def load_recipe(path: Path) -> tuple[Recipe, list[Seed]]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path}: expected a mapping of fields at the top level")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(f"recipe {path}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    return recipe, load_seeds(recipe.seeds, base=path.parent, where=f"recipe {path}")
+
+
+def load_seeds(source: SeedSource, *, base: Path, where: str) -> list[Seed]:
+    if source.inline is not None:
+        items = [(f"{where}: seeds.inline[{i}]", item) for i, item in enumerate(source.inline)]
+    else:
+        file = source.file if source.file.is_absolute() else base / source.file
+        if not file.is_file():
+            raise RecipeError(f"{where}: seeds.file: {file} does not exist")
+        items = []
+        for number, line in enumerate(file.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"seed file {file}:{number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise RecipeError(f"seed file {file}:{number}: not valid JSON ({exc.msg})") from None
+    seeds = []
+    for label, item in items:
+        try:
+            seeds.append(Seed.model_validate(item))
+        except ValidationError as exc:
+            raise RecipeError(f"{label}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    if not seeds:
+        raise RecipeError(f"{where}: the seed source is empty")
+    ids = [s.seed_id for s in seeds]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise RecipeError(f"{where}: seed id {duplicate!r} appears more than once; ids must be unique")
+    return seeds

@@ -1,0 +1,202 @@
+"""Drives a compiled graph over many seeds concurrently and hands every finished seed to the store's writer.
+
+Resume is by seed: a seed is written whole (samples, turns, verdicts, lineage) in one transaction together with
+its `done` mark, so after a kill the same command skips what was written and redoes only what was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthgraph.agents.models import CallLog, CallRecord, ModelPool, Sampling, current_call_log
+from synthgraph.agents.reasoning_roles import Critic, Proposer, Solver
+from synthgraph.graphs import reasoning
+from synthgraph.graphs.recipe import Recipe, Seed
+from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
+from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
+
+
+def reasoning_context(recipe: Recipe, pool: ModelPool) -> reasoning.ReasoningContext:
+    roles = recipe.roles
+
+    def sampling(settings):
+        return settings.model_dump(include={"temperature", "top_p", "max_tokens", "seed"})
+
+    return reasoning.ReasoningContext(
+        proposer=Proposer(pool.client(recipe.role_model("proposer")), Sampling(**sampling(roles.proposer))),
+        solver=Solver(pool.client(recipe.role_model("solver")), Sampling(**sampling(roles.solver))),
+        critic=Critic(pool.client(recipe.role_model("critic")), Sampling(**sampling(roles.critic))),
+        samples=roles.solver.samples,
+        revise_rounds=recipe.revise.rounds,
+        critic_threshold=roles.critic.threshold,
+        sandbox_timeout_s=recipe.verifier.sandbox_timeout_s,
+        sandbox_memory_mb=recipe.verifier.sandbox_memory_mb,
+    )
+
+
+@dataclass
+class RunTally:
+    """Live counters for the progress display and the closing summary."""
+
+    seeds_total: int = 0
+    seeds_skipped: int = 0
+    seeds_done: int = 0
+    seeds_failed: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    first_call_at: float | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+    load_s: float = 0.0
+
+    def add_call(self, record: CallRecord) -> None:
+        self.calls += 1
+        self.prompt_tokens += record.prompt_tokens or 0
+        self.completion_tokens += record.completion_tokens or 0
+        if self.first_call_at is None:
+            self.first_call_at = time.perf_counter() - record.latency_s
+
+    def add_samples(self, samples: list[SampleRow]) -> None:
+        self.accepted += sum(s.status == "accepted" for s in samples)
+        self.rejected += sum(s.status == "rejected" for s in samples)
+        self.errors += sum(s.status == "error" for s in samples)
+
+    @property
+    def generation_s(self) -> float:
+        return 0.0 if self.first_call_at is None else time.perf_counter() - self.first_call_at
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.generation_s if self.generation_s > 0 else 0.0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    store_path: Path
+    tally: RunTally
+    budget_exhausted: bool = False
+
+
+class Runner:
+    def __init__(
+        self,
+        recipe: Recipe,
+        seeds: list[Seed],
+        *,
+        store_path: Path | None = None,
+        recipe_path: Path | None = None,
+        limit: int | None = None,
+        retry_errors: bool = False,
+        pool: ModelPool | None = None,
+        on_update: Callable[[RunTally], None] | None = None,
+    ):
+        self.recipe = recipe
+        self.seeds = seeds
+        self.store_path = Path(store_path or recipe.store or DEFAULT_STORE)
+        self.recipe_path = recipe_path
+        self.limit = limit
+        self.retry_errors = retry_errors
+        self.pool = pool
+        self.on_update = on_update or (lambda tally: None)
+        self.run_id = recipe.run_id(seeds)
+        self.tally = RunTally()
+
+    async def run(self) -> RunResult:
+        selected = self.seeds[: self.limit] if self.limit is not None else self.seeds
+        store = Store(self.store_path)
+        try:
+            store.register_run(
+                RunRow(run_id=self.run_id, name=self.recipe.name, graph=self.recipe.graph,
+                       recipe=self.recipe.model_dump(mode="json"),
+                       recipe_path=str(self.recipe_path) if self.recipe_path else None),
+                [SeedRow(run_id=self.run_id, seed_id=s.seed_id, position=i, payload=s.model_dump(exclude_none=True))
+                 for i, s in enumerate(selected)],
+            )
+            unfinished = store.unfinished_seeds(self.run_id, retry_errors=self.retry_errors)
+            pending = [s for s in selected if s.seed_id in unfinished]
+            self.tally.seeds_total = len(selected)
+            self.tally.seeds_skipped = len(selected) - len(pending)
+            self.on_update(self.tally)
+            budget_exhausted = False
+            if pending:
+                budget_exhausted = await self._generate(pending, store)
+            return RunResult(self.run_id, self.store_path, self.tally, budget_exhausted)
+        finally:
+            store.close()
+
+    async def _generate(self, pending: list[Seed], store: Store) -> bool:
+        owns_pool = self.pool is None
+        pool = self.pool or ModelPool(self.recipe.engine, max_attempts=self.recipe.max_model_attempts)
+        context = reasoning_context(self.recipe, pool)
+        try:
+            t0 = time.perf_counter()
+            await pool.start()
+            self.tally.load_s = time.perf_counter() - t0
+            slots = asyncio.Semaphore(self.recipe.concurrency)
+            budget = self.recipe.budget.max_tokens
+            exhausted = False
+            async with StoreWriter(store) as writer:
+
+                async def one(seed: Seed) -> None:
+                    nonlocal exhausted
+                    async with slots:
+                        if budget is not None and self.tally.prompt_tokens + self.tally.completion_tokens >= budget:
+                            exhausted = True
+                            return
+                        outcome = await self._run_seed(seed, context)
+                        await writer.put(outcome)
+                        self.tally.add_samples(outcome.samples)
+                        if outcome.status == "done":
+                            self.tally.seeds_done += 1
+                        else:
+                            self.tally.seeds_failed += 1
+                        self.on_update(self.tally)
+
+                await asyncio.gather(*(one(seed) for seed in pending))
+            return exhausted
+        finally:
+            if owns_pool:
+                pool.shutdown()
+
+    async def _run_seed(self, seed: Seed, context: reasoning.ReasoningContext) -> SeedOutcome:
+        log = CallLog(on_call=self._on_call)
+        current_call_log.set(log)  # this coroutine runs in its own task (gather), so the log is this seed's
+        seed_id = seed.seed_id
+        try:
+            state = await reasoning.graph.ainvoke({"seed": seed, "attempts": [], "revisions": 0}, context=context)
+            samples, messages, verdicts, sample_ids = reasoning.to_rows(
+                state, run_id=self.run_id, seed_id=seed_id, threshold=context.critic_threshold)
+            status, error = "done", None
+        except Exception as exc:  # a bug or a dead engine must cost one seed, not the run
+            error = f"{type(exc).__name__}: {exc}"
+            sample_id = stable_id(self.run_id, seed_id, "seed_error")
+            samples = [SampleRow(sample_id=sample_id, run_id=self.run_id, seed_id=seed_id,
+                                 group_id=stable_id(self.run_id, seed_id), kind="seed_error", status="error",
+                                 reason=error, payload={"traceback": traceback.format_exc()[-4000:]})]
+            messages, verdicts, sample_ids, status = [], [], {}, "error"
+        calls = [self._call_row(r, seed_id, sample_ids.get(r.subject)) for r in log.records]
+        return SeedOutcome(run_id=self.run_id, seed_id=seed_id, status=status, error=error, samples=samples,
+                           messages=messages, verdicts=verdicts, agent_calls=calls)
+
+    def _on_call(self, record: CallRecord) -> None:
+        self.tally.add_call(record)
+        self.on_update(self.tally)
+
+    def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None) -> AgentCallRow:
+        return AgentCallRow(
+            call_id=record.call_id, run_id=self.run_id, seed_id=seed_id, sample_id=sample_id, role=record.role,
+            node=record.node, model=record.model, prompt_hash=record.prompt_hash, prompt=record.prompt,
+            completion=record.completion, prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens, latency_s=record.latency_s,
+            finish_reason=record.finish_reason, sampling=record.sampling, error=record.error,
+            started_at=record.started_at,
+        )
