@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
     runner = Runner(recipe, load_seeds(recipe.seeds, base=None, where="t"), store_path=sys.argv[1],
                     pool=ScriptedPool(script), on_update=lambda t: print("done", t.seeds_done, flush=True))
     result = asyncio.run(runner.run())
-    print("calls", json.dumps(dict(script.calls)), "skipped", result.tally.seeds_skipped, flush=True)
+    print("calls", json.dumps(dict(script.calls), separators=(",", ":")), "skipped", result.tally.seeds_skipped, flush=True)
 """)
 
 
