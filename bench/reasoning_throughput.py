@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from synthgraph.agents.models import CallRecord, ModelPool, ModelSpec, ScriptedChatModel
-from synthgraph.graphs.recipe import Recipe, load_recipe
+from synthgraph.graphs.recipe import load_recipe, load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 DEMO = Path(__file__).resolve().parents[1] / "demos" / "reasoning.yaml"
@@ -47,12 +47,10 @@ class ScriptedPool(ModelPool):
 def bench_orchestration(seeds: int, samples: int, concurrency: int) -> None:
     inline = [{"id": f"g{i}", "problem": f"Ann has 6 bags of 7 apples ({i}). How many apples?", "answer": "42"}
               for i in range(seeds)]
-    recipe = Recipe.model_validate({"name": "bench-fake", "graph": "reasoning", "seeds": {"inline": inline},
+    recipe = parse_recipe({"name": "bench-fake", "graph": "reasoning", "seeds": {"inline": inline},
                                     "roles": {"solver": {"samples": samples}}, "concurrency": concurrency})
     with tempfile.TemporaryDirectory() as tmp:
-        from synthgraph.graphs.recipe import load_seeds
-
-        runner = Runner(recipe, load_seeds(recipe.seeds, base=Path(tmp), where="bench"),
+        runner = Runner(recipe, load_seeds(recipe, base=Path(tmp), where="bench"),
                         store_path=Path(tmp) / "bench.duckdb", pool=ScriptedPool())
         t0 = time.perf_counter()
         result = asyncio.run(runner.run())

@@ -19,9 +19,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel
 
-from synthgraph.agents.models import ModelOutputError
+from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.reasoning_roles import Critic, Critique, Proposer, Solver
-from synthgraph.graphs.recipe import Seed
+from synthgraph.graphs.recipe import ReasoningRecipe, Seed
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.math_answers import AnswerCheck, check_answer
 from synthgraph.tools.sandbox import arun_python
@@ -214,6 +214,27 @@ def build() -> StateGraph:
 graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
 
 
+# --------------------------------------------------------------------------- the runner's interface
+
+
+def make_context(recipe: ReasoningRecipe, pool: ModelPool) -> ReasoningContext:
+    roles = recipe.roles
+    return ReasoningContext(
+        proposer=Proposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
+        solver=Solver(pool.client(recipe.role_model("solver")), roles.solver.sampling()),
+        critic=Critic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        samples=roles.solver.samples,
+        revise_rounds=recipe.revise.rounds,
+        critic_threshold=roles.critic.threshold,
+        sandbox_timeout_s=recipe.verifier.sandbox_timeout_s,
+        sandbox_memory_mb=recipe.verifier.sandbox_memory_mb,
+    )
+
+
+def initial_state(seed: Seed) -> TraceState:
+    return {"seed": seed, "attempts": [], "revisions": 0}
+
+
 # ------------------------------------------------------------------------------------- state -> rows
 
 
@@ -236,9 +257,10 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
     return "accepted", None
 
 
-def to_rows(state: TraceState, *, run_id: str, seed_id: str, threshold: float
+def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningContext
             ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
+    threshold = context.critic_threshold
     group_id = stable_id(run_id, seed_id)
     problem = state.get("problem")
     problem_fields = problem.model_dump() if problem else {}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
@@ -23,6 +23,9 @@ class RecipeError(ValueError):
 
 class RoleSettings(Sampling):
     model: str | None = Field(None, description="model spec for this role; default: the recipe's `model`")
+
+    def sampling(self) -> Sampling:
+        return Sampling(**self.model_dump(include=set(Sampling.model_fields)))
 
     @model_validator(mode="after")
     def _model_spec_parses(self):
@@ -69,12 +72,21 @@ class SeedSource(BaseModel):
         return self
 
 
-class Seed(BaseModel):
-    """A reasoning seed: a topic to write a new problem about, or a problem with a known gold answer."""
+class SeedBase(BaseModel):
+    """One line of a seed file. Unknown fields are kept: they travel into the sample's payload."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
+
+    @property
+    def seed_id(self) -> str:
+        return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True))
+
+
+class Seed(SeedBase):
+    """A reasoning seed: a topic to write a new problem about, or a problem with a known gold answer."""
+
     topic: str | None = None
     style: str | None = None
     example: str | None = None
@@ -88,10 +100,6 @@ class Seed(BaseModel):
         if self.problem is not None and self.answer is None:
             raise ValueError("a seed with a `problem` needs its gold `answer`")
         return self
-
-    @property
-    def seed_id(self) -> str:
-        return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True))
 
 
 class ReviseSettings(BaseModel):
@@ -113,17 +121,16 @@ class Budget(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="stop starting new seeds past this many tokens")
 
 
-class Recipe(BaseModel):
+class RecipeBase(BaseModel):
+    """What every recipe family shares: models, engine, seeds, concurrency, budget, store."""
+
     model_config = ConfigDict(extra="forbid")
+    seed_model: ClassVar[type[SeedBase]] = SeedBase
 
     name: str = Field(min_length=1)
-    graph: Literal["reasoning"]
     model: str = Field("vllm:qwen2.5-coder-0.5b", description="default model spec for every role")
     engine: EngineSettings = Field(default_factory=EngineSettings)
-    roles: ReasoningRoles = Field(default_factory=ReasoningRoles)
     seeds: SeedSource
-    revise: ReviseSettings = Field(default_factory=ReviseSettings)
-    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
     concurrency: int = Field(16, ge=1, le=1024, description="graph instances in flight")
     max_model_attempts: int = Field(3, ge=1, le=10, description="tries per model call before an error is recorded")
     budget: Budget = Field(default_factory=Budget)
@@ -137,27 +144,51 @@ class Recipe(BaseModel):
     def role_model(self, role: str) -> ModelSpec:
         return ModelSpec.parse(getattr(self.roles, role).model or self.model)
 
-    def identity(self, seeds: list[Seed]) -> dict[str, Any]:
+    def identity(self, seeds: list[SeedBase]) -> dict[str, Any]:
         """What makes two runs the same run: everything that changes the data, not how fast it is made."""
         recipe = self.model_dump(mode="json", exclude={"concurrency", "budget", "store", "seeds"})
         recipe["seeds"] = [s.model_dump(exclude_none=True) for s in seeds]
         return recipe
 
-    def run_id(self, seeds: list[Seed]) -> str:
+    def run_id(self, seeds: list[SeedBase]) -> str:
         return stable_id(json.dumps(self.identity(seeds), sort_keys=True))
 
 
+class ReasoningRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = Seed
+
+    graph: Literal["reasoning"]
+    roles: ReasoningRoles = Field(default_factory=ReasoningRoles)
+    revise: ReviseSettings = Field(default_factory=ReviseSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+
+
+# Each family's recipe is told apart by `graph`; pydantic then reports errors against that family's fields.
+Recipe = Annotated[Union[ReasoningRecipe], Field(discriminator="graph")]  # noqa: UP007 (grows per family)
+_RECIPE = TypeAdapter(Recipe)
+GRAPHS = ("reasoning",)
+
+
+def parse_recipe(raw: dict[str, Any]) -> RecipeBase:
+    return _RECIPE.validate_python(raw)
+
+
 def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    loc = list(error["loc"])
+    if loc and loc[0] in GRAPHS:  # pydantic prefixes the family's tag; the user's YAML has no such level
+        loc = loc[1:]
+    where = ".".join(str(part) for part in loc) or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "missing":
         return f"{where}: required field is missing"
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown field (check the spelling; see demos/reasoning.yaml for the fields)"
+        return f"{where}: unknown field (check the spelling; demos/ has a commented recipe per graph)"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"graph: must be one of {', '.join(GRAPHS)} (got {error['input'].get('graph')!r})"
     return f"{where}: {message} (got {error.get('input')!r})"
 
 
-def load_recipe(path: Path) -> tuple[Recipe, list[Seed]]:
+def load_recipe(path: Path) -> tuple[RecipeBase, list[SeedBase]]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path}: no such file")
@@ -168,13 +199,14 @@ def load_recipe(path: Path) -> tuple[Recipe, list[Seed]]:
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path}: expected a mapping of fields at the top level")
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = parse_recipe(raw)
     except ValidationError as exc:
         raise RecipeError(f"recipe {path}: " + "; ".join(_describe(e) for e in exc.errors())) from None
-    return recipe, load_seeds(recipe.seeds, base=path.parent, where=f"recipe {path}")
+    return recipe, load_seeds(recipe, base=path.parent, where=f"recipe {path}")
 
 
-def load_seeds(source: SeedSource, *, base: Path, where: str) -> list[Seed]:
+def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[SeedBase]:
+    source = recipe.seeds
     if source.inline is not None:
         items = [(f"{where}: seeds.inline[{i}]", item) for i, item in enumerate(source.inline)]
     else:
@@ -192,7 +224,7 @@ def load_seeds(source: SeedSource, *, base: Path, where: str) -> list[Seed]:
     seeds = []
     for label, item in items:
         try:
-            seeds.append(Seed.model_validate(item))
+            seeds.append(recipe.seed_model.model_validate(item))
         except ValidationError as exc:
             raise RecipeError(f"{label}: " + "; ".join(_describe(e) for e in exc.errors())) from None
     if not seeds:

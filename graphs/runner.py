@@ -13,30 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgraph.agents.models import CallLog, CallRecord, ModelPool, Sampling, current_call_log
-from synthgraph.agents.reasoning_roles import Critic, Proposer, Solver
+from types import ModuleType
+
+from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
 from synthgraph.graphs import reasoning
-from synthgraph.graphs.recipe import Recipe, Seed
+from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
 
 
-def reasoning_context(recipe: Recipe, pool: ModelPool) -> reasoning.ReasoningContext:
-    roles = recipe.roles
-
-    def sampling(settings):
-        return settings.model_dump(include={"temperature", "top_p", "max_tokens", "seed"})
-
-    return reasoning.ReasoningContext(
-        proposer=Proposer(pool.client(recipe.role_model("proposer")), Sampling(**sampling(roles.proposer))),
-        solver=Solver(pool.client(recipe.role_model("solver")), Sampling(**sampling(roles.solver))),
-        critic=Critic(pool.client(recipe.role_model("critic")), Sampling(**sampling(roles.critic))),
-        samples=roles.solver.samples,
-        revise_rounds=recipe.revise.rounds,
-        critic_threshold=roles.critic.threshold,
-        sandbox_timeout_s=recipe.verifier.sandbox_timeout_s,
-        sandbox_memory_mb=recipe.verifier.sandbox_memory_mb,
-    )
+# Each recipe family is a graph module with the same four names: graph, make_context, initial_state, to_rows.
+FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning}
 
 
 @dataclass
@@ -89,8 +76,8 @@ class RunResult:
 class Runner:
     def __init__(
         self,
-        recipe: Recipe,
-        seeds: list[Seed],
+        recipe: RecipeBase,
+        seeds: list[SeedBase],
         *,
         store_path: Path | None = None,
         recipe_path: Path | None = None,
@@ -108,6 +95,7 @@ class Runner:
         self.pool = pool
         self.on_update = on_update or (lambda tally: None)
         self.run_id = recipe.run_id(seeds)
+        self.family = FAMILIES[recipe.graph]
         self.tally = RunTally()
 
     async def run(self) -> RunResult:
@@ -136,7 +124,7 @@ class Runner:
     async def _generate(self, pending: list[Seed], store: Store) -> bool:
         owns_pool = self.pool is None
         pool = self.pool or ModelPool(self.recipe.engine, max_attempts=self.recipe.max_model_attempts)
-        context = reasoning_context(self.recipe, pool)
+        context = self.family.make_context(self.recipe, pool)
         try:
             t0 = time.perf_counter()
             await pool.start()
@@ -146,7 +134,7 @@ class Runner:
             exhausted = False
             async with StoreWriter(store) as writer:
 
-                async def one(seed: Seed) -> None:
+                async def one(seed: SeedBase) -> None:
                     nonlocal exhausted
                     async with slots:
                         if budget is not None and self.tally.prompt_tokens + self.tally.completion_tokens >= budget:
@@ -167,14 +155,14 @@ class Runner:
             if owns_pool:
                 pool.shutdown()
 
-    async def _run_seed(self, seed: Seed, context: reasoning.ReasoningContext) -> SeedOutcome:
+    async def _run_seed(self, seed: SeedBase, context) -> SeedOutcome:
         log = CallLog(on_call=self._on_call)
         current_call_log.set(log)  # this coroutine runs in its own task (gather), so the log is this seed's
         seed_id = seed.seed_id
         try:
-            state = await reasoning.graph.ainvoke({"seed": seed, "attempts": [], "revisions": 0}, context=context)
-            samples, messages, verdicts, sample_ids = reasoning.to_rows(
-                state, run_id=self.run_id, seed_id=seed_id, threshold=context.critic_threshold)
+            state = await self.family.graph.ainvoke(self.family.initial_state(seed), context=context)
+            samples, messages, verdicts, sample_ids = self.family.to_rows(
+                state, run_id=self.run_id, seed_id=seed_id, context=context)
             status, error = "done", None
         except Exception as exc:  # a bug or a dead engine must cost one seed, not the run
             error = f"{type(exc).__name__}: {exc}"

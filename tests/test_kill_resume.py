@@ -17,7 +17,7 @@ CHILD = textwrap.dedent("""
     import asyncio, json, sys, time
     sys.path.insert(0, {tests!r})
     from fakes import ReasoningScript, ScriptedPool
-    from synthgraph.graphs.recipe import Recipe, load_seeds
+    from synthgraph.graphs.recipe import load_seeds, parse_recipe
     from synthgraph.graphs.runner import Runner
 
     def solver(messages):
@@ -26,10 +26,10 @@ CHILD = textwrap.dedent("""
         return f"{{n}} times 7 is {{7 * n}}.\\n#### {{7 * n}}"
 
     seeds = [{{"id": f"s{{i:03d}}", "problem": f"What is {{i}} times 7?", "answer": str(7 * i)}} for i in range(60)]
-    recipe = Recipe.model_validate({{"name": "kill", "graph": "reasoning", "seeds": {{"inline": seeds}},
+    recipe = parse_recipe({{"name": "kill", "graph": "reasoning", "seeds": {{"inline": seeds}},
                                      "roles": {{"solver": {{"samples": 2}}}}, "concurrency": 4}})
     script = ReasoningScript(solver=solver)
-    runner = Runner(recipe, load_seeds(recipe.seeds, base=None, where="t"), store_path=sys.argv[1],
+    runner = Runner(recipe, load_seeds(recipe, base=None, where="t"), store_path=sys.argv[1],
                     pool=ScriptedPool(script), on_update=lambda t: print("done", t.seeds_done, flush=True))
     result = asyncio.run(runner.run())
     print("calls", json.dumps(dict(script.calls), separators=(",", ":")), "skipped", result.tally.seeds_skipped, flush=True)

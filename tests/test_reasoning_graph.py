@@ -9,23 +9,23 @@ import pytest
 from fakes import ReasoningScript, ScriptedPool
 
 from synthgraph.graphs import reasoning
-from synthgraph.graphs.recipe import Recipe, Seed
-from synthgraph.graphs.runner import reasoning_context
+from synthgraph.graphs.recipe import Seed, parse_recipe
 
 
 def make_context(script: ReasoningScript, **limits) -> reasoning.ReasoningContext:
-    recipe = Recipe.model_validate({"name": "t", "graph": "reasoning", "seeds": {"inline": [{"topic": "x"}]}})
-    context = reasoning_context(recipe, ScriptedPool(script))
+    recipe = parse_recipe({"name": "t", "graph": "reasoning", "seeds": {"inline": [{"topic": "x"}]}})
+    context = reasoning.make_context(recipe, ScriptedPool(script))
     for name, value in {"samples": 3, "revise_rounds": 1, "critic_threshold": 6, "sandbox_timeout_s": 5, **limits}.items():
         setattr(context, name, value)
     return context
 
 
 def run_graph(seed: Seed, context) -> dict:
-    return asyncio.run(reasoning.graph.ainvoke({"seed": seed, "attempts": [], "revisions": 0}, context=context))
+    return asyncio.run(reasoning.graph.ainvoke(reasoning.initial_state(seed), context=context))
 
 
 TOPIC = Seed(topic="apples in bags")
+CONTEXT = reasoning.ReasoningContext(proposer=None, solver=None, critic=None, critic_threshold=6)
 GOLD = Seed(problem="What is 6 times 7?", answer="42")
 
 
@@ -51,7 +51,7 @@ def test_failing_reference_program_rejects_the_problem_with_its_error():
     assert state["outcome"] == "rejected"
     assert "ZeroDivisionError" in state["problem_error"]
     assert script.calls["solver"] == 0
-    samples, messages, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, messages, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert [(s.kind, s.status) for s in samples] == [("reasoning_problem", "rejected")]
     assert verdicts[0].verifier == "reference_program" and verdicts[0].outcome == "failed"
 
@@ -73,7 +73,7 @@ def test_revision_that_verifies_is_accepted():
     script = ReasoningScript(solver=lambda messages: next(replies))
     state = run_graph(GOLD, make_context(script, revise_rounds=1))
     assert state["outcome"] == "accepted"
-    samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert sorted(s.status for s in samples) == ["accepted"] * 3 + ["rejected"] * 3
 
 
@@ -87,7 +87,7 @@ def test_critic_below_threshold_rejects_with_its_reason():
     script = ReasoningScript(critic=json.dumps({"reason": "The answer is asserted, not derived.", "score": 3}))
     state = run_graph(GOLD, make_context(script))
     assert state["outcome"] == "rejected"
-    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert all(s.status == "rejected" and "asserted, not derived" in s.reason for s in samples)
     assert {(v.verifier, v.outcome) for v in verdicts} == {("math_verify", "passed"), ("critic", "failed")}
 
@@ -96,7 +96,7 @@ def test_solver_output_without_final_answer_is_retried_then_recorded_as_error():
     script = ReasoningScript(solver="I think it is a lot of apples.")
     state = run_graph(GOLD, make_context(script, samples=1, revise_rounds=0))
     assert script.calls["solver"] == 2  # ScriptedPool allows two attempts per call
-    samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert [s.status for s in samples] == ["error"]
     assert "no final answer" in samples[0].reason
 
@@ -105,7 +105,7 @@ def test_malformed_proposer_json_is_an_error_not_a_crash():
     script = ReasoningScript(proposer="here is a problem: {not json")
     state = run_graph(TOPIC, make_context(script))
     assert state["outcome"] == "rejected" and state["problem"] is None
-    samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert [(s.kind, s.status) for s in samples] == [("reasoning_problem", "error")]
     assert "malformed structured output" in samples[0].reason
 
@@ -113,7 +113,7 @@ def test_malformed_proposer_json_is_an_error_not_a_crash():
 def test_critic_that_never_answers_leaves_the_trace_unjudged_and_rejected():
     script = ReasoningScript(critic="")
     state = run_graph(GOLD, make_context(script, samples=1))
-    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert samples[0].status == "rejected" and "critic gave no usable verdict" in samples[0].reason
     assert ("critic", "unchecked") in {(v.verifier, v.outcome) for v in verdicts}
 
@@ -122,7 +122,7 @@ def test_unparseable_reference_is_unchecked_not_wrong():
     script = ReasoningScript()
     seed = Seed(problem="Name a colour.", answer="\\unknowncommand{{")
     state = run_graph(seed, make_context(script, samples=1, revise_rounds=0))
-    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", threshold=6)
+    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert verdicts[0].outcome == "unchecked"
     assert samples[0].status == "rejected" and samples[0].reason.startswith("answer could not be checked")
 

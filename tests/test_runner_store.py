@@ -12,14 +12,14 @@ from fakes import ReasoningScript, ScriptedPool
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import Recipe, load_seeds
+from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 SEEDS = [{"id": f"gold-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 6)]
 
 
 def make_recipe(**fields) -> Recipe:
-    return Recipe.model_validate({
+    return parse_recipe({
         "name": "unit", "graph": "reasoning", "seeds": {"inline": SEEDS},
         "roles": {"solver": {"samples": 2}}, "concurrency": 3, **fields,
     })
@@ -32,7 +32,7 @@ def solver_reply(messages) -> str:
 
 def run(db: Path, script: ReasoningScript, *, limit=None, recipe=None, retry_errors=False):
     recipe = recipe or make_recipe()
-    seeds = load_seeds(recipe.seeds, base=Path("."), where="test")
+    seeds = load_seeds(recipe, base=Path("."), where="test")
     runner = Runner(recipe, seeds, store_path=db, limit=limit, pool=ScriptedPool(script), retry_errors=retry_errors)
     return asyncio.run(runner.run())
 
