@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import json
 import os
@@ -341,7 +342,9 @@ class VLLMEngine:
     def shutdown(self) -> None:
         if self._engine is not None:
             self._engine.shutdown()
-            self._engine = None
+            self._engine = self._tokenizer = None
+            # Collect the engine now: its __del__ at interpreter exit finds vLLM's modules torn down and raises.
+            gc.collect()
 
 
 class PromptTooLong(ValueError):
@@ -349,6 +352,7 @@ class PromptTooLong(ValueError):
 
 
 def _configure_vllm_env(settings: EngineSettings) -> None:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO/WARNING lines drown the progress display
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, settings.kv_cache_gib))))

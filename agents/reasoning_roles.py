@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from synthgraph.agents.models import ModelClient, Sampling, system_message, user_message
 from synthgraph.tools.math_answers import extract_final_answer
@@ -29,8 +31,51 @@ def render(name: str, **fields: str):
 
 
 class ProblemDraft(BaseModel):
-    problem: str = Field(min_length=10, max_length=1500)
-    program: str = Field(min_length=5, max_length=3000)
+    problem: str = Field(min_length=10, max_length=2000)
+    program: str = Field(min_length=5, max_length=4000)
+
+
+_CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
+
+
+def parse_problem_draft(text: str) -> ProblemDraft | str:
+    """The proposer's reply: a `Problem:` paragraph and a fenced Python program, or what is wrong with it.
+
+    Small code models write far better programs in a fenced block than escaped inside a JSON string.
+    """
+    block = _CODE_BLOCK.search(text)
+    if block is None:
+        return "no ```python program block"
+    problem = text[: block.start()].strip()
+    problem = re.sub(r"^\**\s*problem\s*:?\s*\**\s*:?", "", problem, flags=re.I).strip()
+    try:
+        return ProblemDraft(problem=problem, program=block.group(1).strip())
+    except ValidationError as exc:
+        return f"unusable problem draft: {exc.errors()[0]['loc'][0]} {exc.errors()[0]['msg']}"
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers_missing_from_problem(problem: str, program: str) -> list[str]:
+    """Numbers the program computes with that the problem never states: the problem is not self-contained.
+
+    Everyday constants (0, 1, 2, 10, 100, 60) pass, and so does a stated percentage written as a fraction
+    (4% -> 0.04): they are arithmetic, not data the solver would need to be told.
+    """
+    stated = {float(n.replace(",", "")) for n in _NUMBER.findall(problem)}
+    allowed = stated | {round(n / 100, 12) for n in stated} | {0.0, 1.0, 2.0, 10.0, 100.0, 60.0}
+    code = re.sub(r"#.*", "", program)
+    used = re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", code)
+    return sorted({n for n in used if round(float(n), 12) not in allowed})
+
+
+def _too_close(problem: str, example: str | None) -> bool:
+    """A copy of the seed's example is not a new problem (small models copy readily). The same story with
+    new numbers is a new problem with a new answer, so only a near-copy with the same numbers counts."""
+    if not example or sorted(_NUMBER.findall(problem)) != sorted(_NUMBER.findall(example)):
+        return False
+    return difflib.SequenceMatcher(None, problem.lower(), example.lower()).ratio() > 0.8
 
 
 class Critique(BaseModel):
@@ -48,15 +93,27 @@ class Proposer:
     sampling: Sampling
 
     async def write_problem(self, *, topic: str, style: str | None, example: str | None) -> ProblemDraft:
-        example_block = f"For inspiration only (write a different problem):\n{example}\n" if example else ""
+        example_block = (
+            f"An example of the style only (write a different situation with different numbers):\n{example}\n"
+            if example else ""
+        )
+
+        def problem_in(text: str) -> str | None:
+            draft = parse_problem_draft(text)
+            if isinstance(draft, str):
+                return draft
+            if missing := numbers_missing_from_problem(draft.problem, draft.program):
+                return f"the program uses numbers the problem does not state: {', '.join(missing)}"
+            return "copied the seed's example problem" if _too_close(draft.problem, example) else None
+
         completion = await self.client.complete(
             render("reasoning_proposer", topic=topic, style=style or "a short grade-school word problem",
                    example_block=example_block),
             role="proposer",
             sampling=self.sampling,
-            schema=ProblemDraft,
+            check=problem_in,
         )
-        return completion.parsed
+        return parse_problem_draft(completion.text)
 
 
 def _needs_final_answer(text: str) -> str | None:

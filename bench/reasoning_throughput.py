@@ -31,7 +31,7 @@ def scripted_team(messages, kwargs) -> str:
     """Instant, always-usable replies for every reasoning role."""
     system = messages[0].content
     if "You write new" in system:
-        return json.dumps({"problem": "Ann has 6 bags of 7 apples. How many apples?", "program": "print(6*7)"})
+        return "Problem: Ann has 6 bags of 7 apples. How many apples?\n```python\nprint(6 * 7)\n```"
     if "You review worked" in system:
         return json.dumps({"reason": "Each step follows.", "score": 8})
     if "math teacher" in system:

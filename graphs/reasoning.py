@@ -11,6 +11,7 @@ accepted ones are training data, rejected ones are tomorrow's preference negativ
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypedDict
 
@@ -87,6 +88,9 @@ class ReasoningContext:
 # ------------------------------------------------------------------------------------------------ nodes
 
 
+PROGRAM_PRELUDE = "import math\nfrom fractions import Fraction\n"
+
+
 async def propose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
     seed = state["seed"]
     if seed.problem is not None:
@@ -96,17 +100,35 @@ async def propose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict
     except ModelOutputError as exc:
         return {"problem": None, "problem_error": str(exc)}
     ctx = runtime.context
-    run = await arun_python(draft.program, timeout_s=ctx.sandbox_timeout_s, memory_mb=ctx.sandbox_memory_mb)
-    output_lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
+    # The usual imports up front: a forgotten `from fractions import Fraction` is not a wrong reference.
+    run = await arun_python(PROGRAM_PRELUDE + draft.program, timeout_s=ctx.sandbox_timeout_s,
+                            memory_mb=ctx.sandbox_memory_mb)
     problem = Problem(text=draft.problem, source="proposed", program=draft.program, program_output=run.stdout[-2000:])
     if run.timed_out:
         return {"problem": problem, "problem_error": f"reference program timed out after {ctx.sandbox_timeout_s}s"}
     if run.returncode != 0:
         last_error = (run.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return {"problem": problem, "problem_error": f"reference program failed (exit {run.returncode}): {last_error}"}
-    if not output_lines:
-        return {"problem": problem, "problem_error": "reference program printed nothing"}
-    return {"problem": problem.model_copy(update={"reference": output_lines[-1]})}
+    reference = reference_from_output(run.stdout)
+    if reference is None:
+        return {"problem": problem, "problem_error": f"reference program printed no single answer: {run.stdout[-200:]!r}"}
+    return {"problem": problem.model_copy(update={"reference": reference})}
+
+
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+
+
+def reference_from_output(stdout: str) -> str | None:
+    """The answer a reference program printed: its last line, or the one number in a last line of prose
+    ("The remainder is 3"). A line with several numbers is ambiguous and gives None."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    if not re.search(r"[A-Za-z]{2,}", last.replace("sqrt", "").replace("frac", "").replace("pi", "")):
+        return last
+    numbers = _NUMBER.findall(last)
+    return numbers[0].replace(",", "") if len(numbers) == 1 else None
 
 
 def fan_out(state: TraceState, runtime: Runtime[ReasoningContext]) -> list[Send] | Literal["reject"]:
@@ -263,7 +285,10 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
     threshold = context.critic_threshold
     group_id = stable_id(run_id, seed_id)
     problem = state.get("problem")
-    problem_fields = problem.model_dump() if problem else {}
+    problem_fields = {} if problem is None else {
+        "problem": problem.text, "reference": problem.reference, "reference_source": problem.source,
+        "program": problem.program, "program_output": problem.program_output,
+    }
     samples, messages, verdicts, sample_ids = [], [], [], {}
     if state.get("problem_error"):
         sample_id = stable_id(run_id, seed_id, "problem")

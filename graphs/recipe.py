@@ -7,6 +7,7 @@ A recipe is validated completely — seeds included — before any model loads, 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -15,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
+
+
+def prompts_digest() -> str:
+    """Prompt templates shape the data as much as sampling does: editing one starts a new run."""
+    folder = resources.files("synthgraph.agents").joinpath("prompts")
+    texts = sorted((p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".md"))
+    return stable_id(json.dumps(texts))
 
 
 class RecipeError(ValueError):
@@ -148,6 +156,7 @@ class RecipeBase(BaseModel):
         """What makes two runs the same run: everything that changes the data, not how fast it is made."""
         recipe = self.model_dump(mode="json", exclude={"concurrency", "budget", "store", "seeds"})
         recipe["seeds"] = [s.model_dump(exclude_none=True) for s in seeds]
+        recipe["prompts"] = prompts_digest()
         return recipe
 
     def run_id(self, seeds: list[SeedBase]) -> str:

@@ -19,12 +19,17 @@ def role_of(messages) -> str:
     raise AssertionError(f"unknown prompt: {system[:80]}")
 
 
+def proposal(problem: str, program: str) -> str:
+    """A proposer reply in the format agents/prompts/reasoning_proposer.md asks for."""
+    return f"Problem: {problem}\n```python\n{program}\n```"
+
+
 class ReasoningScript:
     """Scripted replies per role; each may be a string or a function of the prompt messages."""
 
     def __init__(self, **replies: str | Callable):
         self.replies = {
-            "proposer": json.dumps({"problem": "Ann has 6 bags of 7 apples. How many apples?", "program": "print(6*7)"}),
+            "proposer": proposal("Ann has 6 bags of 7 apples. How many apples?", "print(6 * 7)"),
             "solver": "6 bags times 7 apples is 42 apples.\n#### 42",
             "critic": json.dumps({"reason": "Each step follows.", "score": 8}),
             "diagnose": json.dumps({"feedback": "Multiply, do not add."}),

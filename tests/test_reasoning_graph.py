@@ -6,8 +6,9 @@ import asyncio
 import json
 
 import pytest
-from fakes import ReasoningScript, ScriptedPool
+from fakes import ReasoningScript, ScriptedPool, proposal
 
+from synthgraph.agents.reasoning_roles import numbers_missing_from_problem
 from synthgraph.graphs import reasoning
 from synthgraph.graphs.recipe import Seed, parse_recipe
 
@@ -46,7 +47,7 @@ def test_proposed_problem_takes_its_reference_from_the_program_output(script):
 
 
 def test_failing_reference_program_rejects_the_problem_with_its_error():
-    script = ReasoningScript(proposer=json.dumps({"problem": "What is ten divided by nothing?", "program": "print(1/0)"}))
+    script = ReasoningScript(proposer=proposal("What is ten divided by nothing?", "print(1/0)"))
     state = run_graph(TOPIC, make_context(script))
     assert state["outcome"] == "rejected"
     assert "ZeroDivisionError" in state["problem_error"]
@@ -101,13 +102,56 @@ def test_solver_output_without_final_answer_is_retried_then_recorded_as_error():
     assert "no final answer" in samples[0].reason
 
 
-def test_malformed_proposer_json_is_an_error_not_a_crash():
-    script = ReasoningScript(proposer="here is a problem: {not json")
+def test_proposer_reply_without_a_program_is_an_error_not_a_crash():
+    script = ReasoningScript(proposer="Problem: Ann has apples. The answer is 42.")
     state = run_graph(TOPIC, make_context(script))
     assert state["outcome"] == "rejected" and state["problem"] is None
+    assert script.calls["proposer"] == 2  # retried once (ScriptedPool allows two attempts), then recorded
     samples, *_ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert [(s.kind, s.status) for s in samples] == [("reasoning_problem", "error")]
+    assert "no ```python program block" in samples[0].reason
+
+
+def test_malformed_critic_json_is_retried_then_recorded():
+    script = ReasoningScript(critic='{"reason": "fine", "score": "eight"')
+    state = run_graph(GOLD, make_context(script, samples=1))
+    assert script.calls["critic"] == 2
+    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=CONTEXT)
     assert "malformed structured output" in samples[0].reason
+
+
+def test_copy_of_the_seed_example_is_refused_but_new_numbers_are_a_new_problem():
+    example = "A jacket costs $80 and is on sale for 25% off. How much does it cost on sale?"
+    copying = ReasoningScript(proposer=proposal(example, "print(80 * (100 - 25) / 100)"))
+    seed = Seed(topic="discounts", example=example)
+    state = run_graph(seed, make_context(copying))
+    assert "copied the seed's example" in state["problem_error"]
+    variant = ReasoningScript(proposer=proposal(example.replace("80", "120"), "print(120 * (100 - 25) / 100)"),
+                              solver="#### 90")
+    assert run_graph(seed, make_context(variant))["problem"].reference == "90.0"
+
+
+def test_problem_that_hides_the_programs_numbers_is_refused():
+    script = ReasoningScript(proposer=proposal("Find the perimeter of the rectangle.", "print(2 * (12 + 7))"))
+    state = run_graph(TOPIC, make_context(script))
+    assert "numbers the problem does not state: 12, 7" in state["problem_error"]
+
+
+@pytest.mark.parametrize("problem, program, missing", [
+    ("A loan of $1,000 at 4% for 3 years.", "print(1000 * 0.04 * 3)", []),
+    ("Half of 2.5 litres.", "x = 2.5 / 2  # 7 is not used\nprint(x)", []),
+    ("A rectangle of given sides.", "print(12 * 7)", ["12", "7"]),
+])
+def test_numbers_missing_from_problem(problem, program, missing):
+    assert numbers_missing_from_problem(problem, program) == missing
+
+
+@pytest.mark.parametrize("stdout, reference", [
+    ("42\n", "42"), ("1/3\n", "1/3"), ("step 1\n7.5\n", "7.5"), ("The remainder is 3\n", "3"),
+    ("Total: 1,250 dollars\n", "1250"), ("3 apples cost $4.50\n", None), ("", None), ("\\frac{1}{2}", "\\frac{1}{2}"),
+])
+def test_reference_is_the_programs_single_printed_answer(stdout, reference):
+    assert reasoning.reference_from_output(stdout) == reference
 
 
 def test_critic_that_never_answers_leaves_the_trace_unjudged_and_rejected():
