@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import gc
 import hashlib
 import json
 import os
@@ -341,10 +340,11 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = self._tokenizer = None
-            # Collect the engine now: its __del__ at interpreter exit finds vLLM's modules torn down and raises.
-            gc.collect()
+            engine, self._engine, self._tokenizer = self._engine, None, None
+            engine.shutdown()
+            # AsyncLLM.__del__ shuts down again; at interpreter exit vLLM's modules are already torn down
+            # and it prints a TypeError traceback after a clean run. Once is enough.
+            engine.shutdown = lambda *args, **kwargs: None
 
 
 class PromptTooLong(ValueError):
