@@ -59,7 +59,7 @@ def bench_orchestration(seeds: int, samples: int, concurrency: int) -> None:
     print(f"(a) zero-latency model: {seeds} seeds x k={samples}, concurrency {concurrency}")
     print(f"    {tally.calls} agent calls, {tally.accepted} accepted samples in {elapsed:.2f} s")
     print(f"    {tally.calls / elapsed:.0f} agent calls/s, {seeds / elapsed:.1f} seeds/s "
-          f"(graph + math-verify + sandboxless store writes)")
+          f"(graph, math-verify checks, store writes; gold seeds, so no sandbox runs)")
 
 
 def bench_model(model: str | None, seeds: int, concurrency: int) -> None:
@@ -70,14 +70,8 @@ def bench_model(model: str | None, seeds: int, concurrency: int) -> None:
     pool = ModelPool(recipe.engine, max_attempts=recipe.max_model_attempts)
     records: list[CallRecord] = []
     with tempfile.TemporaryDirectory() as tmp:
-        runner = Runner(recipe, all_seeds, store_path=Path(tmp) / "bench.duckdb", limit=seeds, pool=pool)
-        original = runner._on_call
-
-        def keep(record: CallRecord) -> None:
-            records.append(record)
-            original(record)
-
-        runner._on_call = keep
+        runner = Runner(recipe, all_seeds, store_path=Path(tmp) / "bench.duckdb", limit=seeds, pool=pool,
+                        on_call=records.append)
         try:
             result = asyncio.run(_pipeline_then_raw(runner, pool, records))
         finally:

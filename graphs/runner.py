@@ -85,6 +85,7 @@ class Runner:
         retry_errors: bool = False,
         pool: ModelPool | None = None,
         on_update: Callable[[RunTally], None] | None = None,
+        on_call: Callable[[CallRecord], None] | None = None,
     ):
         self.recipe = recipe
         self.seeds = seeds
@@ -94,6 +95,7 @@ class Runner:
         self.retry_errors = retry_errors
         self.pool = pool
         self.on_update = on_update or (lambda tally: None)
+        self.on_call = on_call or (lambda record: None)
         self.run_id = recipe.run_id(seeds)
         self.family = FAMILIES[recipe.graph]
         self.tally = RunTally()
@@ -177,6 +179,7 @@ class Runner:
 
     def _on_call(self, record: CallRecord) -> None:
         self.tally.add_call(record)
+        self.on_call(record)
         self.on_update(self.tally)
 
     def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None) -> AgentCallRow:
