@@ -412,7 +412,10 @@ def _check_folder(model: ShippedModel, folder: Path) -> None:
 
 
 def _lock(path: Path, progress: Progress):
-    from filelock import FileLock, Timeout
+    try:  # comes with huggingface_hub / torch, i.e. with synthgraph[models]
+        from filelock import FileLock, Timeout
+    except ImportError as exc:
+        raise ShippedModelError(f"preparing a model needs filelock ({exc}): pip install 'synthgraph[models]'") from exc
 
     lock = FileLock(str(path))
     try:
