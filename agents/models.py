@@ -55,7 +55,8 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(0.7, ge=0, le=2)
-    top_p: float = Field(0.95, gt=0, le=1)
+    # vLLM's CPU sampler: any top_p < 1 halved batched throughput here (16 requests: 89 vs 176 tok/s).
+    top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(512, ge=1, le=32768)
     seed: int | None = None
 
@@ -300,6 +301,7 @@ class VLLMEngine:
 
     def _load(self):
         _configure_vllm_env(self.settings)
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -312,6 +314,9 @@ class VLLMEngine:
             seed=self.settings.seed,
             max_num_seqs=self.settings.max_num_seqs,
             gpu_memory_utilization=self.settings.gpu_memory_utilization,
+            # Without it the 0.5B model emitted whitespace inside JSON until max_tokens (3 of 8 valid; 8 of 8
+            # with it). Only the engine-level setting takes effect, and not with backend="auto".
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
         engine = AsyncLLM.from_engine_args(args)
         return engine, engine.get_tokenizer()
