@@ -366,6 +366,18 @@ def _configure_vllm_env(settings: EngineSettings) -> None:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
 
 
+def chat_result(text: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
+                model_name: str) -> ChatResult:
+    """A reply in LangChain's form, with the usage and finish reason the lineage records."""
+    message = AIMessage(
+        content=text,
+        usage_metadata={"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens},
+        response_metadata={"finish_reason": finish_reason, "model_name": model_name},
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 class ChatVLLM(BaseChatModel):
     """LangChain chat model over a shared in-process `VLLMEngine`."""
 
@@ -390,16 +402,7 @@ class ChatVLLM(BaseChatModel):
         text, prompt_tokens, completion_tokens, finish_reason = await self._engine.generate(
             _message_dicts(messages), sampling
         )
-        message = AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": prompt_tokens,
-                "output_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            response_metadata={"finish_reason": finish_reason, "model_name": self.model_name},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name)
 
 
 # ------------------------------------------------------------------------------------------- the fake
@@ -422,16 +425,7 @@ class ScriptedChatModel(BaseChatModel):
         text = self.respond(list(messages), kwargs)
         prompt_tokens = sum(len(str(m.content).split()) for m in messages)
         completion_tokens = len(text.split())
-        message = AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": prompt_tokens,
-                "output_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            response_metadata={"finish_reason": self.finish_reason, "model_name": "fake"},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return chat_result(text, prompt_tokens, completion_tokens, self.finish_reason, "fake")
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         return self._generate(messages, stop, run_manager, **kwargs)

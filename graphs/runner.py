@@ -16,14 +16,14 @@ from pathlib import Path
 from types import ModuleType
 
 from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
-from synthgraph.graphs import reasoning
+from synthgraph.graphs import code, reasoning
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
 
 
 # Each recipe family is a graph module with the same four names: graph, make_context, initial_state, to_rows.
-FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning}
+FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning, "code": code}
 
 
 @dataclass
@@ -183,11 +183,5 @@ class Runner:
         self.on_update(self.tally)
 
     def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None) -> AgentCallRow:
-        return AgentCallRow(
-            call_id=record.call_id, run_id=self.run_id, seed_id=seed_id, sample_id=sample_id, role=record.role,
-            node=record.node, model=record.model, prompt_hash=record.prompt_hash, prompt=record.prompt,
-            completion=record.completion, prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens, latency_s=record.latency_s,
-            finish_reason=record.finish_reason, sampling=record.sampling, error=record.error,
-            started_at=record.started_at,
-        )
+        return AgentCallRow(**record.model_dump(exclude={"subject"}), run_id=self.run_id, seed_id=seed_id,
+                            sample_id=sample_id)
