@@ -6,6 +6,7 @@ A recipe is validated completely — seeds included — before any model loads, 
 
 from __future__ import annotations
 
+import gzip
 import json
 from importlib import resources
 from pathlib import Path
@@ -18,10 +19,12 @@ from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
 
 
-def prompts_digest() -> str:
-    """Prompt templates shape the data as much as sampling does: editing one starts a new run."""
+def prompts_digest(graph: str) -> str:
+    """Prompt templates shape the data as much as sampling does: editing one of a family's (`GRAPH_*.md`)
+    starts a new run of that family; adding another family's prompts does not."""
     folder = resources.files("synthgraph.agents").joinpath("prompts")
-    texts = sorted((p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".md"))
+    texts = sorted((p.name, p.read_text()) for p in folder.iterdir()
+                   if p.name.startswith(f"{graph}_") and p.name.endswith(".md"))
     return stable_id(json.dumps(texts))
 
 
@@ -59,6 +62,22 @@ class CriticSettings(RoleSettings):
     max_tokens: int = Field(256, ge=1, le=32768)
 
 
+class CodeProposerSettings(ProposerSettings):
+    max_tokens: int = Field(1024, ge=1, le=32768)
+
+
+class CodeSolverSettings(SolverSettings):
+    max_tokens: int = Field(1024, ge=1, le=32768)
+
+
+class CodeRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: CodeProposerSettings = Field(default_factory=CodeProposerSettings)
+    solver: CodeSolverSettings = Field(default_factory=CodeSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
 class ReasoningRoles(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,7 +89,7 @@ class ReasoningRoles(BaseModel):
 class SeedSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    file: Path | None = Field(None, description="JSONL, one seed object per line; relative to the recipe")
+    file: Path | None = Field(None, description="JSONL (or .jsonl.gz), one seed object per line; relative to the recipe")
     inline: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
@@ -107,6 +126,37 @@ class Seed(SeedBase):
             raise ValueError("a seed needs a `topic` (to propose a new problem) or a `problem` (with `answer`)")
         if self.problem is not None and self.answer is None:
             raise ValueError("a seed with a `problem` needs its gold `answer`")
+        return self
+
+
+class CodeSeed(SeedBase):
+    """A code seed: something to write a new problem from (a `topic`, a function `signature`, a code `snippet`
+    to draw on, OSS-Instruct style), or a human-eval style problem that brings its own `prompt` (a function
+    stub with its docstring), `test` (asserts, or a `check(candidate)` function) and `entry_point`, with an
+    optional `canonical_solution` (the body that completes the prompt)."""
+
+    task_id: str | None = None
+    topic: str | None = None
+    signature: str | None = None
+    snippet: str | None = None
+    prompt: str | None = None
+    test: str | None = None
+    entry_point: str | None = None
+    canonical_solution: str | None = None
+
+    @property
+    def seed_id(self) -> str:
+        return self.id or self.task_id or super().seed_id
+
+    @model_validator(mode="after")
+    def _inspiration_or_problem(self):
+        if self.prompt is None and not (self.topic or self.signature or self.snippet):
+            raise ValueError("a code seed needs a `topic`, `signature` or `snippet` (to propose a new problem) "
+                             "or a `prompt` with its `test` and `entry_point` (human-eval style)")
+        if self.prompt is not None and (self.test is None or self.entry_point is None):
+            raise ValueError("a seed with a `prompt` needs its `test` and `entry_point`")
+        if self.entry_point is not None and not self.entry_point.isidentifier():
+            raise ValueError(f"entry_point must be a Python function name (got {self.entry_point!r})")
         return self
 
 
@@ -156,7 +206,7 @@ class RecipeBase(BaseModel):
         """What makes two runs the same run: everything that changes the data, not how fast it is made."""
         recipe = self.model_dump(mode="json", exclude={"concurrency", "budget", "store", "seeds"})
         recipe["seeds"] = [s.model_dump(exclude_none=True) for s in seeds]
-        recipe["prompts"] = prompts_digest()
+        recipe["prompts"] = prompts_digest(self.graph)
         return recipe
 
     def run_id(self, seeds: list[SeedBase]) -> str:
@@ -172,10 +222,19 @@ class ReasoningRecipe(RecipeBase):
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
 
 
+class CodeRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = CodeSeed
+
+    graph: Literal["code"]
+    roles: CodeRoles = Field(default_factory=CodeRoles)
+    revise: ReviseSettings = Field(default_factory=ReviseSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+
+
 # Each family's recipe is told apart by `graph`; pydantic then reports errors against that family's fields.
-Recipe = Annotated[Union[ReasoningRecipe], Field(discriminator="graph")]  # noqa: UP007 (grows per family)
+Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe], Field(discriminator="graph")]  # noqa: UP007 (grows per family)
 _RECIPE = TypeAdapter(Recipe)
-GRAPHS = ("reasoning",)
+GRAPHS = ("reasoning", "code")
 
 
 def parse_recipe(raw: dict[str, Any]) -> RecipeBase:
@@ -223,7 +282,8 @@ def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[See
         if not file.is_file():
             raise RecipeError(f"{where}: seeds.file: {file} does not exist")
         items = []
-        for number, line in enumerate(file.read_text().splitlines(), start=1):
+        text = gzip.decompress(file.read_bytes()).decode() if file.suffix == ".gz" else file.read_text()
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:

@@ -40,7 +40,7 @@ def test_out_of_range_field_is_named_with_what_is_allowed(tmp_path):
 def test_unknown_graph_lists_the_known_ones(tmp_path):
     path = write(tmp_path, BASE.replace("reasoning", "poetry"), '{"topic": "x"}\n')
     assert str(pytest.raises(RecipeError, load_recipe, path).value).endswith(
-        "graph: must be one of reasoning (got 'poetry')")
+        "graph: must be one of reasoning, code (got 'poetry')")
 
 
 def test_unknown_field_is_reported(tmp_path):
