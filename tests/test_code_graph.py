@@ -467,7 +467,7 @@ def test_code_demo_on_the_embedded_model_fills_duckdb_with_tested_solutions(tmp_
     assert con.execute("SELECT count(*) FROM seeds WHERE status = 'done'").fetchone() == (2,)
     # every solution that produced code ran against the tests and carries the verdict
     untested = con.execute("""
-        SELECT count(*) FROM samples s WHERE s.kind = 'code_solution' AND s.payload->>'code' IS NOT NULL
+        SELECT count(*) FROM samples s WHERE s.kind = 'code_solution' AND (s.payload->>'code') IS NOT NULL
         AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = s.sample_id AND v.verifier = 'tests')
     """).fetchone()[0]
     assert untested == 0

@@ -47,7 +47,7 @@ def test_readme_demo_on_the_embedded_model_fills_duckdb_with_verified_traces(tmp
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM seeds WHERE status = 'done'").fetchone() == (2,)
     # the proposer's structured output parsed (a problem exists) for at least one seed
-    problems = con.execute("SELECT count(DISTINCT seed_id) FROM samples WHERE payload->>'problem' IS NOT NULL"
+    problems = con.execute("SELECT count(DISTINCT seed_id) FROM samples WHERE (payload->>'problem') IS NOT NULL"
                            ).fetchone()[0]
     assert problems >= 1
     # every trace carries a math-verify verdict; every verified one a critic verdict
