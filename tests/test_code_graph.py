@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from fakes import VOWELS_SOLUTION, VOWELS_TESTS, CodeScript, ScriptedPool, code_proposal, code_reply
+from readback import rows
 from typer.testing import CliRunner
 
 from synthgraph.agents.code_roles import extract_solution, function_name, parse_code_draft, signature_of
@@ -414,14 +415,6 @@ def code_store(tmp_path) -> Path:
     result = asyncio.run(Runner(recipe, seeds, store_path=db, pool=ScriptedPool(script)).run())
     assert result.tally.seeds_done == 3
     return db
-
-
-def rows(db: Path, sql: str):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_runner_writes_code_samples_verdicts_and_lineage(code_store):

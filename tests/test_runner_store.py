@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from fakes import ReasoningScript, ScriptedPool
+from readback import rows
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
@@ -35,14 +36,6 @@ def run(db: Path, script: ReasoningScript, *, limit=None, recipe=None, retry_err
     seeds = load_seeds(recipe, base=Path("."), where="test")
     runner = Runner(recipe, seeds, store_path=db, limit=limit, pool=ScriptedPool(script), retry_errors=retry_errors)
     return asyncio.run(runner.run())
-
-
-def rows(db: Path, sql: str):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_run_writes_samples_turns_verdicts_and_lineage(tmp_path):
