@@ -125,6 +125,7 @@ def sql(
 class ExportFormat(str, Enum):
     jsonl = "jsonl"
     parquet = "parquet"
+    sharegpt = "sharegpt"
 
 
 @app.command()
@@ -135,7 +136,8 @@ def export(
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     db: DbOption = DEFAULT_STORE,
 ):
-    """Write samples as chat records: {"messages": [...]} in OpenAI format plus metadata columns."""
+    """Write samples as chat records: OpenAI {"messages": [...], "tools": [...]} plus metadata (jsonl, parquet),
+    or ShareGPT {"conversations": [...], "system", "tools"} (sharegpt, JSON lines)."""
     from synthgraph.store.export import export_samples
 
     if status not in (None, "accepted", "rejected", "error"):

@@ -1,10 +1,15 @@
-"""Export samples as chat records: OpenAI `messages` plus metadata columns, as JSONL or Parquet."""
+"""Export samples as chat records: OpenAI `messages` (+ `tools`) with metadata as JSONL or Parquet, or ShareGPT.
+
+A sample that offered tools keeps their OpenAI specs in `payload.tools`; exports lift them to a top-level
+`tools` field, because that is where fine-tuning frameworks look for them.
+"""
 
 from __future__ import annotations
 
 import json
+from itertools import groupby
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from synthgraph.store.db import connect
 
@@ -19,8 +24,10 @@ WHERE ($status IS NULL OR status = $status) AND ($run_id IS NULL OR run_id = $ru
 ORDER BY run_id, group_id, sample_id
 """
 
+ExportFormat = Literal["jsonl", "parquet", "sharegpt"]
 
-def export_samples(db: Path, out: Path, *, format: Literal["jsonl", "parquet"], status: str | None = "accepted",
+
+def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | None = "accepted",
                    run_id: str | None = None) -> int:
     """Write the matching samples to `out`; returns how many were written."""
     con = connect(Path(db), read_only=True)
@@ -28,7 +35,8 @@ def export_samples(db: Path, out: Path, *, format: Literal["jsonl", "parquet"], 
         params = {"status": status, "run_id": run_id}
         out.parent.mkdir(parents=True, exist_ok=True)
         if format == "parquet":
-            con.execute(f"COPY ({_SELECT}) TO '{_quote(out)}' (FORMAT parquet)", params)
+            select = f"SELECT *, metadata->'tools' AS tools FROM ({_SELECT})"
+            con.execute(f"COPY ({select}) TO '{_quote(out)}' (FORMAT parquet)", params)
             return con.execute(f"SELECT count(*) FROM ({_SELECT})", params).fetchone()[0]
         cursor = con.execute(_SELECT, params)
         columns = [d[0] for d in cursor.description]
@@ -37,8 +45,13 @@ def export_samples(db: Path, out: Path, *, format: Literal["jsonl", "parquet"], 
             for row in cursor.fetchall():
                 record = dict(zip(columns, row))
                 record["metadata"] = json.loads(record["metadata"])
-                record["messages"] = [_chat_turn(m) for m in record["messages"]]
-                fh.write(json.dumps({"messages": record.pop("messages"), **record}, ensure_ascii=False) + "\n")
+                messages = [_chat_turn(m) for m in record.pop("messages")]
+                tools = record["metadata"].get("tools")
+                if format == "sharegpt":
+                    line = {**sharegpt_record(messages, tools), "metadata": record}
+                else:
+                    line = {"messages": messages, **({"tools": tools} if tools else {}), **record}
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                 count += 1
         return count
     finally:
@@ -54,6 +67,36 @@ def _chat_turn(message: dict) -> dict:
         turn["tool_call_id"] = message.get("tool_call_id")
         turn["name"] = message.get("name")
     return turn
+
+
+_SHAREGPT_FROM = {"user": "human", "assistant": "gpt"}
+
+
+def sharegpt_record(messages: list[dict[str, Any]], tools: list[dict] | None = None) -> dict[str, Any]:
+    """OpenAI turns in the ShareGPT layout LLaMA-Factory reads: `conversations` of human / gpt / function_call /
+    observation turns, the system prompt apart, and the tools as a JSON string. The results of parallel calls
+    answer one function_call turn, so consecutive tool turns become one observation holding a list."""
+    record: dict[str, Any] = {"conversations": []}
+    for role, group in groupby(messages, key=lambda m: m["role"]):
+        group = list(group)
+        if role == "tool":
+            results = [m["content"] for m in group]
+            value = results[0] if len(results) == 1 else json.dumps(results, ensure_ascii=False)
+            record["conversations"].append({"from": "observation", "value": value})
+            continue
+        for message in group:
+            if role == "system":
+                record["system"] = message["content"]
+            elif message.get("tool_calls"):
+                calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+                         for c in message["tool_calls"]]
+                value = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+                record["conversations"].append({"from": "function_call", "value": value})
+            else:
+                record["conversations"].append({"from": _SHAREGPT_FROM[role], "value": message["content"] or ""})
+    if tools:
+        record["tools"] = json.dumps([t.get("function", t) for t in tools], ensure_ascii=False)
+    return record
 
 
 def _quote(path: Path) -> str:
