@@ -104,7 +104,7 @@ def sql(
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
     write: Annotated[bool, typer.Option("--write", help="open the store read-write (default: read-only)")] = False,
 ):
-    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls; views: chat_samples, run_stats."""
+    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats."""
     try:
         columns, rows = query(db, statement, read_only=not write)
     except StoreError as exc:
@@ -196,6 +196,88 @@ def validate(recipe_path: Annotated[Path, typer.Argument(help="recipe YAML")]):
     except RecipeError as exc:
         _fail(str(exc))
     out.print(f"recipe {recipe_path}: ok ({recipe.graph}, {len(seeds)} seeds, run id {recipe.run_id(seeds)})")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="files, directories (.txt .md .html .jsonl) or a built-in corpus: pydoc-topics")],
+    corpus: Annotated[str | None, typer.Option(help="corpus name (default: the built-in corpus's name)")] = None,
+    db: DbOption = DEFAULT_STORE,
+    max_chars: Annotated[int, typer.Option(help="largest chunk, in characters", min=100)] = 1200,
+    overlap: Annotated[int, typer.Option(help="characters of the previous chunk repeated at the start of the next", min=0)] = 150,
+):
+    """Load documents into the store's retrieval corpus and rebuild its full-text index; re-running is a no-op."""
+    from synthgraph.store.db import connect
+    from synthgraph.tools.retrieval import BUILTIN_CORPORA, RetrievalError, builtin_documents, ingest_documents, load_documents
+
+    builtin = [p for p in paths if p in BUILTIN_CORPORA and not Path(p).exists()]
+    if corpus is None:
+        if len(builtin) != len(paths) or len(set(builtin)) != 1:
+            _fail("--corpus NAME is required (it names the document set a recipe retrieves from)")
+        corpus = builtin[0]
+    if overlap > max_chars // 2:
+        _fail(f"--overlap must be at most half of --max-chars ({max_chars // 2}), got {overlap}")
+
+    def documents():
+        for path in paths:
+            yield from builtin_documents(path) if path in builtin else load_documents([path])
+
+    try:
+        con = connect(db, read_only=False)
+    except StoreError as exc:
+        _fail(str(exc))
+    try:
+        report = ingest_documents(con, documents(), corpus=corpus, max_chars=max_chars, overlap=overlap)
+        chunks, docs = con.execute("SELECT count(*), count(DISTINCT doc_id) FROM chunks WHERE corpus = ?", [corpus]).fetchone()
+    except (RetrievalError, ValueError) as exc:
+        _fail(str(exc))
+    finally:
+        con.close()
+    summary = Table(title=f"ingest into corpus {corpus!r}", show_header=False)
+    summary.add_row("documents", f"{report.documents_added} added, {report.documents_replaced} replaced, "
+                                 f"{report.documents_unchanged} unchanged")
+    summary.add_row("chunks", f"{report.chunks_added} added, {report.chunks_removed} removed")
+    for source in report.replaced_sources[:10]:
+        summary.add_row("replaced", source)
+    summary.add_row("corpus now", f"{docs} documents, {chunks} chunks")
+    summary.add_row("time", f"{report.seconds:.2f} s (full-text index {report.index_seconds:.2f} s)")
+    summary.add_row("store", str(Path(db).resolve()))
+    out.print(summary)
+
+
+@app.command()
+def search(
+    query_text: Annotated[str, typer.Argument(metavar="QUERY", help="words to look for (BM25)")],
+    corpus: Annotated[str | None, typer.Option(help="only this corpus")] = None,
+    k: Annotated[int, typer.Option("-k", help="how many chunks", min=1)] = 5,
+    db: DbOption = DEFAULT_STORE,
+):
+    """Show the chunks that best match a query, best first (read-only)."""
+    from synthgraph.store.db import connect
+    from synthgraph.tools.retrieval import RetrievalError, corpora, search as search_chunks
+
+    if not Path(db).exists():
+        _fail(f"no store at {db}: ingest documents first (synthgraph ingest PATH... --corpus NAME --db {db})")
+    try:
+        con = connect(db, read_only=True)
+    except StoreError as exc:
+        _fail(str(exc))
+    try:
+        hits = search_chunks(con, query_text, k, corpus=corpus)
+        if not hits and corpus is not None and corpus not in (known := corpora(con)):
+            _fail(f"no corpus {corpus!r} in {db}; have: {', '.join(known)}")
+    except RetrievalError as exc:
+        _fail(str(exc))
+    finally:
+        con.close()
+    if not hits:
+        out.print("no matching chunks (a query of only stopwords or punctuation matches nothing)")
+    for rank, hit in enumerate(hits, 1):
+        where = f"{hit.title} > {hit.heading}" if hit.heading and hit.heading != hit.title else hit.title
+        out.print(f"[bold]{rank}. {where}[/bold]  [dim]{hit.score:.3f}  {hit.corpus}  {hit.source}  {hit.chunk_id}[/dim]",
+                  highlight=False)
+        out.print(hit.text, markup=False, highlight=False)
+        out.print()
 
 
 if __name__ == "__main__":

@@ -103,3 +103,28 @@ SELECT r.run_id, r.name, r.graph, r.created_at,
            AS yield
 FROM runs r LEFT JOIN samples s USING (run_id)
 GROUP BY ALL;
+
+-- Retrieval corpus (tools/retrieval.py). A document is one file, JSONL record or built-in topic; its id hashes
+-- corpus, source, content and chunking settings, so re-ingesting an unchanged source is a no-op and a changed
+-- one gets a new id (the old row and its chunks are deleted by the ingest). The full-text index over `chunks`
+-- (schema fts_main_chunks) is a snapshot that the ingest rebuilds.
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id       VARCHAR PRIMARY KEY,
+    corpus       VARCHAR NOT NULL,
+    source       VARCHAR NOT NULL,     -- absolute file path, `path#record` for JSONL, or a URI such as pydoc:if
+    title        VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL,     -- sha256 of the extracted text
+    chars        INTEGER NOT NULL,
+    metadata     JSON,
+    ingested_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id    VARCHAR PRIMARY KEY,   -- hash of doc_id, position and text: stable across re-ingests
+    doc_id      VARCHAR NOT NULL,
+    corpus      VARCHAR NOT NULL,      -- copied from the document so searches filter without a join
+    position    INTEGER NOT NULL,      -- order within the document
+    heading     VARCHAR NOT NULL,      -- the heading path it sits under, "Guide > Install"; '' when none
+    text        VARCHAR NOT NULL,
+    chars       INTEGER NOT NULL
+);
