@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
@@ -160,11 +160,62 @@ class Completion:
     text: str
     parsed: BaseModel | None
     record: CallRecord
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # LangChain form: name, args, id
 
 
 def _message_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """OpenAI-style dicts, as chat templates take them: assistant `tool_calls` (arguments as objects, which is
+    what Hugging Face templates expect) and `tool` turns with their call id."""
     roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-    return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
+    dicts = []
+    for m in messages:
+        turn: dict[str, Any] = {"role": roles.get(m.type, m.type), "content": m.content}
+        if isinstance(m, AIMessage) and m.tool_calls:
+            turn["tool_calls"] = [{"id": c["id"], "type": "function",
+                                   "function": {"name": c["name"], "arguments": c["args"]}} for c in m.tool_calls]
+        if isinstance(m, ToolMessage):
+            turn["tool_call_id"], turn["name"] = m.tool_call_id, m.name
+        dicts.append(turn)
+    return dicts
+
+
+_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+
+
+def parse_hermes_tool_calls(text: str, offered: Sequence[str] = ()) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """(content, tool calls, problems) of a reply in the Hermes format that Qwen-family chat templates teach:
+    `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks after optional text. This is what vLLM's
+    `hermes` tool parser reads on a server; in process it is done here. Small Qwen models often drop the tags
+    and reply with the bare object (or a list of them): a whole reply of that shape naming an `offered` tool is
+    a call too, not an answer."""
+    bare = _bare_calls(text, offered)
+    if bare:
+        return "", bare, []
+    calls, problems = [], []
+    for i, block in enumerate(_HERMES_CALL.findall(text)):
+        try:
+            call = json.loads(block)
+            calls.append({"name": call["name"], "args": call.get("arguments") or {}, "id": f"call_{i}",
+                          "type": "tool_call"})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            problems.append(f"tool call {i} is not a JSON object with a name: {block[:120]}")
+    if "<tool_call>" in text and not calls and not problems:
+        problems.append("an unclosed <tool_call> block")
+    return _HERMES_CALL.sub("", text).strip(), calls, problems
+
+
+def _bare_calls(text: str, offered: Sequence[str]) -> list[dict[str, Any]]:
+    stripped = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(i, dict) and i.get("name") in offered and isinstance(i.get("arguments", {}), dict)
+                            for i in items):
+        return []
+    return [{"name": i["name"], "args": i.get("arguments") or {}, "id": f"call_{n}", "type": "tool_call"}
+            for n, i in enumerate(items)]
 
 
 class ModelClient:
@@ -182,12 +233,17 @@ class ModelClient:
         role: str,
         sampling: Sampling,
         schema: type[BaseModel] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
         check: Callable[[str], str | None] | None = None,
         subject: str | None = None,
     ) -> Completion:
         """Call the model until its output is usable, at most `max_attempts` times.
 
-        `schema` asks for structured output and parses it; `check` returns a problem with the text (or None).
+        `schema` asks for structured output and parses it; `json_schema`, when given, is the grammar the model
+        is held to instead of `schema`'s own (tighter: e.g. only the tools on offer, with their arguments), and
+        the output is still parsed with `schema`. `tools` (OpenAI specs) offers the model's native tool calling:
+        its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None).
         """
         prompt = _message_dicts(messages)
         prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
@@ -207,8 +263,8 @@ class ModelClient:
                     if call_sampling.seed is not None:
                         call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
                     completion = await self._attempt(
-                        messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, check
-                    )
+                        messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, json_schema, tools,
+                        check)
                     if completion.record.error:
                         last_reason = completion.record.error
                         raise OutputRefused(last_reason)
@@ -217,32 +273,38 @@ class ModelClient:
             raise ModelOutputError(role, attempt, last_reason) from None
         raise AssertionError("unreachable")
 
-    async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, check) -> Completion:
+    async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, json_schema,
+                       tools, check) -> Completion:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
         if schema is not None:
-            kwargs.update(structured_output_kwargs(self.chat, schema))
-        text, usage, finish_reason, error = "", {}, None, None
+            kwargs.update(structured_output_kwargs(self.chat, schema, json_schema))
+        if tools:
+            kwargs["tools"] = tools
+        text, usage, finish_reason, error, tool_calls = "", {}, None, None, []
         try:
             message: AIMessage = await self.chat.ainvoke(list(messages), **kwargs)
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}
             finish_reason = (message.response_metadata or {}).get("finish_reason")
+            tool_calls = list(message.tool_calls)
+            if message.invalid_tool_calls:
+                error = f"malformed tool call: {message.invalid_tool_calls[0].get('error') or message.invalid_tool_calls[0]}"
         except PromptTooLong as exc:  # transient transport errors propagate to the graph's RetryPolicy
             error = str(exc)
         parsed = None
         if error is None:
-            if not text.strip():
+            if not text.strip() and not tool_calls:
                 error = "empty output"
             elif finish_reason == "length":
                 error = f"runaway output: stopped at max_tokens={sampling.max_tokens} without finishing"
-            elif schema is not None:
+            elif schema is not None and not tool_calls:
                 try:
                     parsed = schema.model_validate_json(text)
                 except ValidationError as exc:
                     error = f"malformed structured output: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
-            if error is None and check is not None:
+            if error is None and check is not None and not tool_calls:
                 error = check(text)
         record = CallRecord(
             call_id=uuid.uuid4().hex,
@@ -252,7 +314,7 @@ class ModelClient:
             model=self.name,
             prompt=prompt,
             prompt_hash=prompt_hash,
-            completion=text,
+            completion=text if not tool_calls else json.dumps({"content": text, "tool_calls": tool_calls}),
             prompt_tokens=usage.get("input_tokens"),
             completion_tokens=usage.get("output_tokens"),
             latency_s=time.perf_counter() - t0,
@@ -264,11 +326,12 @@ class ModelClient:
         log = current_call_log.get()
         if log is not None:
             log.add(record)
-        return Completion(text=text, parsed=parsed, record=record)
+        return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls)
 
 
-def structured_output_kwargs(chat: BaseChatModel, schema: type[BaseModel]) -> dict[str, Any]:
-    json_schema = schema.model_json_schema()
+def structured_output_kwargs(chat: BaseChatModel, schema: type[BaseModel],
+                             json_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    json_schema = json_schema or schema.model_json_schema()
     if _is_openai(chat):
         # The standard OpenAI form; vLLM's server turns it into a grammar-constrained generation.
         return {"response_format": {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": json_schema}}}
@@ -321,11 +384,13 @@ class VLLMEngine:
         engine = AsyncLLM.from_engine_args(args)
         return engine, engine.get_tokenizer()
 
-    async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> tuple[str, int, int, str | None]:
+    async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any],
+                       tools: list[dict[str, Any]] | None = None) -> tuple[str, int, int, str | None]:
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         engine = await self.start()
-        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The model's own chat template renders offered tools (and earlier calls and results) its native way.
+        text = self._tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
         token_ids = self._tokenizer.encode(text, add_special_tokens=False)
         if len(token_ids) >= self.settings.max_model_len:
             raise PromptTooLong(f"prompt of {len(token_ids)} tokens exceeds max_model_len={self.settings.max_model_len}")
@@ -367,10 +432,17 @@ def _configure_vllm_env(settings: EngineSettings) -> None:
 
 
 def chat_result(text: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
-                model_name: str) -> ChatResult:
-    """A reply in LangChain's form, with the usage and finish reason the lineage records."""
+                model_name: str, *, tools: list[dict[str, Any]] | None = None) -> ChatResult:
+    """A reply in LangChain's form, with the usage and finish reason the lineage records. When tools were
+    offered, Hermes-format calls in the text become the message's `tool_calls`."""
+    tool_calls, invalid = [], []
+    if tools:
+        text, tool_calls, problems = parse_hermes_tool_calls(text, [t["function"]["name"] for t in tools])
+        invalid = [{"name": None, "args": None, "id": None, "error": p, "type": "invalid_tool_call"} for p in problems]
     message = AIMessage(
         content=text,
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
         usage_metadata={"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
                         "total_tokens": prompt_tokens + completion_tokens},
         response_metadata={"finish_reason": finish_reason, "model_name": model_name},
@@ -399,10 +471,11 @@ class ChatVLLM(BaseChatModel):
         sampling = {k: v for k, v in kwargs.items() if k in {"temperature", "top_p", "max_tokens", "seed", "json_schema"}}
         if stop:
             sampling["stop"] = list(stop)
+        tools = kwargs.get("tools")
         text, prompt_tokens, completion_tokens, finish_reason = await self._engine.generate(
-            _message_dicts(messages), sampling
+            _message_dicts(messages), sampling, tools=tools
         )
-        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name)
+        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name, tools=tools)
 
 
 # ------------------------------------------------------------------------------------------- the fake
@@ -425,7 +498,7 @@ class ScriptedChatModel(BaseChatModel):
         text = self.respond(list(messages), kwargs)
         prompt_tokens = sum(len(str(m.content).split()) for m in messages)
         completion_tokens = len(text.split())
-        return chat_result(text, prompt_tokens, completion_tokens, self.finish_reason, "fake")
+        return chat_result(text, prompt_tokens, completion_tokens, self.finish_reason, "fake", tools=kwargs.get("tools"))
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         return self._generate(messages, stop, run_manager, **kwargs)

@@ -26,8 +26,9 @@ def prompt_template(name: str) -> tuple[str, str]:
 
 
 def render(name: str, **fields: str):
+    """The prompt NAME with `fields` filled into both parts (literal braces in a template are doubled)."""
     system, user = prompt_template(name)
-    return [system_message(system), user_message(user.format(**fields))]
+    return [system_message(system.format(**fields)), user_message(user.format(**fields))]
 
 
 class ProblemDraft(BaseModel):
