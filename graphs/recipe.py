@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
+from synthgraph.tools.functions import ToolRegistry, builtin_registry, load_tool_specs
 
 
 def prompts_digest(graph: str) -> str:
@@ -209,6 +210,10 @@ class RecipeBase(BaseModel):
         recipe["prompts"] = prompts_digest(self.graph)
         return recipe
 
+    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
+        """Checks that need the recipe and its seeds together (files beside the recipe, names they refer to);
+        raises ValueError naming the problem. Runs when the recipe is loaded, before any model."""
+
     def run_id(self, seeds: list[SeedBase]) -> str:
         return stable_id(json.dumps(self.identity(seeds), sort_keys=True))
 
@@ -231,10 +236,159 @@ class CodeRecipe(RecipeBase):
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
 
 
-# Each family's recipe is told apart by `graph`; pydantic then reports errors against that family's fields.
-Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe], Field(discriminator="graph")]  # noqa: UP007 (grows per family)
+class ToolUseProposerSettings(ProposerSettings):
+    max_tokens: int = Field(256, ge=1, le=32768)
+
+
+class ToolUseSolverSettings(SolverSettings):
+    samples: int = Field(2, ge=1, le=64, description="independent trajectories per request (k)")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(384, ge=1, le=32768, description="per step")
+    max_steps: int = Field(4, ge=1, le=16, description="model turns per trajectory; the last may only answer")
+    max_calls_per_step: int = Field(4, ge=1, le=16)
+    constrain_arguments: bool = Field(
+        True, description="hold each call's arguments to its tool's schema in the grammar (weak models need it); "
+                          "false leaves the format check something to catch")
+    mode: Literal["structured", "native"] = Field(
+        "structured", description="structured: calls through a JSON grammar of the offered tools (any model); "
+                                  "native: the model's own tool calling (Hermes-format in process, or the "
+                                  "server's tool_calls)")
+
+
+class ToolUseRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: ToolUseProposerSettings = Field(default_factory=ToolUseProposerSettings)
+    solver: ToolUseSolverSettings = Field(default_factory=ToolUseSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+RequestKind = Literal["single", "parallel", "multi_step", "no_tool"]
+
+
+class ToolUseSeed(SeedBase):
+    """A tool-use seed: which kind of request to write (drawn from the recipe's `mix` when absent), which tools to
+    offer (names from the registry, sampled when absent, or inline OpenAI specs: spec-only), an optional scenario
+    `topic`; or a ready user `request` with the `tools` it is about, which skips the proposer, and optionally its
+    `ground_truth` calls (`[{"name", "arguments": {arg: [acceptable values; "" = may be left out]}}]`, BFCL's
+    possible answers) for the `reference_calls` check. BFCL seed lines (`demos/seeds/bfcl.py`) load as they are:
+    their `messages` give the request and their `category` the kind."""
+
+    kind: RequestKind | None = None
+    tools: list[str | dict[str, Any]] | None = None
+    topic: str | None = None
+    request: str | None = None
+    ground_truth: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bfcl_line(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("request") is None and isinstance(data.get("messages"), list):
+            users = [m.get("content") for m in data["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            if users:
+                data = {**data, "request": users[0]}
+            if data.get("kind") is None and isinstance(data.get("category"), str):
+                data["kind"] = "parallel" if "parallel" in data["category"] else "single"
+        return data
+
+    @model_validator(mode="after")
+    def _request_needs_tools(self):
+        if self.request is not None and not self.tools:
+            raise ValueError("a seed with a ready `request` needs the `tools` to offer with it")
+        if self.tools is not None and not self.tools:
+            raise ValueError("`tools` must name at least one tool (or be left out to sample them)")
+        if self.ground_truth is not None and self.request is None:
+            raise ValueError("`ground_truth` belongs to a ready `request`; a proposed request has none")
+        return self
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t if isinstance(t, str) else t.get("function", t).get("name", "?") for t in self.tools or []]
+
+    @property
+    def inline_specs(self) -> list[dict[str, Any]]:
+        return [t for t in self.tools or [] if isinstance(t, dict)]
+
+
+class ToolSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: bool = Field(True, description="offer the shipped executable tools (tools/functions.py)")
+    files: list[Path] = Field(default_factory=list,
+                              description="OpenAI tools JSON or BFCL JSON/JSONL files; relative to the recipe. "
+                                          "Their tools are spec-only: calls are checked, not executed")
+    from_seeds: bool = Field(False, description="the seeds bring their own specs (inline in `tools`), e.g. BFCL")
+    state: dict[str, Any] = Field(default_factory=dict,
+                                  description="what every trajectory's stateful tools start from, e.g. "
+                                              "{files: {name: text}, inventory: {item: count}}; the proposer sees it")
+
+
+class ToolUseRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = ToolUseSeed
+
+    graph: Literal["tool_use"]
+    roles: ToolUseRoles = Field(default_factory=ToolUseRoles)
+    tools: ToolSource = Field(default_factory=ToolSource)
+    mix: dict[RequestKind, float] = Field(
+        default_factory=lambda: {"single": 0.3, "parallel": 0.2, "multi_step": 0.3, "no_tool": 0.2},
+        description="share of each request kind, for seeds that do not name their kind")
+    tools_per_request: tuple[int, int] = Field((1, 3), description="how many tools a sampled request is offered")
+    _base: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _mix_and_sizes(self):
+        if not self.mix or any(share < 0 for share in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise ValueError("mix needs at least one kind with a positive share, and no negative shares")
+        low, high = self.tools_per_request
+        if not 1 <= low <= high <= 8:
+            raise ValueError("tools_per_request must be [low, high] with 1 <= low <= high <= 8")
+        if not (self.tools.builtin or self.tools.files or self.tools.from_seeds):
+            raise ValueError("tools: offer the builtin tools, name spec files, or set from_seeds")
+        return self
+
+    def tool_files(self) -> list[Path]:
+        return [f if f.is_absolute() or self._base is None else self._base / f for f in self.tools.files]
+
+    def registry(self) -> ToolRegistry:
+        """The builtin tools (if on) plus every spec file's tools, spec-only."""
+        registry = builtin_registry() if self.tools.builtin else ToolRegistry()
+        for file in self.tool_files():
+            for spec in load_tool_specs(file):
+                registry.register(spec)
+        return registry
+
+    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
+        self._base = base
+        for file in self.tool_files():
+            if not file.is_file():
+                raise ValueError(f"tools.files: {file} does not exist")
+        try:
+            known = set(self.registry().names())
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"tools.files: {exc}") from None
+        for seed in seeds:
+            for spec in seed.inline_specs:
+                try:
+                    ToolRegistry().register(spec)
+                except ValueError as exc:
+                    raise ValueError(f"seed {seed.seed_id}: tool spec: {exc}") from None
+            if self.tools.from_seeds and not seed.inline_specs:
+                raise ValueError(f"seed {seed.seed_id}: tools.from_seeds is set but the seed brings no tool specs")
+            unknown = sorted({t for t in seed.tools or [] if isinstance(t, str)} - known)
+            if unknown:
+                raise ValueError(f"seed {seed.seed_id}: unknown tools {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(known)[:30])}{' ...' if len(known) > 30 else ''})")
+
+    def identity(self, seeds: list[SeedBase]) -> dict[str, Any]:
+        identity = super().identity(seeds)
+        identity["tools"] = stable_id(json.dumps(self.registry().specs(), sort_keys=True))  # what was on offer
+        return identity
+
+
+Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe, ToolUseRecipe],  # noqa: UP007
+                   Field(discriminator="graph")]
 _RECIPE = TypeAdapter(Recipe)
-GRAPHS = ("reasoning", "code")
+GRAPHS = ("reasoning", "code", "tool_use")
 
 
 def parse_recipe(raw: dict[str, Any]) -> RecipeBase:
@@ -302,4 +456,8 @@ def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[See
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise RecipeError(f"{where}: seed id {duplicate!r} appears more than once; ids must be unique")
+    try:
+        recipe.check_seeds(seeds, base)
+    except ValueError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
     return seeds

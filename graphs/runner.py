@@ -16,14 +16,14 @@ from pathlib import Path
 from types import ModuleType
 
 from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
-from synthgraph.graphs import code, reasoning
+from synthgraph.graphs import code, reasoning, tool_use
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
 
 
 # Each recipe family is a graph module with the same four names: graph, make_context, initial_state, to_rows.
-FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning, "code": code}
+FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning, "code": code, "tool_use": tool_use}
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Runner:
         finally:
             store.close()
 
-    async def _generate(self, pending: list[Seed], store: Store) -> bool:
+    async def _generate(self, pending: list[SeedBase], store: Store) -> bool:
         owns_pool = self.pool is None
         pool = self.pool or ModelPool(self.recipe.engine, max_attempts=self.recipe.max_model_attempts)
         context = self.family.make_context(self.recipe, pool)

@@ -57,6 +57,43 @@ class ScriptedPool(ModelPool):
         return ScriptedChatModel(respond=self.script)
 
 
+class RoleScript:
+    """Scripted replies per role, each role told apart by a marker in its system prompt. A reply is a string or a
+    function of the messages; the `stepped` role's reply may also be a list (one reply per step of a trajectory)
+    or a function of (messages, kwargs)."""
+
+    roles: list[tuple[str, str]] = []           # (marker in the system prompt, role)
+    stepped: str | None = None
+    first_step = 0                              # assistant turns already in the stepped role's first prompt
+    fallback: str | None = None                 # the role of a prompt with no marker (or no system prompt)
+
+    def __init__(self, defaults: dict, **replies):
+        self.replies = {**defaults, **replies}
+        self.calls: Counter[str] = Counter()
+        self.prompts: dict[str, list] = {}
+        self.kwargs: dict[str, list] = {}
+
+    def __call__(self, messages, kwargs) -> str:
+        system = messages[0].content if messages[0].type == "system" else ""
+        role = next((role for marker, role in self.roles if marker in system), self.fallback)
+        if role is None:
+            raise AssertionError(f"unknown prompt: {system[:80]}")
+        self.calls[role] += 1
+        self.prompts.setdefault(role, []).append(messages)
+        self.kwargs.setdefault(role, []).append(kwargs)
+        reply = self.replies[role]
+        if role == self.stepped:
+            if isinstance(reply, list):
+                reply = reply[min(max(solver_step(messages) - self.first_step, 0), len(reply) - 1)]
+            return reply(messages, kwargs) if callable(reply) else reply
+        return reply(messages) if callable(reply) else reply
+
+
+def solver_step(messages) -> int:
+    """Which step of a trajectory a solver prompt asks for: one assistant turn per earlier step."""
+    return sum(m.type == "ai" for m in messages)
+
+
 # ------------------------------------------------------------------------------------------------ code
 
 CODE_ROLES = [("You write new Python programming problems", "proposer"), ("expert Python programmer", "solver"),
@@ -77,26 +114,51 @@ VOWELS_SOLUTION = "def count_vowels(s: str) -> int:\n    return sum(ch in 'aeiou
 VOWELS_TESTS = "assert count_vowels('hello') == 2\nassert count_vowels('') == 0\nassert count_vowels('AEIOU') == 5"
 
 
-class CodeScript:
+class CodeScript(RoleScript):
     """Scripted replies per code role (agents/prompts/code_*.md); each a string or a function of the messages."""
 
-    def __init__(self, **replies: str | Callable):
-        self.replies = {
+    roles = CODE_ROLES
+
+    def __init__(self, **replies):
+        super().__init__({
             "proposer": code_proposal("Write a function count_vowels(s) that returns how many vowels s has.",
                                       VOWELS_SOLUTION, VOWELS_TESTS),
             "solver": code_reply(VOWELS_SOLUTION),
             "critic": json.dumps({"reason": "Clear and general.", "score": 8}),
-            **replies,
-        }
-        self.calls: Counter[str] = Counter()
-        self.prompts: dict[str, list] = {}
+        }, **replies)
 
-    def __call__(self, messages, kwargs) -> str:
-        system = messages[0].content
-        role = next((role for marker, role in CODE_ROLES if marker in system), None)
-        if role is None:
-            raise AssertionError(f"unknown prompt: {system[:80]}")
-        self.calls[role] += 1
-        self.prompts.setdefault(role, []).append(messages)
-        reply = self.replies[role]
-        return reply(messages) if callable(reply) else reply
+
+# -------------------------------------------------------------------------------------------------- tool use
+
+TOOL_USE_ROLES = [("You write realistic messages that users send", "proposer"), ("assistant that can call tools", "solver"),
+                  ("assistant with tools", "solver"),
+                  ("You grade conversations in which an AI assistant used tools", "critic")]
+
+
+def call_tools(*calls: tuple[str, dict]) -> str:
+    """A solver step that calls tools, in the JSON form agents/prompts/tool_use_solver.md asks for."""
+    return json.dumps({"action": "call_tools", "calls": [{"name": n, "arguments": a} for n, a in calls]})
+
+
+def hermes_calls(*calls: tuple[str, dict]) -> str:
+    """A native (Hermes-format) tool-calling reply, as Qwen-family chat templates teach it."""
+    return "\n".join(f"<tool_call>\n{json.dumps({'name': n, 'arguments': a})}\n</tool_call>" for n, a in calls)
+
+
+def answer(content: str) -> str:
+    return json.dumps({"action": "answer", "content": content})
+
+
+class ToolUseScript(RoleScript):
+    """Scripted replies per tool-use role; `solver` may be a list (one reply per step) or a function of
+    (messages, kwargs)."""
+
+    roles, stepped = TOOL_USE_ROLES, "solver"
+
+    def __init__(self, **replies):
+        super().__init__({
+            "proposer": json.dumps({"request": "How many kilometres is 26.2 miles? I am training for a marathon."}),
+            "solver": [call_tools(("convert_units", {"value": 26.2, "from_unit": "mi", "to_unit": "km"})),
+                       answer("26.2 miles is about 42.16 km.")],
+            "critic": json.dumps({"reason": "Right tool, right values, answer matches.", "satisfied": True, "score": 9}),
+        }, **replies)

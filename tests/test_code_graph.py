@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from command import synthgraph
 from fakes import VOWELS_SOLUTION, VOWELS_TESTS, CodeScript, ScriptedPool, code_proposal, code_reply
 from readback import rows
 from typer.testing import CliRunner
@@ -451,10 +449,7 @@ def test_readme_shows_the_unsolved_problems_query():
 @pytest.mark.model
 def test_code_demo_on_the_embedded_model_fills_duckdb_with_tested_solutions(tmp_path):
     db = tmp_path / "code.duckdb"
-    exe = Path(sys.executable).with_name("synthgraph")
-    run = subprocess.run([str(exe), "run", str(ROOT / "demos" / "code.yaml"), "--limit", "2", "--db", str(db)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=1500,
-                         env={**os.environ, "COLUMNS": "200"})
+    run = synthgraph("run", str(ROOT / "demos" / "code.yaml"), "--limit", "2", "--db", str(db), cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM seeds WHERE status = 'done'").fetchone() == (2,)

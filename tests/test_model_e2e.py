@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from command import synthgraph
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +24,6 @@ def test_readme_opens_with_setup_plus_demo_and_the_test_command():
     assert setup_and_demo == "./setup.sh && .venv/bin/synthgraph run demos/reasoning.yaml --limit 8"
     assert tests == ".venv/bin/python -m pytest"
     assert ".venv/bin/python -m pytest" in (ROOT / ".ci" / "run").read_text()
-
-
-def synthgraph(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("synthgraph")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "COLUMNS": "200"})
 
 
 @pytest.mark.model

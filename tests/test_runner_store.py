@@ -13,13 +13,13 @@ from readback import rows
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import load_seeds, parse_recipe
+from synthgraph.graphs.recipe import RecipeBase, load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 SEEDS = [{"id": f"gold-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 6)]
 
 
-def make_recipe(**fields) -> Recipe:
+def make_recipe(**fields) -> RecipeBase:
     return parse_recipe({
         "name": "unit", "graph": "reasoning", "seeds": {"inline": SEEDS},
         "roles": {"solver": {"samples": 2}}, "concurrency": 3, **fields,
