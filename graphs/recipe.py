@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
+from synthgraph.agents.dialogue_roles import Twist
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
 from synthgraph.tools.functions import ToolRegistry, builtin_registry, load_tool_specs
@@ -385,10 +386,110 @@ class ToolUseRecipe(RecipeBase):
         return identity
 
 
-Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe, ToolUseRecipe],  # noqa: UP007
+class DialogueUserSettings(RoleSettings):
+    temperature: float = Field(0.9, ge=0, le=2)
+    max_tokens: int = Field(192, ge=1, le=32768, description="per user turn (a JSON message + status)")
+
+
+class DialogueAssistantSettings(RoleSettings):
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(384, ge=1, le=32768, description="per assistant turn")
+    system_prompt: str = Field("You are a helpful, accurate assistant. Answer clearly and concisely.",
+                               description="the assistant's system prompt: turn 0 of every dialogue; '' for none")
+
+
+class DialogueCriticSettings(CriticSettings):
+    threshold: float = Field(6, ge=0, le=10, description="mean critic score (0-10) an assistant turn needs")
+    dialogue_threshold: float = Field(6, ge=0, le=10, description="whole-dialogue critic score a dialogue needs")
+    regenerations: int = Field(1, ge=0, le=3, description="re-drafts of an assistant turn scored under threshold")
+
+
+class DialogueRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: DialogueUserSettings = Field(default_factory=DialogueUserSettings)
+    assistant: DialogueAssistantSettings = Field(default_factory=DialogueAssistantSettings)
+    critic: DialogueCriticSettings = Field(default_factory=DialogueCriticSettings)
+
+
+class Persona(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, description="short label, what SQL groups by")
+    description: str = Field(min_length=1, max_length=2000, description="the persona sheet the user simulator plays")
+
+
+class TurnLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_user: int = Field(3, ge=1, le=20, description="user turns before the user simulator may end the dialogue")
+    max_user: int = Field(5, ge=1, le=20, description="user turns after which the dialogue ends (turn_budget)")
+
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min_user > self.max_user:
+            raise ValueError(f"min_user ({self.min_user}) must not exceed max_user ({self.max_user})")
+        return self
+
+
+class DialogueChecks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_turn_chars: int = Field(4000, ge=20, le=100000, description="longest allowed turn, user or assistant")
+    near_duplicate: float = Field(0.9, gt=0, le=1, description="difflib ratio at which two assistant turns repeat")
+    leak_chars: int = Field(60, ge=10, le=2000, description="verbatim overlap with the system prompt or persona "
+                                                             "sheet that counts as a leak")
+
+
+class DialogueSeed(SeedBase):
+    """A dialogue seed: a `cell` of the recipe's persona x goal x twist grid (its position in the seed list when
+    absent), and any of `persona` (a recipe persona's name), `goal`, `twist` pinned to override the grid."""
+
+    cell: int | None = Field(None, ge=0)
+    persona: str | None = None
+    goal: str | None = Field(None, min_length=1)
+    twist: Twist | None = None
+
+
+class DialogueRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = DialogueSeed
+
+    graph: Literal["dialogue"]
+    roles: DialogueRoles = Field(default_factory=DialogueRoles)
+    personas: list[Persona] = Field(min_length=1, description="the user simulator's personas")
+    goals: list[str] = Field(min_length=1, description="what the user wants from the conversation")
+    twists: list[Twist] = Field(["none", "changes_mind", "makes_mistake"],
+                                description="what the user does on their second turn besides pursuing the goal")
+    turns: TurnLimits = Field(default_factory=TurnLimits)
+    verifier: DialogueChecks = Field(default_factory=DialogueChecks)
+
+    @model_validator(mode="after")
+    def _grid(self):
+        names = [p.name for p in self.personas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"personas: names must be unique (got {names})")
+        if not self.twists or len(set(self.twists)) != len(self.twists):
+            raise ValueError("twists: list each of none, changes_mind, makes_mistake at most once, at least one")
+        if set(self.twists) - {"none"} and self.turns.max_user < 2:
+            raise ValueError("twists other than none happen on the user's second turn: "
+                             "set turns.max_user >= 2 or twists: [none]")
+        return self
+
+    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
+        known = {p.name for p in self.personas}
+        for position, seed in enumerate(seeds):
+            if seed.persona is not None and seed.persona not in known:
+                raise ValueError(f"seed {seed.seed_id}: persona {seed.persona!r} is not one of the recipe's "
+                                 f"personas ({', '.join(sorted(known))})")
+            if seed.cell is None:
+                # Coverage is planned: a seed without a cell takes the one at its position in the seed list.
+                seed.cell = position
+
+
+Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe, ToolUseRecipe, DialogueRecipe],  # noqa: UP007
                    Field(discriminator="graph")]
 _RECIPE = TypeAdapter(Recipe)
-GRAPHS = ("reasoning", "code", "tool_use")
+GRAPHS = ("reasoning", "code", "tool_use", "dialogue")
 
 
 def parse_recipe(raw: dict[str, Any]) -> RecipeBase:

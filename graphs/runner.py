@@ -16,14 +16,15 @@ from pathlib import Path
 from types import ModuleType
 
 from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
-from synthgraph.graphs import code, reasoning, tool_use
+from synthgraph.graphs import code, dialogue, reasoning, tool_use
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
 
 
 # Each recipe family is a graph module with the same four names: graph, make_context, initial_state, to_rows.
-FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning, "code": code, "tool_use": tool_use}
+FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning, "code": code, "tool_use": tool_use,
+                                   "dialogue": dialogue}
 
 
 @dataclass
