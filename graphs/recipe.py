@@ -16,9 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from synthgraph.agents.dialogue_roles import Twist
+from synthgraph.agents.domain_roles import QuestionKind
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
 from synthgraph.tools.functions import ToolRegistry, builtin_registry, load_tool_specs
+from synthgraph.tools.retrieval import BUILTIN_CORPORA, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 
 
 def prompts_digest(graph: str) -> str:
@@ -486,10 +488,142 @@ class DialogueRecipe(RecipeBase):
                 seed.cell = position
 
 
-Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe, ToolUseRecipe, DialogueRecipe],  # noqa: UP007
+class CorpusSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="the corpus's name in the store (chunks.corpus)")
+    paths: list[Path] = Field(default_factory=list,
+                              description="files or folders (.txt .md .html .jsonl), relative to the recipe; "
+                                          "none for a built-in corpus (pydoc-topics)")
+    description: str | None = Field(None, description="what the documents are, in a few words, for the prompts; "
+                                                      "default: 'the NAME documents'")
+    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=100, le=100000, description="largest chunk, in characters")
+    overlap: int = Field(DEFAULT_OVERLAP, ge=0, description="characters of a chunk repeated at the start of the next")
+    min_chunk_chars: int = Field(200, ge=0, description="shorter chunks are not given to the proposer")
+
+    @model_validator(mode="after")
+    def _source(self):
+        if not self.paths and self.name not in BUILTIN_CORPORA:
+            raise ValueError(f"corpus {self.name!r} is not built in ({', '.join(BUILTIN_CORPORA)}): "
+                             "give its files or folders as corpus.paths")
+        if self.overlap > self.max_chars // 2:
+            raise ValueError(f"corpus.overlap must be at most max_chars / 2 = {self.max_chars // 2}")
+        return self
+
+    @property
+    def about(self) -> str:
+        if self.description:
+            return self.description
+        return "the Python language reference" if self.name == "pydoc-topics" and not self.paths \
+            else f"the {self.name} documents"
+
+
+class DomainProposerSettings(ProposerSettings):
+    max_tokens: int = Field(160, ge=1, le=32768)
+
+
+class DomainSolverSettings(SolverSettings):
+    samples: int = Field(1, ge=1, le=64, description="independent answers per question (k)")
+    temperature: float = Field(0.3, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, le=32768, description="per step")
+    max_searches: int = Field(1, ge=0, le=4, description="searches the solver may add to the graph's first one")
+
+
+class DomainRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: DomainProposerSettings = Field(default_factory=DomainProposerSettings)
+    solver: DomainSolverSettings = Field(default_factory=DomainSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+class RetrievalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(3, ge=1, le=20, description="chunks per search")
+    passage_chars: int = Field(500, ge=100, le=100000, description="each passage is cut to this many characters "
+                                                                  "in prompts and tool results (small models are slow "
+                                                                  "on long prompts)")
+
+
+class DomainChecks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    support: float = Field(0.6, ge=0, le=1, description="share of the answer's content words the cited passages "
+                                                        "must contain")
+    copy_words: int = Field(8, ge=3, le=100, description="consecutive words shared with its source passage that "
+                                                         "make a question a copy")
+    max_question_words: int = Field(30, ge=5, le=200, description="longest question, in words")
+    source_overlap: float = Field(0.5, ge=0, le=1, description="word overlap (Jaccard) at which a cited chunk "
+                                                               "counts as the question's source chunk")
+
+
+class DomainSeed(SeedBase):
+    """A grounded-QA seed: a question `kind` (drawn from the recipe's `mix` when absent) and optionally the chunk
+    ids to write it from (else the seed's `slot` picks them: its position in the seed list); or a ready
+    `question` with whether the corpus can answer it (`answerable`), which skips the proposer."""
+
+    kind: QuestionKind | None = None
+    chunks: list[str] | None = None
+    question: str | None = Field(None, min_length=3)
+    answerable: bool | None = None
+    slot: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.question is not None and self.answerable is None:
+            raise ValueError("a seed with a ready `question` needs `answerable` (true or false)")
+        if self.answerable is False and self.kind not in (None, "unanswerable"):
+            raise ValueError(f"kind {self.kind!r} contradicts answerable: false (use kind: unanswerable)")
+        if self.answerable is True and self.kind == "unanswerable":
+            raise ValueError("kind unanswerable contradicts answerable: true")
+        if self.chunks is not None and not self.chunks:
+            raise ValueError("`chunks` must name at least one chunk id (or be left out to pick them)")
+        return self
+
+    @property
+    def question_kind(self) -> QuestionKind | None:
+        return "unanswerable" if self.answerable is False else self.kind
+
+
+class DomainRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = DomainSeed
+
+    graph: Literal["domain"]
+    corpus: CorpusSettings = Field(default_factory=lambda: CorpusSettings(name="pydoc-topics"))
+    roles: DomainRoles = Field(default_factory=DomainRoles)
+    mix: dict[QuestionKind, float] = Field(
+        default_factory=lambda: {"factual": 0.5, "multi_hop": 0.25, "unanswerable": 0.25},
+        description="share of each question kind, for seeds that do not name their kind")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    verifier: DomainChecks = Field(default_factory=DomainChecks)
+    _base: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _mix(self):
+        if not self.mix or any(share < 0 for share in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise ValueError("mix needs at least one kind with a positive share, and no negative shares")
+        return self
+
+    def corpus_paths(self) -> list[Path]:
+        return [p if p.is_absolute() or self._base is None else self._base / p for p in self.corpus.paths]
+
+    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
+        self._base = base
+        for path in self.corpus_paths():
+            if not path.exists():
+                raise ValueError(f"corpus.paths: {path} does not exist (paths are relative to the recipe)")
+        for position, seed in enumerate(seeds):
+            if seed.slot is None:
+                # Coverage is planned: a seed without a slot takes the chunk at its position in the seed list.
+                seed.slot = position
+
+
+# Each family's recipe is told apart by `graph`; pydantic then reports errors against that family's fields.
+Recipe = Annotated[Union[ReasoningRecipe, CodeRecipe, ToolUseRecipe, DialogueRecipe, DomainRecipe],  # noqa: UP007
                    Field(discriminator="graph")]
 _RECIPE = TypeAdapter(Recipe)
-GRAPHS = ("reasoning", "code", "tool_use", "dialogue")
+GRAPHS = ("reasoning", "code", "tool_use", "dialogue", "domain")
 
 
 def parse_recipe(raw: dict[str, Any]) -> RecipeBase:

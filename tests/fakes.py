@@ -162,3 +162,50 @@ class ToolUseScript(RoleScript):
                        answer("26.2 miles is about 42.16 km.")],
             "critic": json.dumps({"reason": "Right tool, right values, answer matches.", "satisfied": True, "score": 9}),
         }, **replies)
+
+
+# ------------------------------------------------------------------------------------------- grounded QA
+
+DOMAIN_ROLES = [("You write questions for a training set of questions answered from documentation", "proposer"),
+                ("You answer questions about documentation with a search tool", "solver"),
+                ("You check question-and-answer pairs", "critic")]
+
+
+def offered_citations(kwargs) -> list[str]:
+    """The chunk ids a domain solver step may cite: its grammar's answer form's enum (none: it may not answer)."""
+    for form in kwargs["json_schema"]["anyOf"]:
+        if form["properties"]["action"] == {"const": "answer"}:
+            return form["properties"]["citations"]["items"]["enum"]
+    return []
+
+
+def search_again(query: str) -> str:
+    return json.dumps({"action": "search", "query": query})
+
+
+def grounded_answer(text: str, *citations: str) -> str:
+    return json.dumps({"action": "answer", "answer": text, "citations": list(citations)})
+
+
+def cite_best(text: str) -> Callable:
+    """A solver step that answers `text` citing the best chunk retrieved so far."""
+    return lambda messages, kwargs: grounded_answer(text, offered_citations(kwargs)[0])
+
+
+def decline(reason: str) -> str:
+    return json.dumps({"action": "decline", "reason": reason})
+
+
+class DomainScript(RoleScript):
+    """Scripted replies per grounded-QA role; `solver` may be a list (one reply per step: the first comes after
+    the graph's own search) or a function of (messages, kwargs)."""
+
+    roles, stepped, first_step = DOMAIN_ROLES, "solver", 1
+
+    def __init__(self, **replies):
+        super().__init__({
+            "proposer": json.dumps({"question": "How long does the Aurora kettle take to boil a litre of water?"}),
+            "solver": [cite_best("The Aurora kettle boils one litre of water in 210 seconds.")],
+            "critic": json.dumps({"reason": "Clear question; the passage states it.", "question_ok": True,
+                                  "supported": True, "score": 9}),
+        }, **replies)
