@@ -41,6 +41,7 @@ def run(
     """Run a recipe; rerunning the same command resumes where it stopped."""
     from synthgraph.graphs.recipe import RecipeError, load_recipe
     from synthgraph.graphs.runner import Runner
+    from synthgraph.tools.retrieval import RetrievalError
 
     try:
         recipe, seeds = load_recipe(recipe_path)
@@ -75,7 +76,7 @@ def run(
     with progress:
         try:
             result = asyncio.run(runner.run())
-        except StoreError as exc:
+        except (StoreError, RetrievalError) as exc:  # e.g. a corpus file that cannot be read or indexed
             _fail(str(exc))
     tally = result.tally
     summary = Table(title=f"run {result.run_id} ({recipe.name})", show_header=False)

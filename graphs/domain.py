@@ -35,8 +35,8 @@ from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.recipe import DomainRecipe, DomainSeed
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
-from synthgraph.tools.retrieval import (Hit, IngestReport, Retriever, builtin_documents, ingest_documents,
-                                        load_documents, sample_chunks)
+from synthgraph.tools.retrieval import (Hit, IngestReport, RetrievalError, Retriever, builtin_documents,
+                                        ingest_documents, load_documents, sample_chunks)
 
 StageOutcome = Literal["passed", "failed", "unchecked"]
 
@@ -449,7 +449,7 @@ def make_context(recipe: DomainRecipe, pool: ModelPool, *, store: Store) -> Doma
     chunks = sample_chunks(store.con, corpus.name, n=1 << 30)  # every chunk, in an order fixed by the corpus
     order = [h.chunk_id for h in chunks if len(h.text) >= corpus.min_chunk_chars]
     if not order:
-        raise ValueError(f"corpus {corpus.name!r} has no chunk of at least {corpus.min_chunk_chars} characters "
+        raise RetrievalError(f"corpus {corpus.name!r} has no chunk of at least {corpus.min_chunk_chars} characters "
                          "to write questions from: lower corpus.min_chunk_chars")
     return DomainContext(
         proposer=DomainProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),

@@ -451,3 +451,11 @@ def test_export_carries_the_search_tool_and_the_passages_in_tool_turns(qa_store,
 def test_readme_shows_the_cited_passages_query():
     readme = " ".join((ROOT / "README.md").read_text().replace('\\"', '"').split())
     assert " ".join(CITED_PASSAGES_SQL.split()) in readme
+
+
+def test_corpus_without_a_usable_chunk_stops_the_run_with_a_message_not_a_traceback(qa_recipe, tmp_path):
+    qa_recipe.write_text(qa_recipe.read_text().replace("min_chunk_chars: 0", "min_chunk_chars: 100000"))
+    result = CliRunner().invoke(app, ["run", str(qa_recipe), "--db", str(tmp_path / "qa.duckdb")])
+    assert result.exit_code == 2
+    assert "has no chunk of at least 100000 characters" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
