@@ -375,18 +375,32 @@ def _checked(trajectory: Trajectory, state: ToolUseState) -> bool:
     return bool(verdicts) and all(outcome != "failed" for outcome, _ in verdicts.values())
 
 
-def route_after_solve(state: ToolUseState) -> Literal["judge", "reject"]:
-    return "judge" if any(_checked(t, state) for t in state["trajectories"]) else "reject"
+def _needs_critic(trajectory: Trajectory, state: ToolUseState) -> bool:
+    """The critic is the semantic stage where nothing better exists: calls that match a seed's ground truth
+    (BFCL's possible answers) have passed a semantic check that can be computed, and the critic is not asked."""
+    return _checked(trajectory, state) and state["seed"].ground_truth is None
+
+
+def route_after_solve(state: ToolUseState) -> Literal["judge", "accept", "reject"]:
+    if any(_needs_critic(t, state) for t in state["trajectories"]):
+        return "judge"
+    return "accept" if any(_checked(t, state) for t in state["trajectories"]) else "reject"
 
 
 def transcript(trajectory: Trajectory) -> str:
     lines = []
     for step, decision in enumerate(trajectory.decisions):
         for call in trajectory.calls_at(step):
-            outcome = call.result if call.result is not None else f"(no result: {call.error or 'not run'})"
-            lines.append(f"Called {call.name}({json.dumps(call.arguments, ensure_ascii=False)}) -> {outcome}")
-    lines.append(f"Final answer: {trajectory.answer}" if trajectory.answer is not None
-                 else "(no final answer: the calls are the whole reply)")
+            called = f"Called {call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
+            if call.execution == "unchecked":  # spec-only: there is no result to show, and none is missing
+                lines.append(called)
+            else:
+                lines.append(f"{called} -> {call.result if call.result is not None else f'(error: {call.error})'}")
+    if trajectory.answer is not None:
+        lines.append(f"Final answer: {trajectory.answer}")
+    else:
+        lines.append("(The reply is these calls alone: the tools are not run here. Judge whether they are the right "
+                     "calls, with the right values, for the request.)")
     return "\n".join(lines)
 
 
@@ -400,7 +414,7 @@ async def judge(state: ToolUseState, runtime: Runtime[ToolUseContext]) -> dict:
             return trajectory.model_copy(update={"judgement_error": str(exc)})
         return trajectory.model_copy(update={"judgement": judgement})
 
-    checked = [t for t in state["trajectories"] if _checked(t, state)]
+    checked = [t for t in state["trajectories"] if _needs_critic(t, state)]
     return {"trajectories": list(await asyncio.gather(*(one(t) for t in checked)))}
 
 
@@ -428,7 +442,7 @@ def build() -> StateGraph:
     g.add_node(reject)
     g.add_edge(START, "propose")
     g.add_conditional_edges("propose", fan_out, ["solve", "reject"])
-    g.add_conditional_edges("solve", route_after_solve, ["judge", "reject"])
+    g.add_conditional_edges("solve", route_after_solve, ["judge", "accept", "reject"])
     g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
@@ -473,6 +487,8 @@ def trajectory_verdict(trajectory: Trajectory, state: ToolUseState, threshold: f
     for verifier, (outcome, detail) in state_checks(trajectory, state).items():
         if outcome == "failed":
             return "rejected", f"{verifier}: {detail}"
+    if state["seed"].ground_truth is not None:
+        return "accepted", None  # reference_calls passed: the computed semantic check
     if trajectory.judgement_error is not None:
         return "rejected", f"critic gave no usable verdict: {trajectory.judgement_error}"
     judgement = trajectory.judgement

@@ -415,6 +415,7 @@ def test_bfcl_line_loads_as_a_ready_request_with_inline_spec_only_tools():
     assert state["outcome"] == "accepted"
     verdicts = verdicts_of(rows_of(state, make_context(script))[2])
     assert verdicts["reference_calls"] == "passed" and verdicts["format"] == "passed"
+    assert script.calls["critic"] == 0 and "critic" not in verdicts  # the ground truth is the semantic stage
 
 
 @pytest.mark.parametrize("arguments, problem", [
@@ -552,3 +553,12 @@ def test_native_last_step_that_calls_again_instead_of_answering_is_refused():
     context.solver.mode = "native"
     (trajectory,) = run_graph(CONVERT, context)["trajectories"]
     assert trajectory.answer == "1 mile is 1.609 km." and script.calls["solver"] == 3
+
+
+def test_critic_sees_spec_only_calls_as_the_whole_reply_not_as_missing_results():
+    call = tool_use.ExecutedCall(id="c", step=0, name="book_table", arguments={"people": 2}, execution="unchecked")
+    text = tool_use.transcript(tool_use.Trajectory(key="k0", calls=[call], stopped="calls_only",
+                                                   decisions=[tool_use.Decision(action="call_tools", calls=[
+                                                       {"name": "book_table", "arguments": {"people": 2}}])]))
+    assert text.splitlines()[0] == 'Called book_table({"people": 2})'
+    assert "no result" not in text and "the right calls" in text
