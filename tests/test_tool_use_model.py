@@ -28,7 +28,7 @@ def test_tool_use_demo_on_the_embedded_model_calls_real_tools_and_checks_every_c
     unanswered = con.execute("""
         SELECT count(*) FROM messages a, unnest(from_json(a.tool_calls, '["json"]')) AS t(c)
         WHERE NOT EXISTS (SELECT 1 FROM messages r WHERE r.sample_id = a.sample_id AND r.role = 'tool'
-                          AND r.tool_call_id = c->>'id' AND r.turn > a.turn)
+                          AND r.tool_call_id = (c->>'id') AND r.turn > a.turn)
     """).fetchone()[0]
     assert unanswered == 0
     # every trajectory that ran carries the format and execution stages; judged ones a critic verdict too
