@@ -118,13 +118,17 @@ _ASSISTANT_VOICE = re.compile(
 def names_tools(request: str, tools: list[dict[str, Any]]) -> str | None:
     """A request must read like a user's, and be new: one in the assistant's voice ("Please provide the
     value..."), one that spells out a tool's identifier (users do not know them) or a near copy of a prompt
-    example is refused, then retried."""
+    example or a tool's description is refused, then retried."""
     if _ASSISTANT_VOICE.search(request):
         return "the request is written in the assistant's voice, not the user's"
     for example in KIND_EXAMPLES.values():
         if difflib.SequenceMatcher(None, request.lower(), example.lower()).ratio() > 0.6:
             return "the request copies the prompt's example"
     for tool in tools:
+        description = tool["function"].get("description", "").strip().lower()
+        if len(description) >= 20 and (description[:40] in request.lower() or difflib.SequenceMatcher(
+                None, request.lower(), description).ratio() > 0.6):
+            return "the request copies a tool's description"
         name = tool["function"]["name"]
         if ("_" in name or "." in name) and re.search(rf"\b{re.escape(name)}\b", request):
             return f"the request names the tool {name!r}; a user would not"

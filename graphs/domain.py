@@ -35,8 +35,7 @@ from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.recipe import DomainRecipe, DomainSeed
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
-from synthgraph.tools.retrieval import (Hit, IngestReport, RetrievalError, Retriever, builtin_documents,
-                                        ingest_documents, load_documents, sample_chunks)
+from synthgraph.tools.retrieval import Hit, IngestReport, RetrievalError, Retriever, ingest_corpus, sample_chunks
 
 StageOutcome = Literal["passed", "failed", "unchecked"]
 
@@ -438,9 +437,8 @@ def checks(attempt: Attempt, cited: Sequence[Hit], state: DomainState, ctx: Doma
 def prepare_corpus(recipe: DomainRecipe, store: Store) -> IngestReport:
     """Ingest the recipe's corpus into the run's store; unchanged documents are skipped, so a rerun adds nothing."""
     corpus = recipe.corpus
-    documents = load_documents(recipe.corpus_paths()) if corpus.paths else builtin_documents(corpus.name)
-    return ingest_documents(store.con, documents, corpus=corpus.name, max_chars=corpus.max_chars,
-                            overlap=corpus.overlap)
+    return ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars,
+                         overlap=corpus.overlap)
 
 
 def make_context(recipe: DomainRecipe, pool: ModelPool, *, store: Store) -> DomainContext:

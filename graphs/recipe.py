@@ -19,7 +19,7 @@ from synthgraph.agents.dialogue_roles import Twist
 from synthgraph.agents.domain_roles import QuestionKind
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.store.rows import stable_id
-from synthgraph.tools.functions import ToolRegistry, builtin_registry, load_tool_specs
+from synthgraph.tools.functions import ToolRegistry, builtin_registry, load_tool_specs, search_documents_spec
 from synthgraph.tools.retrieval import BUILTIN_CORPORA, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 
 
@@ -239,6 +239,36 @@ class CodeRecipe(RecipeBase):
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
 
 
+class CorpusSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="the corpus's name in the store (chunks.corpus)")
+    paths: list[Path] = Field(default_factory=list,
+                              description="files or folders (.txt .md .html .jsonl), relative to the recipe; "
+                                          "none for a built-in corpus (pydoc-topics)")
+    description: str | None = Field(None, description="what the documents are, in a few words, for the prompts; "
+                                                      "default: 'the NAME documents'")
+    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=100, le=100000, description="largest chunk, in characters")
+    overlap: int = Field(DEFAULT_OVERLAP, ge=0, description="characters of a chunk repeated at the start of the next")
+    min_chunk_chars: int = Field(200, ge=0, description="shorter chunks are not given to the proposer")
+
+    @model_validator(mode="after")
+    def _source(self):
+        if not self.paths and self.name not in BUILTIN_CORPORA:
+            raise ValueError(f"corpus {self.name!r} is not built in ({', '.join(BUILTIN_CORPORA)}): "
+                             "give its files or folders as corpus.paths")
+        if self.overlap > self.max_chars // 2:
+            raise ValueError(f"corpus.overlap must be at most max_chars / 2 = {self.max_chars // 2}")
+        return self
+
+    @property
+    def about(self) -> str:
+        if self.description:
+            return self.description
+        return "the Python language reference" if self.name == "pydoc-topics" and not self.paths \
+            else f"the {self.name} documents"
+
+
 class ToolUseProposerSettings(ProposerSettings):
     max_tokens: int = Field(256, ge=1, le=32768)
 
@@ -321,6 +351,8 @@ class ToolSource(BaseModel):
                               description="OpenAI tools JSON or BFCL JSON/JSONL files; relative to the recipe. "
                                           "Their tools are spec-only: calls are checked, not executed")
     from_seeds: bool = Field(False, description="the seeds bring their own specs (inline in `tools`), e.g. BFCL")
+    corpus: CorpusSettings | None = Field(None, description="offer `search_documents` over this corpus, ingested "
+                                                           "into the run's store when it starts")
     state: dict[str, Any] = Field(default_factory=dict,
                                   description="what every trajectory's stateful tools start from, e.g. "
                                               "{files: {name: text}, inventory: {item: count}}; the proposer sees it")
@@ -358,13 +390,22 @@ class ToolUseRecipe(RecipeBase):
         for file in self.tool_files():
             for spec in load_tool_specs(file):
                 registry.register(spec)
+        if self.tools.corpus is not None:  # its implementation needs the run's store: make_context binds it
+            registry.register(search_documents_spec(self.tools.corpus.about), group="documents")
         return registry
+
+    def corpus_paths(self) -> list[Path]:
+        paths = self.tools.corpus.paths if self.tools.corpus else []
+        return [p if p.is_absolute() or self._base is None else self._base / p for p in paths]
 
     def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
         self._base = base
         for file in self.tool_files():
             if not file.is_file():
                 raise ValueError(f"tools.files: {file} does not exist")
+        for path in self.corpus_paths():
+            if not path.exists():
+                raise ValueError(f"tools.corpus.paths: {path} does not exist")
         try:
             known = set(self.registry().names())
         except (ValueError, KeyError) as exc:
@@ -486,36 +527,6 @@ class DialogueRecipe(RecipeBase):
             if seed.cell is None:
                 # Coverage is planned: a seed without a cell takes the one at its position in the seed list.
                 seed.cell = position
-
-
-class CorpusSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, description="the corpus's name in the store (chunks.corpus)")
-    paths: list[Path] = Field(default_factory=list,
-                              description="files or folders (.txt .md .html .jsonl), relative to the recipe; "
-                                          "none for a built-in corpus (pydoc-topics)")
-    description: str | None = Field(None, description="what the documents are, in a few words, for the prompts; "
-                                                      "default: 'the NAME documents'")
-    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=100, le=100000, description="largest chunk, in characters")
-    overlap: int = Field(DEFAULT_OVERLAP, ge=0, description="characters of a chunk repeated at the start of the next")
-    min_chunk_chars: int = Field(200, ge=0, description="shorter chunks are not given to the proposer")
-
-    @model_validator(mode="after")
-    def _source(self):
-        if not self.paths and self.name not in BUILTIN_CORPORA:
-            raise ValueError(f"corpus {self.name!r} is not built in ({', '.join(BUILTIN_CORPORA)}): "
-                             "give its files or folders as corpus.paths")
-        if self.overlap > self.max_chars // 2:
-            raise ValueError(f"corpus.overlap must be at most max_chars / 2 = {self.max_chars // 2}")
-        return self
-
-    @property
-    def about(self) -> str:
-        if self.description:
-            return self.description
-        return "the Python language reference" if self.name == "pydoc-topics" and not self.paths \
-            else f"the {self.name} documents"
 
 
 class DomainProposerSettings(ProposerSettings):

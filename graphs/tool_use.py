@@ -32,7 +32,9 @@ from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind,
                                               ToolUseProposer, ToolUseSolver)
 from synthgraph.graphs.recipe import ToolUseRecipe, ToolUseSeed
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
-from synthgraph.tools.functions import ToolRegistry, ToolSession, validate_call
+from synthgraph.store.db import Store
+from synthgraph.tools.functions import ToolRegistry, ToolSession, register_document_search, validate_call
+from synthgraph.tools.retrieval import RetrievalError, Retriever, ingest_corpus
 
 StageOutcome = Literal["passed", "failed", "unchecked"]
 
@@ -455,15 +457,24 @@ graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.jso
 # --------------------------------------------------------------------------- the runner's interface
 
 
-def make_context(recipe: ToolUseRecipe, pool: ModelPool) -> ToolUseContext:
+def make_context(recipe: ToolUseRecipe, pool: ModelPool, *, store: Store | None = None) -> ToolUseContext:
     roles = recipe.roles
+    registry = recipe.registry()
+    if recipe.tools.corpus is not None:
+        if store is None:
+            raise RetrievalError("tools.corpus needs the run's store to search: run the recipe with the runner")
+        corpus = recipe.tools.corpus
+        ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars,
+                      overlap=corpus.overlap)
+        retriever = Retriever(store.con, corpus=corpus.name)
+        register_document_search(registry, lambda query, k: retriever.search(query, k), about=corpus.about)
     return ToolUseContext(
         proposer=ToolUseProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
         solver=ToolUseSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(),
                              max_calls_per_step=roles.solver.max_calls_per_step,
                              constrain_arguments=roles.solver.constrain_arguments, mode=roles.solver.mode),
         critic=ToolUseCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
-        registry=recipe.registry(),
+        registry=registry,
         mix=dict(recipe.mix),
         tool_state=recipe.tools.state,
         tools_per_request=recipe.tools_per_request,

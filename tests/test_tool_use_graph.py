@@ -245,6 +245,10 @@ def test_request_in_the_assistants_voice_or_copying_the_example_is_refused():
     assert "copies the prompt's example" in names_tools(
         "I fly out on 2026-05-03 and stay 12 nights. On what date do I fly back?", tools)
     assert names_tools("My exam is on 2026-06-02. What weekday is that?", tools) is None
+    searching = [{"function": {"name": "search_documents", "description": "Search the Python language reference "
+                                                                          "(full text); returns the passages."}}]
+    assert "copies a tool's description" in names_tools(
+        "I search the Python language reference (full text); returns what?", searching)
 
 
 def test_no_tool_request_is_written_without_the_tools_in_view():
@@ -562,3 +566,43 @@ def test_critic_sees_spec_only_calls_as_the_whole_reply_not_as_missing_results()
                                                        {"name": "book_table", "arguments": {"people": 2}}])]))
     assert text.splitlines()[0] == 'Called book_table({"people": 2})'
     assert "no result" not in text and "the right calls" in text
+
+
+# ---------------------------------------------------------------------------- search over the store's corpus
+
+
+def test_search_documents_tool_searches_the_runs_own_corpus(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kettle.md").write_text("# Kettle guide\n\n## Boiling\n\nThe Aurora kettle boils one litre of water in "
+                                    "210 seconds and switches itself off.\n")
+    (docs / "toaster.md").write_text("# Toaster guide\n\n## Browning\n\nThe Zephyr toaster has seven browning "
+                                     "levels; level 4 gives golden toast.\n")
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text("name: t\ngraph: tool_use\ntools:\n  corpus: {name: appliances, paths: [docs]}\n"
+                           "roles: {solver: {samples: 1}}\n"
+                           "seeds:\n  inline:\n    - {id: boil, kind: single, tools: [search_documents]}\n")
+    recipe, seeds = load_recipe(recipe_path)
+    script = ToolUseScript(
+        proposer=json.dumps({"request": "How long does my Aurora kettle take to boil a litre?"}),
+        solver=[call_tools(("search_documents", {"query": "Aurora kettle boil litre"})),
+                answer("It takes 210 seconds, says the Kettle guide.")])
+    db = tmp_path / "tools.duckdb"
+    asyncio.run(Runner(recipe, seeds, store_path=db, pool=ScriptedPool(script)).run())
+    (payload, status), = rows(db, "SELECT payload, status FROM samples WHERE kind = 'tool_trajectory'")
+    (call,) = json.loads(payload)["calls"]
+    passages = json.loads(call["result"])["passages"]
+    assert call["execution"] == "passed" and passages[0]["title"] == "Kettle guide" and "210 seconds" in passages[0]["text"]
+    assert status == "accepted"
+    assert rows(db, "SELECT count(*) FROM chunks WHERE corpus = 'appliances'")[0][0] == 2
+    described = json.loads(payload)["tools"][0]["function"]["description"]
+    assert described.startswith("Search the appliances documents")
+
+
+def test_corpus_tool_needs_the_runs_store():
+    recipe = parse_recipe({"name": "t", "graph": "tool_use", "tools": {"corpus": {"name": "pydoc-topics"}},
+                           "seeds": {"inline": [{"kind": "single", "tools": ["search_documents"]}]}})
+    from synthgraph.tools.retrieval import RetrievalError
+
+    with pytest.raises(RetrievalError, match="needs the run's store"):
+        tool_use.make_context(recipe, ScriptedPool(ToolUseScript()))

@@ -865,6 +865,26 @@ def view_cart(state: dict[str, Any]) -> dict[str, Any]:
     return {"items": lines, "total_usd": round(sum(line["subtotal_usd"] for line in lines), 2)}
 
 
+def search_documents_spec(about: str) -> dict[str, Any]:
+    return _spec("search_documents",
+                 f"Search {about} (full text); returns the best-matching passages with their ids, titles and text.",
+                 {"query": {"type": "string", "minLength": 1, "description": "Keywords to look for."},
+                  "k": {"type": "integer", "minimum": 1, "maximum": 8, "description": "How many passages (default 3)."}},
+                 required=["query"])
+
+
+def register_document_search(registry: ToolRegistry, search: Callable[[str, int], list[Any]], *, about: str,
+                             passage_chars: int = 400) -> Tool:
+    """Offer retrieval over a store's corpus as a tool. `search(query, k)` returns hits with `chunk_id`, `title`,
+    `heading` and `text` (tools/retrieval.py's `Retriever.search`); passages are cut to `passage_chars`."""
+    def search_documents(query: str, k: int = 3) -> dict[str, Any]:
+        hits = search(query, k)
+        return {"passages": [{"id": h.chunk_id, "title": h.title, "heading": h.heading,
+                              "text": h.text[:passage_chars]} for h in hits]}
+
+    return registry.register(search_documents_spec(about), search_documents, group="documents", replace=True)
+
+
 def builtin_registry() -> ToolRegistry:
     """A new registry of the shipped tools (a new one per call, so registering more never leaks)."""
     registry = ToolRegistry()

@@ -552,6 +552,13 @@ def _insert_rows(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str
         cur.unregister("_incoming_rows")
 
 
+def ingest_corpus(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[str | Path] = (), *,
+                  max_chars: int = DEFAULT_MAX_CHARS, overlap: int = DEFAULT_OVERLAP) -> IngestReport:
+    """A named corpus into the store: its files, or the built-in corpus of that name without them. Unchanged
+    documents are skipped, so a recipe can call this at every start."""
+    documents = load_documents(paths) if paths else builtin_documents(name)
+    return ingest_documents(con, documents, corpus=name, max_chars=max_chars, overlap=overlap)
+
 def rebuild_index(con: duckdb.DuckDBPyConnection) -> None:
     """Rebuild the BM25 index over every chunk; DuckDB's index is a snapshot, blind to later inserts."""
     load_fts(con)
