@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeSolver, Critique, Revision, extract_solution,
                                           signature_of)
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.graphs.reasoning import merge_attempts
+from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.recipe import CodeRecipe, CodeSeed
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.code_tests import TestOutcome, TestRun, arun_tests
@@ -78,7 +78,7 @@ class CodeState(TypedDict, total=False):
     problem_error: str | None             # no usable problem, or its tests did not pass their own checks
     rejected_by: Literal["reference_tests", "trivial_solution"] | None
     test_checks: dict[str, ExecutionLog]  # reference / returns_none / raises -> how it fared on the tests
-    attempts: Annotated[list[Attempt], merge_attempts]
+    attempts: Annotated[list[Attempt], merge_by_key]
     revisions: int
     briefs: list[Revision]                # what the next revision round's branches are shown
     outcome: Literal["accepted", "rejected"]

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from synthgraph.agents.domain_roles import (DomainCritic, DomainProposer, DomainSolver, QAJudgement, QuestionKind,
                                             SolverAction, clip, question_problems)
 from synthgraph.agents.models import ModelOutputError, ModelPool
+from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.recipe import DomainRecipe, DomainSeed
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
@@ -74,13 +75,6 @@ class Attempt(BaseModel):
         return list(self.passages)
 
 
-def merge_attempts(left: list[Attempt], right: list[Attempt]) -> list[Attempt]:
-    """Fan-in reducer: an attempt with a known key replaces the earlier one (checks and judgement add to it)."""
-    merged = {a.key: a for a in left}
-    merged.update({a.key: a for a in right})
-    return sorted(merged.values(), key=lambda a: int(a.key[1:]))
-
-
 class DomainState(TypedDict, total=False):
     seed: DomainSeed
     kind: QuestionKind
@@ -89,7 +83,7 @@ class DomainState(TypedDict, total=False):
     question_error: str | None
     question_problems: list[str]
     probe: list[dict[str, Any]]                    # unanswerable: what a search for the question finds
-    attempts: Annotated[list[Attempt], merge_attempts]
+    attempts: Annotated[list[Attempt], merge_by_key]
     outcome: Literal["accepted", "rejected"]
 
 
@@ -551,7 +545,7 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
                     ] if problems else []
         return [sample], [], verdicts, {"question": sample_id}
     samples, messages, verdicts, sample_ids = [], [], [], {}
-    for attempt in state["attempts"]:
+    for attempt in sorted(state["attempts"], key=lambda a: int(a.key[1:])):
         sample_id = stable_id(run_id, seed_id, attempt.key)
         sample_ids[attempt.key] = sample_id
         status, reason = attempt_verdict(attempt, context.critic_threshold)

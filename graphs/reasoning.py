@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.reasoning_roles import Critic, Critique, Proposer, Solver
+from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.recipe import ReasoningRecipe, Seed
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.math_answers import AnswerCheck, check_answer
@@ -47,18 +48,11 @@ class Attempt(BaseModel):
     critique_error: str | None = None
 
 
-def merge_attempts(left: list[Attempt], right: list[Attempt]) -> list[Attempt]:
-    """Fan-in reducer: solver branches add attempts, later nodes replace them by key with checked copies."""
-    merged = {a.key: a for a in left}
-    merged.update((a.key, a) for a in right)
-    return list(merged.values())
-
-
 class TraceState(TypedDict, total=False):
     seed: Seed
     problem: Problem | None
     problem_error: str | None             # the proposer gave no usable problem, or its program failed
-    attempts: Annotated[list[Attempt], merge_attempts]
+    attempts: Annotated[list[Attempt], merge_by_key]
     revisions: int
     feedback: str | None
     outcome: Literal["accepted", "rejected"]

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind, ToolJudgement, ToolUseCritic,
                                               ToolUseProposer, ToolUseSolver)
+from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.recipe import ToolUseRecipe, ToolUseSeed
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.store.db import Store
@@ -71,20 +72,13 @@ class Trajectory(BaseModel):
         return [c for c in self.calls if c.step == step]
 
 
-def merge_trajectories(left: list[Trajectory], right: list[Trajectory]) -> list[Trajectory]:
-    """Fan-in reducer: a trajectory with a known key replaces the earlier one (the critic adds its judgement)."""
-    merged = {t.key: t for t in left}
-    merged.update({t.key: t for t in right})
-    return sorted(merged.values(), key=lambda t: int(t.key[1:]))
-
-
 class ToolUseState(TypedDict, total=False):
     seed: ToolUseSeed
     kind: RequestKind
     tools: list[dict[str, Any]]                    # the OpenAI specs on offer
     request: str | None
     request_error: str | None
-    trajectories: Annotated[list[Trajectory], merge_trajectories]
+    trajectories: Annotated[list[Trajectory], merge_by_key]
     outcome: Literal["accepted", "rejected"]
 
 
@@ -555,7 +549,7 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
                           status="error", reason=state.get("request_error"), payload=base)], [], [], \
             {"request": sample_id}
     samples, messages, verdicts, sample_ids = [], [], [], {}
-    for trajectory in state["trajectories"]:
+    for trajectory in sorted(state["trajectories"], key=lambda t: int(t.key[1:])):
         sample_id = stable_id(run_id, seed_id, trajectory.key)
         sample_ids[trajectory.key] = sample_id
         status, reason = trajectory_verdict(trajectory, state, context.critic_threshold)
