@@ -33,7 +33,7 @@ from synthgraph.agents.domain_roles import (DomainCritic, DomainProposer, Domain
                                             SolverAction, clip, question_problems)
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import DomainRecipe, DomainSeed
+from synthgraph.graphs.recipe import DomainRecipe, DomainSeed, draw_kind
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.retrieval import Hit, IngestReport, RetrievalError, Retriever, ingest_corpus, sample_chunks
@@ -182,8 +182,7 @@ def plan_kind(seed: DomainSeed, mix: dict[str, float]) -> QuestionKind:
         return seed.question_kind
     if seed.question is not None:
         return "factual"
-    kinds = [k for k, share in mix.items() if share > 0]
-    return random.Random(seed.seed_id).choices(kinds, weights=[mix[k] for k in kinds])[0]
+    return draw_kind(mix, random.Random(seed.seed_id))
 
 
 def slot_of(seed: DomainSeed, size: int) -> int:

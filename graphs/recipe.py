@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -30,6 +31,18 @@ def prompts_digest(graph: str) -> str:
     texts = sorted((p.name, p.read_text()) for p in folder.iterdir()
                    if p.name.startswith(f"{graph}_") and p.name.endswith(".md"))
     return stable_id(json.dumps(texts))
+
+
+def check_mix(mix: dict[str, float]) -> None:
+    """A recipe's `mix` (share of each seed kind) must be able to draw something."""
+    if not mix or any(share < 0 for share in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError("mix needs at least one kind with a positive share, and no negative shares")
+
+
+def draw_kind(mix: dict[str, float], rng: random.Random) -> str:
+    """A kind drawn by its share in `mix`, for a seed that names none (rng seeded from the seed, so reruns agree)."""
+    kinds = [k for k, share in mix.items() if share > 0]
+    return rng.choices(kinds, weights=[mix[k] for k in kinds])[0]
 
 
 class RecipeError(ValueError):
@@ -197,6 +210,7 @@ class RecipeBase(BaseModel):
     max_model_attempts: int = Field(3, ge=1, le=10, description="tries per model call before an error is recorded")
     budget: Budget = Field(default_factory=Budget)
     store: Path | None = Field(None, description="DuckDB file; default ./synthgraph.duckdb")
+    _base: Path | None = PrivateAttr(None)  # the recipe file's folder (load_seeds sets it)
 
     @model_validator(mode="after")
     def _model_spec_parses(self):
@@ -213,9 +227,13 @@ class RecipeBase(BaseModel):
         recipe["prompts"] = prompts_digest(self.graph)
         return recipe
 
-    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
         """Checks that need the recipe and its seeds together (files beside the recipe, names they refer to);
         raises ValueError naming the problem. Runs when the recipe is loaded, before any model."""
+
+    def resolve(self, path: Path) -> Path:
+        """A path the recipe names: relative to the recipe's folder, once the recipe was loaded from a file."""
+        return path if path.is_absolute() or self._base is None else self._base / path
 
     def run_id(self, seeds: list[SeedBase]) -> str:
         return stable_id(json.dumps(self.identity(seeds), sort_keys=True))
@@ -368,12 +386,10 @@ class ToolUseRecipe(RecipeBase):
         default_factory=lambda: {"single": 0.3, "parallel": 0.2, "multi_step": 0.3, "no_tool": 0.2},
         description="share of each request kind, for seeds that do not name their kind")
     tools_per_request: tuple[int, int] = Field((1, 3), description="how many tools a sampled request is offered")
-    _base: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _mix_and_sizes(self):
-        if not self.mix or any(share < 0 for share in self.mix.values()) or sum(self.mix.values()) <= 0:
-            raise ValueError("mix needs at least one kind with a positive share, and no negative shares")
+        check_mix(self.mix)
         low, high = self.tools_per_request
         if not 1 <= low <= high <= 8:
             raise ValueError("tools_per_request must be [low, high] with 1 <= low <= high <= 8")
@@ -382,7 +398,7 @@ class ToolUseRecipe(RecipeBase):
         return self
 
     def tool_files(self) -> list[Path]:
-        return [f if f.is_absolute() or self._base is None else self._base / f for f in self.tools.files]
+        return [self.resolve(f) for f in self.tools.files]
 
     def registry(self) -> ToolRegistry:
         """The builtin tools (if on) plus every spec file's tools, spec-only."""
@@ -395,11 +411,9 @@ class ToolUseRecipe(RecipeBase):
         return registry
 
     def corpus_paths(self) -> list[Path]:
-        paths = self.tools.corpus.paths if self.tools.corpus else []
-        return [p if p.is_absolute() or self._base is None else self._base / p for p in paths]
+        return [self.resolve(p) for p in (self.tools.corpus.paths if self.tools.corpus else [])]
 
-    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
-        self._base = base
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
         for file in self.tool_files():
             if not file.is_file():
                 raise ValueError(f"tools.files: {file} does not exist")
@@ -518,7 +532,7 @@ class DialogueRecipe(RecipeBase):
                              "set turns.max_user >= 2 or twists: [none]")
         return self
 
-    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
         known = {p.name for p in self.personas}
         for position, seed in enumerate(seeds):
             if seed.persona is not None and seed.persona not in known:
@@ -608,19 +622,16 @@ class DomainRecipe(RecipeBase):
         description="share of each question kind, for seeds that do not name their kind")
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     verifier: DomainChecks = Field(default_factory=DomainChecks)
-    _base: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _mix(self):
-        if not self.mix or any(share < 0 for share in self.mix.values()) or sum(self.mix.values()) <= 0:
-            raise ValueError("mix needs at least one kind with a positive share, and no negative shares")
+        check_mix(self.mix)
         return self
 
     def corpus_paths(self) -> list[Path]:
-        return [p if p.is_absolute() or self._base is None else self._base / p for p in self.corpus.paths]
+        return [self.resolve(p) for p in self.corpus.paths]
 
-    def check_seeds(self, seeds: list[SeedBase], base: Path | None) -> None:
-        self._base = base
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
         for path in self.corpus_paths():
             if not path.exists():
                 raise ValueError(f"corpus.paths: {path} does not exist (paths are relative to the recipe)")
@@ -674,11 +685,12 @@ def load_recipe(path: Path) -> tuple[RecipeBase, list[SeedBase]]:
 
 
 def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[SeedBase]:
+    recipe._base = base
     source = recipe.seeds
     if source.inline is not None:
         items = [(f"{where}: seeds.inline[{i}]", item) for i, item in enumerate(source.inline)]
     else:
-        file = source.file if source.file.is_absolute() else base / source.file
+        file = recipe.resolve(source.file)
         if not file.is_file():
             raise RecipeError(f"{where}: seeds.file: {file} does not exist")
         items = []
@@ -703,7 +715,7 @@ def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[See
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise RecipeError(f"{where}: seed id {duplicate!r} appears more than once; ids must be unique")
     try:
-        recipe.check_seeds(seeds, base)
+        recipe.check_seeds(seeds)
     except ValueError as exc:
         raise RecipeError(f"{where}: {exc}") from None
     return seeds

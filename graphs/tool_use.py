@@ -31,7 +31,7 @@ from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind, ToolJudgement, ToolUseCritic,
                                               ToolUseProposer, ToolUseSolver)
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import ToolUseRecipe, ToolUseSeed
+from synthgraph.graphs.recipe import ToolUseRecipe, ToolUseSeed, draw_kind
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.store.db import Store
 from synthgraph.tools.functions import ToolRegistry, ToolSession, register_document_search, validate_call
@@ -198,8 +198,7 @@ trajectory_graph = build_trajectory().compile()
 def plan_request(seed: ToolUseSeed, context: ToolUseContext) -> tuple[RequestKind, list[dict[str, Any]]]:
     """The seed's kind and tools, or ones drawn for it: from the seed's id, so a rerun draws the same."""
     rng = random.Random(seed.seed_id)
-    kinds = [k for k, share in context.mix.items() if share > 0]
-    kind = seed.kind or rng.choices(kinds, weights=[context.mix[k] for k in kinds])[0]
+    kind = seed.kind or draw_kind(context.mix, rng)
     if seed.tools:  # registry names, and inline specs (normalised to OpenAI form by registering them)
         return kind, [context.registry.get(t).spec if isinstance(t, str) else ToolRegistry().register(t).spec
                       for t in seed.tools]

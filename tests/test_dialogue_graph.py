@@ -428,7 +428,7 @@ def dialogue_store(tmp_path) -> Path:
     recipe = parse_recipe({**RECIPE, "personas": personas,
                            "seeds": {"inline": [{"id": "d0"}, {"id": "d1"}, {"id": "d2"},
                                                 {"id": "d3", "persona": "student"}]}})
-    recipe.check_seeds(seeds := [DialogueSeed.model_validate(s) for s in recipe.seeds.inline], None)
+    recipe.check_seeds(seeds := [DialogueSeed.model_validate(s) for s in recipe.seeds.inline])
     db = tmp_path / "d.duckdb"
     asyncio.run(Runner(recipe, seeds, store_path=db, pool=ScriptedPool(DialogueScript(user=user))).run())
     return db
