@@ -39,23 +39,23 @@ def run(
     retry_errors: Annotated[bool, typer.Option(help="also redo seeds that crashed in an earlier run")] = False,
 ):
     """Run a recipe; rerunning the same command resumes where it stopped."""
+    from pydantic import ValidationError
+
     from synthgraph.graphs.recipe import RecipeError, load_recipe
     from synthgraph.graphs.runner import Runner
     from synthgraph.tools.retrieval import RetrievalError
 
     try:
         recipe, seeds = load_recipe(recipe_path)
-        overrides = {}
-        if model is not None:
-            overrides["model"] = model
-            overrides["roles"] = recipe.roles.model_copy(update={
-                name: getattr(recipe.roles, name).model_copy(update={"model": None})
-                for name in type(recipe.roles).model_fields})
-        if concurrency is not None:
-            overrides["concurrency"] = concurrency
-        recipe = type(recipe).model_validate({**recipe.model_dump(), **overrides}) if overrides else recipe
-    except (RecipeError, ValueError) as exc:
-        _fail(str(exc).splitlines()[0] if isinstance(exc, RecipeError) else f"--model: {exc}")
+    except RecipeError as exc:
+        _fail(str(exc).splitlines()[0])
+    overrides = {name: value for name, value in (("model", model), ("concurrency", concurrency)) if value is not None}
+    if overrides:
+        try:
+            recipe = recipe.with_overrides(**overrides)
+        except ValidationError as exc:
+            _fail("; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                            for e in exc.errors()))
 
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

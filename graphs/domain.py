@@ -22,21 +22,127 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypedDict
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgraph.agents.domain_roles import (DomainCritic, DomainProposer, DomainSolver, QAJudgement, QuestionKind,
                                             SolverAction, clip, question_problems)
+from synthgraph.agents import domain_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import DomainRecipe, DomainSeed, draw_kind
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
+                                       SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.retrieval import Hit, IngestReport, RetrievalError, Retriever, ingest_corpus, sample_chunks
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+class DomainProposerSettings(ProposerSettings):
+    max_tokens: int = Field(160, ge=1, le=32768)
+
+
+class DomainSolverSettings(SolverSettings):
+    samples: int = Field(1, ge=1, le=64, description="independent answers per question (k)")
+    temperature: float = Field(0.3, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, le=32768, description="per step")
+    max_searches: int = Field(1, ge=0, le=4, description="searches the solver may add to the graph's first one")
+
+
+class DomainRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: DomainProposerSettings = Field(default_factory=DomainProposerSettings)
+    solver: DomainSolverSettings = Field(default_factory=DomainSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+class RetrievalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(3, ge=1, le=20, description="chunks per search")
+    passage_chars: int = Field(500, ge=100, le=100000, description="each passage is cut to this many characters "
+                                                                  "in prompts and tool results (small models are slow "
+                                                                  "on long prompts)")
+
+
+class DomainChecks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    support: float = Field(0.6, ge=0, le=1, description="share of the answer's content words the cited passages "
+                                                        "must contain")
+    copy_words: int = Field(8, ge=3, le=100, description="consecutive words shared with its source passage that "
+                                                         "make a question a copy")
+    max_question_words: int = Field(30, ge=5, le=200, description="longest question, in words")
+    source_overlap: float = Field(0.5, ge=0, le=1, description="word overlap (Jaccard) at which a cited chunk "
+                                                               "counts as the question's source chunk")
+
+
+class DomainSeed(SeedBase):
+    """A grounded-QA seed: a question `kind` (drawn from the recipe's `mix` when absent) and optionally the chunk
+    ids to write it from (else the seed's `slot` picks them: its position in the seed list); or a ready
+    `question` with whether the corpus can answer it (`answerable`), which skips the proposer."""
+
+    kind: QuestionKind | None = None
+    chunks: list[str] | None = None
+    question: str | None = Field(None, min_length=3)
+    answerable: bool | None = None
+    slot: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.question is not None and self.answerable is None:
+            raise ValueError("a seed with a ready `question` needs `answerable` (true or false)")
+        if self.answerable is False and self.kind not in (None, "unanswerable"):
+            raise ValueError(f"kind {self.kind!r} contradicts answerable: false (use kind: unanswerable)")
+        if self.answerable is True and self.kind == "unanswerable":
+            raise ValueError("kind unanswerable contradicts answerable: true")
+        if self.chunks is not None and not self.chunks:
+            raise ValueError("`chunks` must name at least one chunk id (or be left out to pick them)")
+        return self
+
+    @property
+    def question_kind(self) -> QuestionKind | None:
+        return "unanswerable" if self.answerable is False else self.kind
+
+
+class DomainRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = DomainSeed
+
+    graph: Literal["domain"]
+    corpus: CorpusSettings = Field(default_factory=lambda: CorpusSettings(name="pydoc-topics"))
+    roles: DomainRoles = Field(default_factory=DomainRoles)
+    mix: dict[QuestionKind, float] = Field(
+        default_factory=lambda: {"factual": 0.5, "multi_hop": 0.25, "unanswerable": 0.25},
+        description="share of each question kind, for seeds that do not name their kind")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    verifier: DomainChecks = Field(default_factory=DomainChecks)
+
+    @model_validator(mode="after")
+    def _mix(self):
+        check_mix(self.mix)
+        return self
+
+    def corpus_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in self.corpus.paths]
+
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
+        for path in self.corpus_paths():
+            if not path.exists():
+                raise ValueError(f"corpus.paths: {path} does not exist (paths are relative to the recipe)")
+        for position, seed in enumerate(seeds):
+            if seed.slot is None:
+                # Coverage is planned: a seed without a slot takes the chunk at its position in the seed list.
+                seed.slot = position
+
+
 
 StageOutcome = Literal["passed", "failed", "unchecked"]
 
@@ -327,8 +433,6 @@ def build() -> StateGraph:
     return g
 
 
-graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
-
 
 # ------------------------------------------------------------------------------------- computable checks
 
@@ -434,7 +538,10 @@ def prepare_corpus(recipe: DomainRecipe, store: Store) -> IngestReport:
                          overlap=corpus.overlap)
 
 
-def make_context(recipe: DomainRecipe, pool: ModelPool, *, store: Store) -> DomainContext:
+def make_context(recipe: DomainRecipe, pool: ModelPool, store: Store | None = None) -> DomainContext:
+    if store is None:
+        raise RetrievalError("the domain family retrieves from the run's store: run the recipe with the runner")
+    prompts = FAMILY.prompt_set(recipe)
     roles, corpus = recipe.roles, recipe.corpus
     report = prepare_corpus(recipe, store)
     chunks = sample_chunks(store.con, corpus.name, n=1 << 30)  # every chunk, in an order fixed by the corpus
@@ -443,9 +550,9 @@ def make_context(recipe: DomainRecipe, pool: ModelPool, *, store: Store) -> Doma
         raise RetrievalError(f"corpus {corpus.name!r} has no chunk of at least {corpus.min_chunk_chars} characters "
                          "to write questions from: lower corpus.min_chunk_chars")
     return DomainContext(
-        proposer=DomainProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
-        solver=DomainSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling()),
-        critic=DomainCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        proposer=DomainProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        solver=DomainSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
+        critic=DomainCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         retriever=Retriever(store.con, corpus=corpus.name),
         chunk_order=order,
         mix=dict(recipe.mix),
@@ -524,7 +631,7 @@ def attempt_messages(sample_id: str, question: str, attempt: Attempt, passage_ch
 
 
 def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     group_id = stable_id(run_id, seed_id)
     kind, question = state["kind"], state.get("question")
@@ -542,7 +649,7 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
                            reason=state.get("question_error") or "question: " + "; ".join(problems), payload=base)
         verdicts = [VerdictRow(sample_id=sample_id, verifier="question", outcome="failed", detail="; ".join(problems))
                     ] if problems else []
-        return [sample], [], verdicts, {"question": sample_id}
+        return Rows([sample], [], verdicts, {"question": sample_id})
     samples, messages, verdicts, sample_ids = [], [], [], {}
     for attempt in sorted(state["attempts"], key=lambda a: int(a.key[1:])):
         sample_id = stable_id(run_id, seed_id, attempt.key)
@@ -570,4 +677,13 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
         elif attempt.judgement_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
                                        detail=attempt.judgement_error))
-    return samples, messages, verdicts, sample_ids
+    return Rows(samples, messages, verdicts, sample_ids)
+
+
+FAMILY = Family(
+    name="domain", recipe=DomainRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("domain_proposer", "domain_solver", "domain_critic"),
+    prompt_text=domain_roles.PROMPT_TEXT, studio_recipe="demos/domain_qa.yaml",
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

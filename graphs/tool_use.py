@@ -20,22 +20,185 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypedDict
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synthgraph.agents import tool_use_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind, ToolJudgement, ToolUseCritic,
                                               ToolUseProposer, ToolUseSolver)
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import ToolUseRecipe, ToolUseSeed, draw_kind
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
+                                       SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
-from synthgraph.tools.functions import ToolRegistry, ToolSession, register_document_search, validate_call
+from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.tools.functions import (ToolRegistry, ToolSession, builtin_registry, load_tool_specs,
+                                        register_document_search, search_documents_spec, validate_call)
 from synthgraph.tools.retrieval import RetrievalError, Retriever, ingest_corpus
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+class ToolUseProposerSettings(ProposerSettings):
+    max_tokens: int = Field(256, ge=1, le=32768)
+
+
+class ToolUseSolverSettings(SolverSettings):
+    samples: int = Field(2, ge=1, le=64, description="independent trajectories per request (k)")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(384, ge=1, le=32768, description="per step")
+    max_steps: int = Field(4, ge=1, le=16, description="model turns per trajectory; the last may only answer")
+    max_calls_per_step: int = Field(4, ge=1, le=16)
+    constrain_arguments: bool = Field(
+        True, description="hold each call's arguments to its tool's schema in the grammar (weak models need it); "
+                          "false leaves the format check something to catch")
+    mode: Literal["structured", "native"] = Field(
+        "structured", description="structured: calls through a JSON grammar of the offered tools (any model); "
+                                  "native: the model's own tool calling (Hermes-format in process, or the "
+                                  "server's tool_calls)")
+
+
+class ToolUseRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: ToolUseProposerSettings = Field(default_factory=ToolUseProposerSettings)
+    solver: ToolUseSolverSettings = Field(default_factory=ToolUseSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+
+class ToolUseSeed(SeedBase):
+    """A tool-use seed: which kind of request to write (drawn from the recipe's `mix` when absent), which tools to
+    offer (names from the registry, sampled when absent, or inline OpenAI specs: spec-only), an optional scenario
+    `topic`; or a ready user `request` with the `tools` it is about, which skips the proposer, and optionally its
+    `ground_truth` calls (`[{"name", "arguments": {arg: [acceptable values; "" = may be left out]}}]`, BFCL's
+    possible answers) for the `reference_calls` check. BFCL seed lines (`demos/seeds/bfcl.py`) load as they are:
+    their `messages` give the request and their `category` the kind."""
+
+    kind: RequestKind | None = None
+    tools: list[str | dict[str, Any]] | None = None
+    topic: str | None = None
+    request: str | None = None
+    ground_truth: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bfcl_line(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("request") is None and isinstance(data.get("messages"), list):
+            users = [m.get("content") for m in data["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            if users:
+                data = {**data, "request": users[0]}
+            if data.get("kind") is None and isinstance(data.get("category"), str):
+                data["kind"] = "parallel" if "parallel" in data["category"] else "single"
+        return data
+
+    @model_validator(mode="after")
+    def _request_needs_tools(self):
+        if self.request is not None and not self.tools:
+            raise ValueError("a seed with a ready `request` needs the `tools` to offer with it")
+        if self.tools is not None and not self.tools:
+            raise ValueError("`tools` must name at least one tool (or be left out to sample them)")
+        if self.ground_truth is not None and self.request is None:
+            raise ValueError("`ground_truth` belongs to a ready `request`; a proposed request has none")
+        return self
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t if isinstance(t, str) else t.get("function", t).get("name", "?") for t in self.tools or []]
+
+    @property
+    def inline_specs(self) -> list[dict[str, Any]]:
+        return [t for t in self.tools or [] if isinstance(t, dict)]
+
+
+class ToolSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: bool = Field(True, description="offer the shipped executable tools (tools/functions.py)")
+    files: list[Path] = Field(default_factory=list,
+                              description="OpenAI tools JSON or BFCL JSON/JSONL files; relative to the recipe. "
+                                          "Their tools are spec-only: calls are checked, not executed")
+    from_seeds: bool = Field(False, description="the seeds bring their own specs (inline in `tools`), e.g. BFCL")
+    corpus: CorpusSettings | None = Field(None, description="offer `search_documents` over this corpus, ingested "
+                                                           "into the run's store when it starts")
+    state: dict[str, Any] = Field(default_factory=dict,
+                                  description="what every trajectory's stateful tools start from, e.g. "
+                                              "{files: {name: text}, inventory: {item: count}}; the proposer sees it")
+
+
+class ToolUseRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = ToolUseSeed
+
+    graph: Literal["tool_use"]
+    roles: ToolUseRoles = Field(default_factory=ToolUseRoles)
+    tools: ToolSource = Field(default_factory=ToolSource)
+    mix: dict[RequestKind, float] = Field(
+        default_factory=lambda: {"single": 0.3, "parallel": 0.2, "multi_step": 0.3, "no_tool": 0.2},
+        description="share of each request kind, for seeds that do not name their kind")
+    tools_per_request: tuple[int, int] = Field((1, 3), description="how many tools a sampled request is offered")
+
+    @model_validator(mode="after")
+    def _mix_and_sizes(self):
+        check_mix(self.mix)
+        low, high = self.tools_per_request
+        if not 1 <= low <= high <= 8:
+            raise ValueError("tools_per_request must be [low, high] with 1 <= low <= high <= 8")
+        if not (self.tools.builtin or self.tools.files or self.tools.from_seeds):
+            raise ValueError("tools: offer the builtin tools, name spec files, or set from_seeds")
+        return self
+
+    def tool_files(self) -> list[Path]:
+        return [self.resolve(f) for f in self.tools.files]
+
+    def registry(self) -> ToolRegistry:
+        """The builtin tools (if on) plus every spec file's tools, spec-only."""
+        registry = builtin_registry() if self.tools.builtin else ToolRegistry()
+        for file in self.tool_files():
+            for spec in load_tool_specs(file):
+                registry.register(spec)
+        if self.tools.corpus is not None:  # its implementation needs the run's store: make_context binds it
+            registry.register(search_documents_spec(self.tools.corpus.about), group="documents")
+        return registry
+
+    def corpus_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in (self.tools.corpus.paths if self.tools.corpus else [])]
+
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
+        for file in self.tool_files():
+            if not file.is_file():
+                raise ValueError(f"tools.files: {file} does not exist")
+        for path in self.corpus_paths():
+            if not path.exists():
+                raise ValueError(f"tools.corpus.paths: {path} does not exist")
+        try:
+            known = set(self.registry().names())
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"tools.files: {exc}") from None
+        for seed in seeds:
+            for spec in seed.inline_specs:
+                try:
+                    ToolRegistry().register(spec)
+                except ValueError as exc:
+                    raise ValueError(f"seed {seed.seed_id}: tool spec: {exc}") from None
+            if self.tools.from_seeds and not seed.inline_specs:
+                raise ValueError(f"seed {seed.seed_id}: tools.from_seeds is set but the seed brings no tool specs")
+            unknown = sorted({t for t in seed.tools or [] if isinstance(t, str)} - known)
+            if unknown:
+                raise ValueError(f"seed {seed.seed_id}: unknown tools {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(known)[:30])}{' ...' if len(known) > 30 else ''})")
+
+    def identity(self, seeds: list[SeedBase]) -> dict[str, Any]:
+        identity = super().identity(seeds)
+        identity["tools"] = stable_id(json.dumps(self.registry().specs(), sort_keys=True))  # what was on offer
+        return identity
+
+
 
 StageOutcome = Literal["passed", "failed", "unchecked"]
 
@@ -444,13 +607,12 @@ def build() -> StateGraph:
     return g
 
 
-graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
-
 
 # --------------------------------------------------------------------------- the runner's interface
 
 
-def make_context(recipe: ToolUseRecipe, pool: ModelPool, *, store: Store | None = None) -> ToolUseContext:
+def make_context(recipe: ToolUseRecipe, pool: ModelPool, store: Store | None = None) -> ToolUseContext:
+    prompts = FAMILY.prompt_set(recipe)
     roles = recipe.roles
     registry = recipe.registry()
     if recipe.tools.corpus is not None:
@@ -462,11 +624,11 @@ def make_context(recipe: ToolUseRecipe, pool: ModelPool, *, store: Store | None 
         retriever = Retriever(store.con, corpus=corpus.name)
         register_document_search(registry, lambda query, k: retriever.search(query, k), about=corpus.about)
     return ToolUseContext(
-        proposer=ToolUseProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
-        solver=ToolUseSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(),
+        proposer=ToolUseProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        solver=ToolUseSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts,
                              max_calls_per_step=roles.solver.max_calls_per_step,
                              constrain_arguments=roles.solver.constrain_arguments, mode=roles.solver.mode),
-        critic=ToolUseCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        critic=ToolUseCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         registry=registry,
         mix=dict(recipe.mix),
         tool_state=recipe.tools.state,
@@ -535,7 +697,7 @@ def trajectory_messages(sample_id: str, request: str, trajectory: Trajectory) ->
 
 
 def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus trajectory key -> sample id."""
     group_id = stable_id(run_id, seed_id)
     kind, tools, request = state["kind"], state["tools"], state.get("request")
@@ -572,4 +734,13 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
         elif trajectory.judgement_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
                                        detail=trajectory.judgement_error))
-    return samples, messages, verdicts, sample_ids
+    return Rows(samples, messages, verdicts, sample_ids)
+
+
+FAMILY = Family(
+    name="tool_use", recipe=ToolUseRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("tool_use_proposer", "tool_use_solver", "tool_use_native", "tool_use_critic"),
+    prompt_text=tool_use_roles.PROMPT_TEXT, studio_recipe="demos/tool_use.yaml",
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

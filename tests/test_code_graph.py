@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from synthgraph.agents.code_roles import extract_solution, function_name, parse_code_draft, signature_of
 from synthgraph.graphs import code
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import CodeSeed, RecipeError, load_recipe, load_seeds, parse_recipe
+from synthgraph.graphs.code import CodeSeed
+from synthgraph.graphs.recipe import RecipeError, load_recipe, load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ from synthgraph.agents.dialogue_roles import CONTINUE_ONLY
 from synthgraph.tools.dialogue_checks import check_dialogue
 from synthgraph.graphs import dialogue
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import DialogueSeed, RecipeError, load_recipe, parse_recipe
+from synthgraph.graphs.dialogue import DialogueSeed
+from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,15 +95,9 @@ def verdict(score: int = 8, *, goal_met: bool = True, repetition: bool = False) 
                        "repetition": repetition, "score": score})
 
 
-DIALOGUE_ROLES = [("You play a human user", "user"), ("You review one reply", "critic"),
-                  ("You review a whole conversation", "judge")]
-
-
 class DialogueScript(RoleScript):
-    """Scripted replies per dialogue role (agents/prompts/dialogue_*.md; the assistant is any other prompt), each a
-    string or a function of the prompt messages."""
-
-    roles, fallback = DIALOGUE_ROLES, "assistant"
+    """Scripted replies per dialogue role (agents/prompts/dialogue_*.md; the critic's whole-dialogue prompt is
+    `judge`), each a string or a function of the prompt messages."""
 
     def __init__(self, **replies):
         super().__init__({"user": user_says("continue", "continue", "continue", "goal_met"), "assistant": answers,

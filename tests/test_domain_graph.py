@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from synthgraph.agents.domain_roles import action_schema, for_json_writers, longest_shared_run, question_problems
 from synthgraph.graphs import domain
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import DomainSeed, RecipeError, load_recipe, parse_recipe
+from synthgraph.graphs.domain import DomainSeed
+from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
 from synthgraph.graphs.runner import Runner
 from synthgraph.store.db import Store
 

@@ -10,7 +10,8 @@ from fakes import ReasoningScript, ScriptedPool, proposal
 
 from synthgraph.agents.reasoning_roles import numbers_missing_from_problem
 from synthgraph.graphs import reasoning
-from synthgraph.graphs.recipe import Seed, parse_recipe
+from synthgraph.graphs.reasoning import Seed
+from synthgraph.graphs.recipe import parse_recipe
 
 
 def make_context(script: ReasoningScript, **limits) -> reasoning.ReasoningContext:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from synthgraph.agents.tool_use_roles import decision_schema, names_tools
 from synthgraph.graphs import tool_use
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import RecipeError, ToolUseSeed, load_recipe, parse_recipe
+from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
+from synthgraph.graphs.tool_use import ToolUseSeed
 from synthgraph.graphs.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
