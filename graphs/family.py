@@ -48,7 +48,9 @@ class Rows(NamedTuple):
 class Family:
     name: str
     recipe: type[RecipeBase]
-    build: Callable[[], StateGraph]
+    build: Callable[..., StateGraph]
+    """() -> the graph; (recipe) -> the graph when `graph_from_recipe` (a declarative pipeline's nodes and edges
+    are the recipe's)."""
     make_context: Callable[[RecipeBase, ModelPool, Store | None], Any]
     initial_state: Callable[[SeedBase], dict[str, Any]]
     to_rows: Callable[..., Rows]
@@ -61,10 +63,18 @@ class Family:
     """The demo recipe (relative to the repository) Studio builds this family's context from."""
     config: Mapping[str, Any] = field(default_factory=dict)
     """Run config every invocation needs (e.g. a recursion limit for a long loop)."""
+    graph_from_recipe: bool = False
 
     @cached_property
     def graph(self) -> CompiledStateGraph:
+        """The compiled graph of a family whose shape does not depend on the recipe."""
         return self.build().compile().with_config(**self.config)
+
+    def builder_for(self, recipe: RecipeBase) -> StateGraph:
+        return self.build(recipe) if self.graph_from_recipe else self.build()
+
+    def graph_for(self, recipe: RecipeBase) -> CompiledStateGraph:
+        return self.builder_for(recipe).compile().with_config(**self.config) if self.graph_from_recipe else self.graph
 
     def prompt_set(self, recipe: RecipeBase) -> Prompts:
         """The family's prompts with the recipe's overrides applied (validated when the recipe loaded)."""

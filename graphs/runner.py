@@ -92,6 +92,7 @@ class Runner:
         self.on_call = on_call or (lambda record: None)
         self.run_id = recipe.run_id(seeds)
         self.family = family(recipe.graph)
+        self.graph = self.family.graph_for(recipe)
         self.tally = RunTally()
 
     async def run(self) -> RunResult:
@@ -156,7 +157,7 @@ class Runner:
         current_call_log.set(log)  # this coroutine runs in its own task (gather), so the log is this seed's
         seed_id = seed.seed_id
         try:
-            state = await self.family.graph.ainvoke(self.family.initial_state(seed), context=context)
+            state = await self.graph.ainvoke(self.family.initial_state(seed), context=context)
             samples, messages, verdicts, sample_ids = self.family.to_rows(
                 state, run_id=self.run_id, seed_id=seed_id, context=context)
             status, error = "done", None
