@@ -1,7 +1,7 @@
 """The dialogue recipe's roles: user simulator, assistant, critic (the computable checks are tools/dialogue_checks.py).
 
 Prompt + call + parsing; no graph logic here. The assistant is plain chat: tool calls in dialogues are left to the
-tool registry (tools/functions.py) once a recipe wants them.
+tool registry (tools/registry.py) once a recipe wants them.
 """
 
 from __future__ import annotations

@@ -38,8 +38,10 @@ from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSe
                                        SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
-from synthgraph.tools.functions import (ToolRegistry, ToolSession, builtin_registry, load_tool_specs,
-                                        register_document_search, search_documents_spec, validate_call)
+from synthgraph.tools.bfcl import load_tool_specs
+from synthgraph.tools.builtin_tools import builtin_registry, register_document_search, search_documents_spec
+from synthgraph.tools.registry import ToolRegistry, ToolSession
+from synthgraph.tools.tool_calls import validate_call
 from synthgraph.tools.retrieval import RetrievalError, Retriever, ingest_corpus
 
 # ------------------------------------------------------------------------------------------------ recipe
@@ -120,7 +122,7 @@ class ToolUseSeed(SeedBase):
 class ToolSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: bool = Field(True, description="offer the shipped executable tools (tools/functions.py)")
+    builtin: bool = Field(True, description="offer the shipped executable tools (tools/builtin_tools.py)")
     files: list[Path] = Field(default_factory=list,
                               description="OpenAI tools JSON or BFCL JSON/JSONL files; relative to the recipe. "
                                           "Their tools are spec-only: calls are checked, not executed")
