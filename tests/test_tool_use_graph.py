@@ -97,6 +97,16 @@ def test_verify_keeps_the_checks_in_the_state_and_the_rows_write_what_it_kept():
     assert verdicts_of(verdicts)["format"] == "failed"
 
 
+@pytest.mark.parametrize("threshold, status", [(9, "accepted"), (9.5, "rejected")])
+def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_router_and_the_rows(threshold, status):
+    context = make_context(ToolUseScript(), critic_threshold=threshold)  # the scripted critic gives 9
+    state = run_graph(CONVERT, context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = rows_of(state, context)
+    assert [s.status for s in samples] == [status]
+    assert verdicts_of(verdicts)["critic"] == ("passed" if status == "accepted" else "failed")
+
+
 def test_invalid_arguments_fail_stage_one_are_not_run_and_skip_the_critic():
     script = ToolUseScript(solver=[call_tools(("convert_units", {"value": "a lot", "from_unit": "mi"})),
                                    answer("Roughly 42 km.")])
