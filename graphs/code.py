@@ -24,8 +24,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeSolver, Critique, Revision, extract_solution,
-                                          signature_of)
+from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeRevision, CodeSolver, Critique,
+                                          extract_solution, signature_of)
 from synthgraph.agents import code_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
@@ -127,7 +127,7 @@ class ExecutionLog(BaseModel):
 class Attempt(BaseModel):
     key: str                              # r<round>k<branch>: stable, so sample ids survive a rerun
     round: int
-    revision: Revision | None = None      # the earlier code and test output this attempt was revised from
+    revision: CodeRevision | None = None      # the earlier code and test output this attempt was revised from
     reply: str | None = None              # the solver's whole reply (reasoning + code block)
     code: str | None = None
     error: str | None = None              # the solver's output was refused on every try
@@ -144,7 +144,7 @@ class CodeState(TypedDict, total=False):
     test_checks: dict[str, ExecutionLog]  # reference / returns_none / raises -> how it fared on the tests
     attempts: Annotated[list[Attempt], merge_by_key]
     revisions: int
-    briefs: list[Revision]                # what the next revision round's branches are shown
+    briefs: list[CodeRevision]                # what the next revision round's branches are shown
     outcome: Literal["accepted", "rejected"]
 
 
@@ -152,7 +152,7 @@ class SolveTask(TypedDict):
     problem: Problem
     key: str
     round: int
-    revision: Revision | None
+    revision: CodeRevision | None
 
 
 @dataclass
@@ -326,7 +326,7 @@ def revise(state: CodeState) -> dict:
     round_ = state.get("revisions", 0)
     failed = [a for a in sorted(state["attempts"], key=branch)
               if a.round == round_ and a.code is not None and a.execution is not None]
-    return {"briefs": [Revision(previous=a.code, feedback=test_feedback(a.execution)) for a in failed],
+    return {"briefs": [CodeRevision(previous=a.code, feedback=test_feedback(a.execution)) for a in failed],
             "revisions": round_ + 1}
 
 

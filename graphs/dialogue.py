@@ -21,8 +21,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, DialogueCritique, Line, Revision, Scenario,
-                                              TurnCritique, Twist, UserSimulator, UserStatus)
+from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, DialogueCritique, Line, Scenario,
+                                              TurnCritique, TurnRevision, Twist, UserSimulator, UserStatus)
 from synthgraph.agents import dialogue_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.family import Family, Rows
@@ -258,7 +258,7 @@ def route_after_user(state: DialogueState) -> Literal["respond", "judge_dialogue
 
 async def respond(state: DialogueState, runtime: Runtime[DialogueContext]) -> dict:
     ctx, drafts = runtime.context, state["drafts"]
-    revision = Revision(draft=drafts[-1].content, critique=drafts[-1].critique.reason) if drafts else None
+    revision = TurnRevision(draft=drafts[-1].content, critique=drafts[-1].critique.reason) if drafts else None
     try:
         content = await ctx.assistant.reply(ctx.system_prompt, lines(state["turns"]), revision=revision,
                                             subject=SUBJECT)
