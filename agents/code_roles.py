@@ -17,7 +17,7 @@ from synthgraph.agents.models import ModelClient, Sampling
 from synthgraph.agents.prompting import DEFAULT_PROMPTS, Prompts
 from synthgraph.agents.reasoning_roles import Critique
 
-__all__ = ["CodeCritic", "CodeDraft", "CodeProposer", "CodeSolver", "Critique", "Revision", "extract_solution",
+__all__ = ["CodeCritic", "CodeDraft", "CodeProposer", "CodeRevision", "CodeSolver", "Critique", "extract_solution",
            "function_name", "parse_code_draft", "signature_of"]
 
 _CODE_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -163,7 +163,7 @@ class CodeProposer:
         return parse_code_draft(completion.text, entry_point)
 
 
-class Revision(BaseModel):
+class CodeRevision(BaseModel):
     """What a revising solver is shown: its earlier code and how that code failed the tests."""
 
     previous: str
@@ -177,7 +177,7 @@ class CodeSolver:
     prompts: Prompts = DEFAULT_PROMPTS
 
     async def solve(self, problem: str, *, entry_point: str, completes_stub: bool = False,
-                    revision: Revision | None = None, subject: str | None = None) -> str:
+                    revision: CodeRevision | None = None, subject: str | None = None) -> str:
         feedback_block = FEEDBACK_BLOCK.format(previous=revision.previous, feedback=revision.feedback) if revision else ""
 
         def code_in(text: str) -> str | None:

@@ -1,7 +1,7 @@
 """The dialogue recipe's roles: user simulator, assistant, critic (the computable checks are tools/dialogue_checks.py).
 
 Prompt + call + parsing; no graph logic here. The assistant is plain chat: tool calls in dialogues are left to the
-tool registry (tools/functions.py) once a recipe wants them.
+tool registry (tools/registry.py) once a recipe wants them.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def reply_problem(text: str, history: Sequence[Line]) -> str | None:
 
 
 @dataclass
-class Revision:
+class TurnRevision:
     """A draft the critic scored low, and what it said: shown to the assistant when it drafts again."""
 
     draft: str
@@ -177,7 +177,7 @@ class Assistant:
     sampling: Sampling
     prompts: Prompts = DEFAULT_PROMPTS
 
-    async def reply(self, system_prompt: str, history: Sequence[Line], *, revision: Revision | None = None,
+    async def reply(self, system_prompt: str, history: Sequence[Line], *, revision: TurnRevision | None = None,
                     subject: str | None = None) -> str:
         messages: list[BaseMessage] = [HumanMessage(content=text) if role == "user" else AIMessage(content=text)
                                        for role, text in history]

@@ -8,7 +8,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from synthgraph.store.db import DEFAULT_STORE, StoreError, query
+from synthgraph.store.export import ExportFormat
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -123,16 +124,14 @@ def sql(
         out.print(table)
 
 
-class ExportFormat(str, Enum):
-    jsonl = "jsonl"
-    parquet = "parquet"
-    sharegpt = "sharegpt"
+# The formats are the store's (store/export.py); an Enum of them is what every supported typer lists as choices.
+ExportChoice = Enum("ExportChoice", {name: name for name in get_args(ExportFormat)}, type=str)
 
 
 @app.command()
 def export(
     out_path: Annotated[Path, typer.Option("--out", help="file to write")],
-    format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl,
+    format: Annotated[ExportChoice, typer.Option("--format")] = ExportChoice.jsonl,
     status: Annotated[str | None, typer.Option(help="accepted, rejected or error (default: all)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     db: DbOption = DEFAULT_STORE,

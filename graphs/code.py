@@ -24,8 +24,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeSolver, Critique, Revision, extract_solution,
-                                          signature_of)
+from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeRevision, CodeSolver, Critique,
+                                          extract_solution, signature_of)
 from synthgraph.agents import code_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
@@ -127,7 +127,7 @@ class ExecutionLog(BaseModel):
 class Attempt(BaseModel):
     key: str                              # r<round>k<branch>: stable, so sample ids survive a rerun
     round: int
-    revision: Revision | None = None      # the earlier code and test output this attempt was revised from
+    revision: CodeRevision | None = None      # the earlier code and test output this attempt was revised from
     reply: str | None = None              # the solver's whole reply (reasoning + code block)
     code: str | None = None
     error: str | None = None              # the solver's output was refused on every try
@@ -144,7 +144,7 @@ class CodeState(TypedDict, total=False):
     test_checks: dict[str, ExecutionLog]  # reference / returns_none / raises -> how it fared on the tests
     attempts: Annotated[list[Attempt], merge_by_key]
     revisions: int
-    briefs: list[Revision]                # what the next revision round's branches are shown
+    briefs: list[CodeRevision]                # what the next revision round's branches are shown
     outcome: Literal["accepted", "rejected"]
 
 
@@ -152,7 +152,7 @@ class SolveTask(TypedDict):
     problem: Problem
     key: str
     round: int
-    revision: Revision | None
+    revision: CodeRevision | None
 
 
 @dataclass
@@ -305,10 +305,20 @@ async def judge(state: CodeState, runtime: Runtime[CodeContext]) -> dict:
     return {"attempts": list(await asyncio.gather(*(judge_one(a) for a in pending)))}
 
 
+def critic_passed(critique: Critique, threshold: float) -> bool:
+    return critique.score >= threshold
+
+
+def accepted(attempt: Attempt, threshold: float) -> bool:
+    """The accept rule, the one place it is written (the router and the sample's status both read it): the code
+    passed the tests and the critic scored it at least `threshold`."""
+    return (attempt.execution is not None and attempt.execution.outcome == "passed"
+            and attempt.critique is not None and critic_passed(attempt.critique, threshold))
+
+
 def route_after_judge(state: CodeState, runtime: Runtime[CodeContext]) -> Literal["accept", "reject"]:
     threshold = runtime.context.critic_threshold
-    good = [a for a in _passed(state) if a.critique is not None and a.critique.score >= threshold]
-    return "accept" if good else "reject"
+    return "accept" if any(accepted(a, threshold) for a in state["attempts"]) else "reject"
 
 
 def revise(state: CodeState) -> dict:
@@ -316,7 +326,7 @@ def revise(state: CodeState) -> dict:
     round_ = state.get("revisions", 0)
     failed = [a for a in sorted(state["attempts"], key=branch)
               if a.round == round_ and a.code is not None and a.execution is not None]
-    return {"briefs": [Revision(previous=a.code, feedback=test_feedback(a.execution)) for a in failed],
+    return {"briefs": [CodeRevision(previous=a.code, feedback=test_feedback(a.execution)) for a in failed],
             "revisions": round_ + 1}
 
 
@@ -407,7 +417,7 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
         return "rejected", f"critic gave no usable verdict: {attempt.critique_error}"
     if attempt.critique is None:
         return "rejected", "passed the tests but not judged"
-    if attempt.critique.score < threshold:
+    if not accepted(attempt, threshold):
         return "rejected", f"critic score {attempt.critique.score} < {threshold:g}: {attempt.critique.reason}"
     return "accepted", None
 
@@ -480,7 +490,7 @@ def to_rows(state: CodeState, *, run_id: str, seed_id: str, context: CodeContext
                                        detail=attempt.execution.detail))
         if attempt.critique is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
-                                       outcome="passed" if attempt.critique.score >= threshold else "failed",
+                                       outcome="passed" if critic_passed(attempt.critique, threshold) else "failed",
                                        detail=attempt.critique.reason))
         elif attempt.critique_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",

@@ -21,8 +21,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, DialogueCritique, Line, Revision, Scenario,
-                                              TurnCritique, Twist, UserSimulator, UserStatus)
+from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, DialogueCritique, Line, Scenario,
+                                              TurnCritique, TurnRevision, Twist, UserSimulator, UserStatus)
 from synthgraph.agents import dialogue_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.family import Family, Rows
@@ -258,7 +258,7 @@ def route_after_user(state: DialogueState) -> Literal["respond", "judge_dialogue
 
 async def respond(state: DialogueState, runtime: Runtime[DialogueContext]) -> dict:
     ctx, drafts = runtime.context, state["drafts"]
-    revision = Revision(draft=drafts[-1].content, critique=drafts[-1].critique.reason) if drafts else None
+    revision = TurnRevision(draft=drafts[-1].content, critique=drafts[-1].critique.reason) if drafts else None
     try:
         content = await ctx.assistant.reply(ctx.system_prompt, lines(state["turns"]), revision=revision,
                                             subject=SUBJECT)
@@ -290,7 +290,7 @@ async def critique(state: DialogueState, runtime: Runtime[DialogueContext]) -> d
 def route_after_critique(state: DialogueState, runtime: Runtime[DialogueContext]) -> Literal["respond", "commit"]:
     ctx, drafts = runtime.context, state["drafts"]
     score = drafts[-1].score
-    low = score is not None and score < ctx.turn_threshold
+    low = score is not None and not turn_passed(score, ctx.turn_threshold)
     return "respond" if low and len(drafts) - 1 < ctx.regenerations else "commit"
 
 
@@ -330,6 +330,16 @@ def verify(state: DialogueState, runtime: Runtime[DialogueContext]) -> dict:
                                      **ctx.checks.model_dump())}
 
 
+def turn_passed(score: float, threshold: float) -> bool:
+    """The accept rule of an assistant turn, the one place it is written (redrafting, rows and status read it)."""
+    return score >= threshold
+
+
+def dialogue_passed(verdict: DialogueCritique, threshold: float) -> bool:
+    """The accept rule of the whole-dialogue critic, the one place it is written."""
+    return not verdict.repetition and verdict.score >= threshold
+
+
 def rejection(state: DialogueState, ctx: DialogueContext) -> str | None:
     """Why a finished dialogue is not training data, or None when it is."""
     failed = [c for c in state.get("checks", []) if not c.passed]
@@ -340,7 +350,7 @@ def rejection(state: DialogueState, ctx: DialogueContext) -> str | None:
         return f"dialogue critic gave no usable verdict: {state.get('verdict_error')}"
     if verdict.repetition:
         return f"dialogue critic found a repetition loop: {verdict.reason}"
-    if verdict.score < ctx.dialogue_threshold:
+    if not dialogue_passed(verdict, ctx.dialogue_threshold):
         return f"dialogue critic score {verdict.score} < {ctx.dialogue_threshold:g}: {verdict.reason}"
     offset = 1 if ctx.system_prompt else 0
     for i, turn in enumerate(state["turns"]):
@@ -349,7 +359,7 @@ def rejection(state: DialogueState, ctx: DialogueContext) -> str | None:
         score = turn.drafts[turn.kept].score
         if score is None:
             return f"assistant turn {i + offset} was not judged: {turn.drafts[turn.kept].critique_error}"
-        if score < ctx.turn_threshold:
+        if not turn_passed(score, ctx.turn_threshold):
             return f"assistant turn {i + offset} scored {score:g} < {ctx.turn_threshold:g}"
     return None
 
@@ -448,7 +458,8 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
         turn_scores.append({"turn": i + offset, "scores": [d.score for d in turn.drafts], "kept": turn.kept})
         if kept.critique is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="turn_critic", turn=i + offset, score=kept.score,
-                                       outcome="passed" if kept.score >= context.turn_threshold else "failed",
+                                       outcome="passed" if turn_passed(kept.score, context.turn_threshold)
+                                       else "failed",
                                        detail=kept.critique.model_dump_json()))
         else:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="turn_critic", turn=i + offset,
@@ -457,7 +468,7 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
     if verdict is not None:
         verdicts.append(VerdictRow(
             sample_id=sample_id, verifier="dialogue_critic", score=verdict.score, detail=verdict.model_dump_json(),
-            outcome="passed" if verdict.score >= context.dialogue_threshold and not verdict.repetition else "failed"))
+            outcome="passed" if dialogue_passed(verdict, context.dialogue_threshold) else "failed"))
     elif state.get("verdict_error"):
         verdicts.append(VerdictRow(sample_id=sample_id, verifier="dialogue_critic", outcome="unchecked",
                                    detail=state["verdict_error"]))

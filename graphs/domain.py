@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypedDict
@@ -40,6 +38,7 @@ from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSe
                                        SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.tools.grounding_checks import CheckOutcome, content_words, grounding_checks
 from synthgraph.tools.retrieval import Hit, IngestReport, RetrievalError, Retriever, ingest_corpus, sample_chunks
 
 # ------------------------------------------------------------------------------------------------ recipe
@@ -144,9 +143,6 @@ class DomainRecipe(RecipeBase):
 
 
 
-StageOutcome = Literal["passed", "failed", "unchecked"]
-
-
 def search_tool(description: str) -> dict[str, Any]:
     """The OpenAI spec of the solver's one tool, carried in every sample so exports offer it."""
     return {"type": "function", "function": {
@@ -172,7 +168,7 @@ class Attempt(BaseModel):
     decline_reason: str | None = None
     stopped: Literal["answered", "declined", "error"] | None = None
     error: str | None = None                       # the solver's output was refused on every try
-    checks: dict[str, tuple[StageOutcome, str]] = {}
+    checks: dict[str, CheckOutcome] = {}           # the computable stages, set by verify
     judgement: QAJudgement | None = None
     judgement_error: str | None = None
 
@@ -367,13 +363,18 @@ async def verify(state: DomainState, runtime: Runtime[DomainContext]) -> dict:
         if attempt.error is not None:
             return attempt
         cited = await asyncio.to_thread(ctx.retriever.get_chunks, attempt.citations)
-        return attempt.model_copy(update={"checks": checks(attempt, cited, state, ctx)})
+        found = grounding_checks(answerable=state["kind"] != "unanswerable", stopped=attempt.stopped,
+                                 answer=attempt.answer, citations=attempt.citations,
+                                 decline_reason=attempt.decline_reason, retrieved=attempt.retrieved, cited=cited,
+                                 sources=state["sources"], support_threshold=ctx.support_threshold,
+                                 source_overlap=ctx.source_overlap)
+        return attempt.model_copy(update={"checks": found})
 
     return {"attempts": list(await asyncio.gather(*(one(a) for a in state["attempts"])))}
 
 
 def _checked(attempt: Attempt) -> bool:
-    return bool(attempt.checks) and all(outcome != "failed" for outcome, _ in attempt.checks.values())
+    return bool(attempt.checks) and all(check.outcome != "failed" for check in attempt.checks.values())
 
 
 def route_after_verify(state: DomainState) -> Literal["judge", "reject"]:
@@ -434,100 +435,6 @@ def build() -> StateGraph:
 
 
 
-# ------------------------------------------------------------------------------------- computable checks
-
-_STOPWORDS = frozenset("""
-a about after again all also an and any are as at be been before being between both but by can could did do does
-done down during each either for from further had has have having he her here his how i if in into is it its just
-may might more most must my no nor not of off on once one only or other our out over own same shall she should so
-some such than that the their them then there these they this those through to too two under up very was we were
-what when where which while who whom whose why will with would yes you your
-""".split())
-_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)*")
-# What an answer must not invent: code spans, numbers, and identifiers (snake_case, dunder, dotted, called).
-_IDENTIFIER = re.compile(r"`([^`]+)`|(?<![\w.])(\d+(?:\.\d+)*|\w*_\w*|\w+(?:\.\w+)+|\w+\(\))(?![\w(])")
-
-
-def _stem(word: str) -> str:
-    word = word.lower()
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str) -> list[str]:
-    """The words that carry meaning, lightly stemmed (plurals and tenses match their stem)."""
-    return [_stem(w) for w in _TOKEN.findall(text) if (w.lower() not in _STOPWORDS and len(w) > 1) or w.isdigit()]
-
-
-def support(answer: str, passages: Sequence[str]) -> tuple[float | None, list[str], list[str]]:
-    """(share of the answer's content words found in the passages or None when it has none, the words missing,
-    the numbers and identifiers missing: these must appear verbatim)."""
-    text = "\n".join(passages)
-    available = set(content_words(text))
-    words = list(dict.fromkeys(content_words(answer)))
-    missing_words = [w for w in words if w not in available]
-    share = None if not words else 1 - len(missing_words) / len(words)
-    literal = [m[1] or m[2] for m in _IDENTIFIER.finditer(answer)]
-    missing_literals = [x for x in dict.fromkeys(literal) if x.strip().lower() not in text.lower()]
-    return share, missing_words, missing_literals
-
-
-def _same_passage(cited: Hit, source: Hit, overlap: float) -> bool:
-    if cited.chunk_id == source.chunk_id:
-        return True
-    a, b = set(content_words(cited.text)), set(content_words(source.text))
-    return bool(a | b) and len(a & b) / len(a | b) >= overlap
-
-
-def checks(attempt: Attempt, cited: Sequence[Hit], state: DomainState, ctx: DomainContext
-           ) -> dict[str, tuple[StageOutcome, str]]:
-    """The computable verdicts of a finished attempt: verifier -> (outcome, detail). `cited` is what the store
-    holds of the cited ids."""
-    answerable = state["kind"] != "unanswerable"
-    verdicts: dict[str, tuple[StageOutcome, str]] = {}
-    # Answering or declining is the first thing to get right, so it is the reason a sample names first.
-    if answerable:
-        verdicts["answerability"] = (("passed", "answered") if attempt.stopped == "answered" else
-                                     ("failed", f"declined a question its passages answer: {attempt.decline_reason}"))
-    else:
-        verdicts["answerability"] = (("passed", "declined a question the corpus does not answer")
-                                     if attempt.stopped == "declined" else
-                                     ("failed", "answered a question the corpus does not answer"))
-    if attempt.stopped == "declined":
-        verdicts["citations"] = ("unchecked", "declined: no claims to cite")
-        verdicts["support"] = ("unchecked", "declined: no claims to support")
-    else:
-        found = {h.chunk_id for h in cited}
-        unknown = [c for c in attempt.citations if c not in found]
-        unseen = [c for c in attempt.citations if c in found and c not in attempt.passages]
-        sources = state["sources"] if answerable else []
-        uncited = [s.chunk_id for s in sources if not any(_same_passage(h, s, ctx.source_overlap) for h in cited)]
-        if unknown:
-            verdicts["citations"] = ("failed", f"cites chunks that do not exist: {', '.join(unknown)}")
-        elif unseen:
-            verdicts["citations"] = ("failed", f"cites chunks this trajectory never retrieved: {', '.join(unseen)}")
-        elif uncited:
-            verdicts["citations"] = ("failed", f"does not cite the passage the question was written from "
-                                               f"({', '.join(uncited)}) nor one like it")
-        else:
-            verdicts["citations"] = ("passed", f"{len(attempt.citations)} cited, all retrieved"
-                                               + (", source passage cited" if sources else ""))
-        share, missing_words, missing_literals = support(attempt.answer, [h.text for h in cited])
-        if missing_literals:
-            verdicts["support"] = ("failed", f"not in the cited passages: {', '.join(missing_literals)}")
-        elif share is None:
-            verdicts["support"] = ("failed", "the answer states nothing to check (no content words)")
-        elif share < ctx.support_threshold:
-            verdicts["support"] = ("failed", f"{share:.0%} of the answer's content words are in the cited passages "
-                                             f"(needs {ctx.support_threshold:.0%}); missing: "
-                                             f"{', '.join(missing_words[:10])}")
-        else:
-            verdicts["support"] = ("passed", f"{share:.0%} of the answer's content words are in the cited passages")
-    return verdicts
-
-
 # --------------------------------------------------------------------------- the runner's interface
 
 
@@ -577,6 +484,11 @@ def initial_state(seed: DomainSeed) -> DomainState:
 # ------------------------------------------------------------------------------------- state -> rows
 
 
+def critic_passed(judgement: QAJudgement, threshold: float) -> bool:
+    """The critic's accept rule, the one place it is written."""
+    return judgement.question_ok and judgement.supported and judgement.score >= threshold
+
+
 def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None]:
     """(status, reason) of one attempt as a sample."""
     if attempt.error is not None:
@@ -593,7 +505,7 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
         return "rejected", f"critic: question not self-contained ({judgement.score}): {judgement.reason}"
     if not judgement.supported:
         return "rejected", f"critic: reply not supported by the passages ({judgement.score}): {judgement.reason}"
-    if judgement.score < threshold:
+    if not critic_passed(judgement, threshold):
         return "rejected", f"critic score {judgement.score} < {threshold:g}"
     return "accepted", None
 
@@ -671,7 +583,7 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
             verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome=outcome, detail=detail,
                                        score={"passed": 1.0, "failed": 0.0}.get(outcome)))
         if judgement is not None:
-            passed = judgement.question_ok and judgement.supported and judgement.score >= context.critic_threshold
+            passed = critic_passed(judgement, context.critic_threshold)
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="passed" if passed else "failed",
                                        score=judgement.score, detail=judgement.reason))
         elif attempt.judgement_error is not None:

@@ -224,10 +224,20 @@ async def judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
     return {"attempts": list(await asyncio.gather(*(judge_one(a) for a in pending)))}
 
 
+def critic_passed(critique: Critique, threshold: float) -> bool:
+    return critique.score >= threshold
+
+
+def accepted(attempt: Attempt, threshold: float) -> bool:
+    """The accept rule, the one place it is written (the router and the sample's status both read it): the answer
+    matches the reference and the critic scored the trace at least `threshold`."""
+    return (attempt.check is not None and attempt.check.outcome == "match"
+            and attempt.critique is not None and critic_passed(attempt.critique, threshold))
+
+
 def route_after_judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> Literal["accept", "reject"]:
     threshold = runtime.context.critic_threshold
-    good = [a for a in _verified(state) if a.critique is not None and a.critique.score >= threshold]
-    return "accept" if good else "reject"
+    return "accept" if any(accepted(a, threshold) for a in state["attempts"]) else "reject"
 
 
 async def diagnose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
@@ -310,7 +320,7 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
         return "rejected", f"critic gave no usable verdict: {attempt.critique_error}"
     if attempt.critique is None:
         return "rejected", "verified but not judged"
-    if attempt.critique.score < threshold:
+    if not accepted(attempt, threshold):
         return "rejected", f"critic score {attempt.critique.score} < {threshold:g}: {attempt.critique.reason}"
     return "accepted", None
 
@@ -358,7 +368,7 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
                                        detail=attempt.check.reason))
         if attempt.critique is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
-                                       outcome="passed" if attempt.critique.score >= threshold else "failed",
+                                       outcome="passed" if critic_passed(attempt.critique, threshold) else "failed",
                                        detail=attempt.critique.reason))
         elif attempt.critique_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",

@@ -1,24 +1,24 @@
 """Tool-use trajectories: propose a request -> k assistants call real tools -> format / execution / semantic checks.
 
-APIGen / ToolACE style. The proposer is offered 1-4 tools from the registry and writes a user request of a
-planned kind (one call, parallel calls, dependent multi-step calls, or none needed). Each of k solver branches
-runs the trajectory loop below: decide (call tools or answer) -> validate and execute the calls in a fresh tool
-session -> feed the results back -> decide ..., until it answers or its step budget forces an answer. Then the
-three stages: (1) format, every call valid against its tool's JSON schema (`validate_call`); (2) execution, every
-call ran without error (spec-only tools cannot run: `unchecked`); (3) semantic, the critic judges whether the
-calls and the answer serve the request. Two more computable checks come before the critic: `tool_choice` (tools
-called for a request that needs none, or none for one that does, fail it) and `results_used` (the answer must
-contain a value the tools returned: results fed back, not made up beside them). Every trajectory becomes a sample in OpenAI form (`tool_calls` on
-assistant turns, `tool` turns with the results); the calls with their stage outcomes sit in `payload.calls`.
+APIGen / ToolACE style. The proposer is offered 1-4 tools from the registry and writes a user request of a planned
+kind (one call, parallel calls, dependent multi-step calls, or none needed). Each of k solver branches runs the
+trajectory loop below: decide (call tools or answer) -> validate and execute the calls in a fresh tool session ->
+feed the results back -> decide ..., until it answers or its step budget forces an answer. Then the three stages
+(the computable ones in `verify`, from tools/tool_use_checks.py, kept in each trajectory's `checks`): (1) format,
+every call valid against its tool's JSON schema (`validate_call`); (2) execution, every call ran without error
+(spec-only tools cannot run: `unchecked`); (3) semantic, the critic judges whether the calls and the answer serve
+the request. Two more computable checks come before the critic: `tool_choice` (tools called for a request that
+needs none, or none for one that does, fail it) and `results_used` (the answer must contain a value the tools
+returned: results fed back, not made up beside them). Every trajectory becomes a sample in OpenAI form
+(`tool_calls` on assistant turns, `tool` turns with the results); the calls with their stage outcomes sit in
+`payload.calls`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypedDict
@@ -38,9 +38,12 @@ from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSe
                                        SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
-from synthgraph.tools.functions import (ToolRegistry, ToolSession, builtin_registry, load_tool_specs,
-                                        register_document_search, search_documents_spec, validate_call)
+from synthgraph.tools.bfcl import load_tool_specs
+from synthgraph.tools.builtin_tools import builtin_registry, register_document_search, search_documents_spec
+from synthgraph.tools.registry import ToolRegistry, ToolSession
 from synthgraph.tools.retrieval import RetrievalError, Retriever, ingest_corpus
+from synthgraph.tools.tool_calls import validate_call
+from synthgraph.tools.tool_use_checks import CheckOutcome, ExecutedCall, trajectory_checks
 
 # ------------------------------------------------------------------------------------------------ recipe
 
@@ -120,7 +123,7 @@ class ToolUseSeed(SeedBase):
 class ToolSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: bool = Field(True, description="offer the shipped executable tools (tools/functions.py)")
+    builtin: bool = Field(True, description="offer the shipped executable tools (tools/builtin_tools.py)")
     files: list[Path] = Field(default_factory=list,
                               description="OpenAI tools JSON or BFCL JSON/JSONL files; relative to the recipe. "
                                           "Their tools are spec-only: calls are checked, not executed")
@@ -200,26 +203,6 @@ class ToolUseRecipe(RecipeBase):
 
 
 
-StageOutcome = Literal["passed", "failed", "unchecked"]
-
-
-class ExecutedCall(BaseModel):
-    """One tool call of a trajectory and how it fared in the format and execution stages."""
-
-    id: str
-    step: int
-    name: str
-    arguments: dict[str, Any]
-    format_problems: list[str] = []
-    execution: Literal["passed", "failed", "unchecked", "skipped"]  # skipped: invalid, so never run
-    result: str | None = None       # what the tool returned (JSON text), fed back to the assistant
-    error: str | None = None        # why the tool failed
-
-    def openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)}}
-
-
 class Trajectory(BaseModel):
     key: str                                       # k<branch>: stable, so sample ids survive a rerun
     decisions: list[Decision] = []
@@ -228,6 +211,7 @@ class Trajectory(BaseModel):
     stopped: Literal["answered", "calls_only", "error"] = "error"
     forced_answer: bool = False                    # the step budget left only `answer`
     error: str | None = None                       # the solver's output was refused on every try
+    checks: dict[str, CheckOutcome] = {}          # the computable stages, set by verify
     judgement: ToolJudgement | None = None
     judgement_error: str | None = None
 
@@ -409,140 +393,30 @@ async def solve(task: SolveTask, runtime: Runtime[ToolUseContext]) -> dict:
     return {"trajectories": [result["trajectory"]]}
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+async def verify(state: ToolUseState) -> dict:
+    """The computable stages of every trajectory, once, kept in the state: format, execution, results used,
+    reference calls, tool choice. A trajectory whose solver failed has nothing to check."""
+    return {"trajectories": [
+        t.model_copy(update={"checks": trajectory_checks(t.calls, t.answer, kind=state["kind"],
+                                                         request=state["request"],
+                                                         ground_truth=state["seed"].ground_truth)})
+        for t in state["trajectories"] if t.error is None]}
 
 
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    if isinstance(value, list):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
+def passed_checks(trajectory: Trajectory) -> bool:
+    return bool(trajectory.checks) and all(check.outcome != "failed" for check in trajectory.checks.values())
 
 
-def _numbers(text: str) -> list[float]:
-    return [float(match.replace(",", "")) for match in _NUMBER.findall(text)]
-
-
-def results_used(trajectory: Trajectory, request: str) -> tuple[StageOutcome, str]:
-    """Is the final answer built on what the tools returned? At least one value that a tool returned — and the
-    request did not already contain — must appear in the answer (numbers to within rounding). Catches answers
-    made up beside the results; whether the answer is *right* stays the critic's call."""
-    values = []
-    for call in trajectory.calls:
-        if call.execution == "passed" and call.result is not None:
-            values.extend(leaf for leaf in _leaves(json.loads(call.result)) if not isinstance(leaf, bool))
-    request_numbers, request_text = _numbers(request), request.lower()
-    numbers = [v for v in values if isinstance(v, int | float) and v not in request_numbers]
-    words = [v for v in values if isinstance(v, str) and len(v) >= 3 and v.lower() not in request_text]
-    if not numbers and not words:
-        return "unchecked", "the tools returned nothing the request did not already say"
-    answer = trajectory.answer or ""
-    said = _numbers(answer)
-    for number in numbers:
-        if any(abs(a - number) <= max(abs(number) * 0.01, 0.005) for a in said):
-            return "passed", f"the answer uses the result {number:g}"
-    for word in words:
-        if word.lower() in answer.lower():
-            return "passed", f"the answer uses the result {word!r}"
-    return "failed", "the answer uses none of the values the tools returned"
-
-
-def _same(value: Any, allowed: Any) -> bool:
-    """BFCL-style value equality: numbers by value (2 == 2.0), strings ignoring case and outer spaces."""
-    if isinstance(value, bool) or isinstance(allowed, bool):
-        return value is allowed
-    if isinstance(value, int | float) and isinstance(allowed, int | float):
-        return math.isclose(value, allowed, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(value, str) and isinstance(allowed, str):
-        return value.strip().casefold() == allowed.strip().casefold()
-    if isinstance(value, list) and isinstance(allowed, list):
-        return len(value) == len(allowed) and all(map(_same, value, allowed))
-    if isinstance(value, dict) and isinstance(allowed, dict):
-        return value.keys() == allowed.keys() and all(_same(value[k], allowed[k]) for k in value)
-    return value == allowed
-
-
-def reference_mismatch(call: ExecutedCall, reference: dict[str, Any]) -> str | None:
-    """Why `call` is not the reference call (name, and every argument among its acceptable values; "" in a
-    list means the argument may be left out), or None when it is."""
-    if call.name != reference["name"]:
-        return f"calls {call.name}, the reference calls {reference['name']}"
-    allowed = reference.get("arguments", {})
-    for argument, value in call.arguments.items():
-        if argument not in allowed:
-            return f"{call.name}: argument {argument!r} is not in the reference call"
-        if not any(_same(value, option) for option in allowed[argument] if option != ""):
-            return f"{call.name}: {argument}={json.dumps(value)}, the reference allows {json.dumps(allowed[argument])}"
-    missing = [a for a, options in allowed.items() if a not in call.arguments and "" not in options]
-    return f"{call.name}: leaves out {', '.join(missing)}" if missing else None
-
-
-def reference_calls(trajectory: Trajectory, ground_truth: list[dict[str, Any]]) -> tuple[StageOutcome, str]:
-    """The calls, in any order, are exactly the reference calls (BFCL's possible answers)."""
-    if len(trajectory.calls) != len(ground_truth):
-        return "failed", f"made {len(trajectory.calls)} calls, the reference has {len(ground_truth)}"
-    unmatched = list(ground_truth)
-    for call in trajectory.calls:
-        reasons = [reference_mismatch(call, reference) for reference in unmatched]
-        if None not in reasons:
-            same_name = [r for r in reasons if not r.startswith("calls ")]
-            return "failed", (same_name or reasons)[0]
-        unmatched.pop(reasons.index(None))
-    return "passed", f"all {len(ground_truth)} calls match the reference"
-
-
-def checks(trajectory: Trajectory, kind: RequestKind, request: str, ground_truth: list[dict[str, Any]] | None = None
-           ) -> dict[str, tuple[StageOutcome, str]]:
-    """The computable verdicts of a trajectory: verifier -> (outcome, detail)."""
-    if trajectory.error is not None:
-        return {}
-    invalid = [c for c in trajectory.calls if c.format_problems]
-    failed = [c for c in trajectory.calls if c.execution == "failed"]
-    spec_only = [c for c in trajectory.calls if c.execution == "unchecked"]
-    verdicts: dict[str, tuple[StageOutcome, str]] = {}
-    verdicts["format"] = (("failed", "; ".join(f"{c.name}: {p}" for c in invalid for p in c.format_problems))
-                          if invalid else ("passed", f"{len(trajectory.calls)} valid calls"))
-    if failed:
-        verdicts["execution"] = ("failed", "; ".join(f"{c.name}: {c.error}" for c in failed))
-    elif spec_only:
-        verdicts["execution"] = ("unchecked", f"spec-only tools cannot run: {', '.join(c.name for c in spec_only)}")
-    elif invalid:
-        verdicts["execution"] = ("unchecked", "invalid calls were not run")
-    else:
-        verdicts["execution"] = ("passed", f"{len(trajectory.calls)} calls ran without error")
-    if trajectory.answer is not None and verdicts["execution"][0] == "passed" and trajectory.calls:
-        verdicts["results_used"] = results_used(trajectory, request)
-    if ground_truth is not None:
-        verdicts["reference_calls"] = reference_calls(trajectory, ground_truth)
-    if kind == "no_tool":
-        verdicts["tool_choice"] = (("failed", "called tools for a request that needs none") if trajectory.calls
-                                   else ("passed", "answered without tools"))
-    else:
-        verdicts["tool_choice"] = (("passed", f"{len(trajectory.calls)} calls") if trajectory.calls
-                                   else ("failed", f"a {kind} request answered without calling a tool"))
-    return verdicts
-
-
-def state_checks(trajectory: Trajectory, state: ToolUseState) -> dict[str, tuple[StageOutcome, str]]:
-    return checks(trajectory, state["kind"], state["request"], state["seed"].ground_truth)
-
-
-def _checked(trajectory: Trajectory, state: ToolUseState) -> bool:
-    verdicts = state_checks(trajectory, state)
-    return bool(verdicts) and all(outcome != "failed" for outcome, _ in verdicts.values())
-
-
-def _needs_critic(trajectory: Trajectory, state: ToolUseState) -> bool:
+def needs_critic(trajectory: Trajectory, state: ToolUseState) -> bool:
     """The critic is the semantic stage where nothing better exists: calls that match a seed's ground truth
     (BFCL's possible answers) have passed a semantic check that can be computed, and the critic is not asked."""
-    return _checked(trajectory, state) and state["seed"].ground_truth is None
+    return passed_checks(trajectory) and state["seed"].ground_truth is None
 
 
-def route_after_solve(state: ToolUseState) -> Literal["judge", "accept", "reject"]:
-    if any(_needs_critic(t, state) for t in state["trajectories"]):
+def route_after_verify(state: ToolUseState) -> Literal["judge", "accept", "reject"]:
+    if any(needs_critic(t, state) for t in state["trajectories"]):
         return "judge"
-    return "accept" if any(_checked(t, state) for t in state["trajectories"]) else "reject"
+    return "accept" if any(passed_checks(t) for t in state["trajectories"]) else "reject"
 
 
 def transcript(trajectory: Trajectory) -> str:
@@ -572,13 +446,14 @@ async def judge(state: ToolUseState, runtime: Runtime[ToolUseContext]) -> dict:
             return trajectory.model_copy(update={"judgement_error": str(exc)})
         return trajectory.model_copy(update={"judgement": judgement})
 
-    checked = [t for t in state["trajectories"] if _needs_critic(t, state)]
+    checked = [t for t in state["trajectories"] if needs_critic(t, state)]
     return {"trajectories": list(await asyncio.gather(*(one(t) for t in checked)))}
 
 
 def route_after_judge(state: ToolUseState, runtime: Runtime[ToolUseContext]) -> Literal["accept", "reject"]:
     threshold = runtime.context.critic_threshold
-    return "accept" if any(trajectory_verdict(t, state, threshold)[0] == "accepted"
+    reference = state["seed"].ground_truth is not None
+    return "accept" if any(trajectory_verdict(t, threshold, reference=reference)[0] == "accepted"
                            for t in state["trajectories"]) else "reject"
 
 
@@ -595,12 +470,14 @@ def build() -> StateGraph:
     g = StateGraph(ToolUseState, context_schema=ToolUseContext)
     g.add_node(propose, retry_policy=model_retry)
     g.add_node(solve, input_schema=SolveTask)
+    g.add_node(verify)
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(accept)
     g.add_node(reject)
     g.add_edge(START, "propose")
     g.add_conditional_edges("propose", fan_out, ["solve", "reject"])
-    g.add_conditional_edges("solve", route_after_solve, ["judge", "accept", "reject"])
+    g.add_edge("solve", "verify")
+    g.add_conditional_edges("verify", route_after_verify, ["judge", "accept", "reject"])
     g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
@@ -646,21 +523,27 @@ def initial_state(seed: ToolUseSeed) -> ToolUseState:
 # ------------------------------------------------------------------------------------- state -> rows
 
 
-def trajectory_verdict(trajectory: Trajectory, state: ToolUseState, threshold: float) -> tuple[str, str | None]:
-    """(status, reason) of one trajectory as a sample."""
+def critic_passed(judgement: ToolJudgement, threshold: float) -> bool:
+    """The accept rule of the semantic stage, the one place it is written."""
+    return judgement.satisfied and judgement.score >= threshold
+
+
+def trajectory_verdict(trajectory: Trajectory, threshold: float, *, reference: bool) -> tuple[str, str | None]:
+    """(status, reason) of one trajectory as a sample, from what verify and judge kept in it; `reference`: the
+    seed has reference calls, which stand in for the critic."""
     if trajectory.error is not None:
         return "error", trajectory.error
-    for verifier, (outcome, detail) in state_checks(trajectory, state).items():
+    for verifier, (outcome, detail) in trajectory.checks.items():
         if outcome == "failed":
             return "rejected", f"{verifier}: {detail}"
-    if state["seed"].ground_truth is not None:
+    if reference:
         return "accepted", None  # reference_calls passed: the computed semantic check
     if trajectory.judgement_error is not None:
         return "rejected", f"critic gave no usable verdict: {trajectory.judgement_error}"
     judgement = trajectory.judgement
     if judgement is None:
         return "rejected", "passed the checks but not judged"
-    if not judgement.satisfied or judgement.score < threshold:
+    if not critic_passed(judgement, threshold):
         return "rejected", f"critic score {judgement.score} < {threshold:g}" if judgement.satisfied else \
             f"critic: request not served ({judgement.score}): {judgement.reason}"
     return "accepted", None
@@ -713,7 +596,8 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
     for trajectory in sorted(state["trajectories"], key=lambda t: int(t.key[1:])):
         sample_id = stable_id(run_id, seed_id, trajectory.key)
         sample_ids[trajectory.key] = sample_id
-        status, reason = trajectory_verdict(trajectory, state, context.critic_threshold)
+        status, reason = trajectory_verdict(trajectory, context.critic_threshold,
+                                            reference=state["seed"].ground_truth is not None)
         judgement = trajectory.judgement
         samples.append(SampleRow(
             sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="tool_trajectory",
@@ -724,11 +608,11 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
                      "calls": [c.model_dump() for c in trajectory.calls]}))
         if trajectory.decisions:
             messages.extend(trajectory_messages(sample_id, request, trajectory))
-        for verifier, (outcome, detail) in state_checks(trajectory, state).items():
+        for verifier, (outcome, detail) in trajectory.checks.items():
             verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome=outcome, detail=detail,
                                        score={"passed": 1.0, "failed": 0.0}.get(outcome)))
         if judgement is not None:
-            passed = judgement.satisfied and judgement.score >= context.critic_threshold
+            passed = critic_passed(judgement, context.critic_threshold)
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="passed" if passed else "failed",
                                        score=judgement.score, detail=judgement.reason))
         elif trajectory.judgement_error is not None:

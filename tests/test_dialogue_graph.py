@@ -242,6 +242,18 @@ def test_a_turn_is_redrafted_only_once_and_the_better_draft_kept():
     assert dialogue.rejection(state, context) == "assistant turn 2 scored 4 < 6"
 
 
+@pytest.mark.parametrize("threshold, status", [(8, "accepted"), (8.5, "rejected")])
+def test_scores_exactly_at_the_thresholds_pass_the_turn_and_the_dialogue(threshold, status):
+    context = make_context(DialogueScript(), turn_threshold=threshold, dialogue_threshold=threshold,
+                           regenerations=0)  # the scripted critic scores every turn and the dialogue 8
+    state = run_graph(context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = rows_of(state, context)
+    assert samples[0].status == status
+    expected = "passed" if status == "accepted" else "failed"
+    assert {v.outcome for v in verdicts if v.verifier in ("turn_critic", "dialogue_critic")} == {expected}
+
+
 def test_no_redraft_when_regenerations_is_zero():
     script = DialogueScript(critic=turn_critique(2))
     state = run_graph(make_context(script, regenerations=0))

@@ -40,6 +40,16 @@ def test_gold_seed_skips_the_proposer_and_accepts_verified_traces(script):
     assert script.calls["critic"] == 3
 
 
+@pytest.mark.parametrize("threshold, status", [(8, "accepted"), (8.5, "rejected")])
+def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_router_and_the_rows(script, threshold, status):
+    context = make_context(script, samples=1, critic_threshold=threshold)  # the scripted critic scores 8
+    state = run_graph(GOLD, context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=context)
+    assert [s.status for s in samples] == [status]
+    assert {v.verifier: v.outcome for v in verdicts}["critic"] == ("passed" if status == "accepted" else "failed")
+
+
 def test_proposed_problem_takes_its_reference_from_the_program_output(script):
     state = run_graph(TOPIC, make_context(script))
     assert state["problem"].source == "proposed"
