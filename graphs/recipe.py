@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from synthgraph.agents.dialogue_roles import Twist
 from synthgraph.agents.domain_roles import QuestionKind
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
+from synthgraph.graphs.cleaning import DecontaminationSettings, DedupSettings
 from synthgraph.store.rows import stable_id
 from synthgraph.tools.functions import ToolRegistry, builtin_registry, load_tool_specs, search_documents_spec
 from synthgraph.tools.retrieval import BUILTIN_CORPORA, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
@@ -210,6 +211,11 @@ class RecipeBase(BaseModel):
     max_model_attempts: int = Field(3, ge=1, le=10, description="tries per model call before an error is recorded")
     budget: Budget = Field(default_factory=Budget)
     store: Path | None = Field(None, description="DuckDB file; default ./synthgraph.duckdb")
+    dedup: DedupSettings = Field(default_factory=DedupSettings, description="near-duplicate samples: `false` or "
+                                 "{scope: run|store, threshold, text: user|assistant|conversation, action: reject|flag}")
+    decontaminate: DecontaminationSettings = Field(
+        default_factory=DecontaminationSettings, description="overlap with evaluation sets: `false` or "
+        "{benchmarks: [humaneval, mt-bench, bfcl, PATH:FIELD], text, action: reject|flag}")
     _base: Path | None = PrivateAttr(None)  # the recipe file's folder (load_seeds sets it)
 
     @model_validator(mode="after")

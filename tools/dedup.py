@@ -79,39 +79,49 @@ class NearDuplicateIndex:
     def __len__(self) -> int:
         return len(self._exact)  # distinct texts; copies are not added again
 
-    @staticmethod
-    def _digest(words: Sequence[str]) -> bytes:
-        return hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest()
-
-    def matches(self, text: str) -> list[tuple[Hashable, float]]:
-        """Keys already in the index whose text is a duplicate of `text`, with their similarity, best first."""
-        found, _, _ = self._match(normalized_words(text))
-        return found
-
-    def add(self, key: Hashable, text: str) -> list[tuple[Hashable, float]]:
-        """Match `text` against the index, then add it under `key`; returns the matches (as `matches`)."""
+    def prepare(self, text: str) -> PreparedText:
+        """Normalize and sketch a text once, to `match` it and then, if it is kept, `insert` it."""
         words = normalized_words(text)
-        found, digest, sketch = self._match(words)
-        if digest is not None and digest not in self._exact:
-            self._exact[digest] = key
-            self._lsh.insert(key, sketch)
-            self._sketches[key] = sketch.hashvalues
-        return found
-
-    def _match(self, words: list[str]) -> tuple[list[tuple[Hashable, float]], bytes | None, MinHash | None]:
         if not words:  # nothing to compare: an empty text is nobody's duplicate
-            return [], None, None
-        digest = self._digest(words)
-        sketch = minhash(words)
+            return PreparedText(None, None)
+        return PreparedText(hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest(), minhash(words))
+
+    def match(self, text: PreparedText) -> list[tuple[Hashable, float]]:
+        """Keys already in the index whose text is a duplicate of this one, with their similarity, best first."""
+        if text.digest is None:
+            return []
         found: dict[Hashable, float] = {}
-        if (first := self._exact.get(digest)) is not None:
+        if (first := self._exact.get(text.digest)) is not None:
             found[first] = 1.0
-        for key in self._lsh.query(sketch):
+        for key in self._lsh.query(text.sketch):
             if key not in found:
-                similarity = float(np.mean(self._sketches[key] == sketch.hashvalues))
+                similarity = float(np.mean(self._sketches[key] == text.sketch.hashvalues))
                 if similarity >= self.threshold:
                     found[key] = similarity
-        return sorted(found.items(), key=lambda kv: -kv[1]), digest, sketch
+        return sorted(found.items(), key=lambda kv: -kv[1])
+
+    def insert(self, key: Hashable, text: PreparedText) -> None:
+        if text.digest is None or text.digest in self._exact:
+            return
+        self._exact[text.digest] = key
+        self._lsh.insert(key, text.sketch)
+        self._sketches[key] = text.sketch.hashvalues
+
+    def matches(self, text: str) -> list[tuple[Hashable, float]]:
+        return self.match(self.prepare(text))
+
+    def add(self, key: Hashable, text: str) -> list[tuple[Hashable, float]]:
+        """Match `text` against the index, then add it under `key`; returns the matches."""
+        prepared = self.prepare(text)
+        found = self.match(prepared)
+        self.insert(key, prepared)
+        return found
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    digest: bytes | None  # of the normalized words; None for a text without words
+    sketch: MinHash | None
 
 
 def near_duplicates(texts: Sequence[str], *, threshold: float = 0.8) -> list[tuple[int, int, float]]:
