@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synthgraph.store.cleaning import TextPart, sample_text, stored_texts
+from synthgraph.store.cleaning import TextPart, record_findings, sample_text, stored_texts
 from synthgraph.store.db import Store
 from synthgraph.store.rows import SampleRow, SeedOutcome, VerdictRow, stable_id
 from synthgraph.tools.dedup import BUILTIN_BENCHMARKS, BenchmarkHit, Decontaminator, NearDuplicateIndex, PreparedText, \
@@ -237,3 +237,48 @@ class SampleCleaner:
             return dedup_verdict(sample.sample_id, other_id, similarity, self.dedup.text, where), self.dedup.action
         self._keep(_Kept(sample.sample_id, sample.run_id, sample.seed_id, sample.group_id), text)
         return None
+
+
+@dataclass
+class StoreFindings:
+    """What `synthgraph dedup` / `decontaminate` found in a store: (sample id, what it collides with, score)."""
+
+    checked: int
+    findings: list[tuple[str, str, float]]
+    new_verdicts: int
+
+
+def dedup_store(store: Store, *, run_id: str | None, threshold: float, text: TextPart,
+                action: CleaningAction) -> StoreFindings:
+    """Deduplicate the accepted, unflagged samples of a run (or of every run) in the order they were written:
+    each later copy gets a `dedup` verdict naming the first. Samples already flagged are left out, so a rerun
+    finds nothing new."""
+    index = NearDuplicateIndex(threshold)
+    groups: dict[str, str] = {}
+    verdicts, findings = [], []
+    rows = stored_texts(store.con, text, run_id=run_id)
+    for row in rows:
+        prepared = index.prepare(row.text)
+        match = next(((other, similarity) for other, similarity in index.match(prepared)
+                      if not (text == "user" and groups[other] == row.group_id)), None)
+        if match is None:
+            groups[row.sample_id] = row.group_id
+            index.insert(row.sample_id, prepared)
+            continue
+        verdicts.append(dedup_verdict(row.sample_id, match[0], match[1], text))
+        findings.append((row.sample_id, match[0], match[1]))
+    return StoreFindings(len(rows), findings, record_findings(store, verdicts, reject=action == "reject"))
+
+
+def decontaminate_store(store: Store, decontaminator: Decontaminator, *, run_id: str | None, text: TextPart,
+                        action: CleaningAction) -> StoreFindings:
+    """Check the accepted, unflagged samples of a run (or of every run) against the benchmarks; each that
+    overlaps one gets a `decontamination` verdict naming the items."""
+    verdicts, findings = [], []
+    rows = stored_texts(store.con, text, run_id=run_id)
+    for row in rows:
+        hits = decontaminator.check(row.text)
+        if hits:
+            verdicts.append(decontamination_verdict(row.sample_id, hits))
+            findings.append((row.sample_id, f"{hits[0].benchmark} {hits[0].item_id}", hits[0].coverage))
+    return StoreFindings(len(rows), findings, record_findings(store, verdicts, reject=action == "reject"))

@@ -11,6 +11,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
+from synthgraph.store.cleaning import FLAGGED_SAMPLES
 from synthgraph.store.db import connect
 
 # `from_json` turns the view's JSON messages into a typed list, so Parquet readers (datasets, pandas) get
@@ -21,18 +22,20 @@ SELECT sample_id, run_id, seed_id, group_id, kind, status, score, reason, payloa
                               "tool_call_id": "VARCHAR", "name": "VARCHAR"}]') AS messages
 FROM chat_samples
 WHERE ($status IS NULL OR status = $status) AND ($run_id IS NULL OR run_id = $run_id)
+  AND NOT ($exclude_flagged AND sample_id IN (%s))
 ORDER BY run_id, group_id, sample_id
-"""
+""" % FLAGGED_SAMPLES
 
 ExportFormat = Literal["jsonl", "parquet", "sharegpt"]
 
 
 def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | None = "accepted",
-                   run_id: str | None = None) -> int:
-    """Write the matching samples to `out`; returns how many were written."""
+                   run_id: str | None = None, exclude_flagged: bool = False) -> int:
+    """Write the matching samples to `out`; returns how many were written. `exclude_flagged` leaves out samples
+    with a failed dedup / decontamination verdict (store/cleaning.py)."""
     con = connect(Path(db), read_only=True)
     try:
-        params = {"status": status, "run_id": run_id}
+        params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
         out.parent.mkdir(parents=True, exist_ok=True)
         if format == "parquet":
             select = f"SELECT *, metadata->'tools' AS tools FROM ({_SELECT})"

@@ -26,7 +26,9 @@ _WORD = re.compile(r"[^\W_]+")
 
 SHINGLE_WORDS = 3
 SHORT_TEXT_WORDS = 8  # below this, a text is compared by its words (shingles of one): 3-word shingles of a
-#                       five-word text leave three shingles, so one changed word would look like a different text
+#                       five-word text leave three shingles, so one changed word would look like a different text.
+#                       (So a 7-word and an 8-word text are compared as different kinds of set and do not match
+#                       unless they are exact copies: the cost of the cut.)
 NUM_PERM = 128
 LSH_SLACK = 0.1  # LSH is tuned this much below the threshold so pairs just above it are not missed; its
 #                  candidates are then kept only when their estimated Jaccard reaches the threshold
