@@ -302,8 +302,11 @@ class CleanAction(str, Enum):
 
 
 def _print_findings(title: str, found, action: CleanAction, what: str) -> None:
-    table = Table("sample", what, "score", title=f"{title}: {len(found.findings)} of {found.checked} accepted "
-                                                 f"samples ({found.new_verdicts} new verdicts, {action.value})")
+    out.print(f"{title}: {len(found.findings)} of {found.checked} accepted samples "
+              f"({found.new_verdicts} new verdicts, {action.value})", highlight=False, soft_wrap=True)
+    if not found.findings:
+        return
+    table = Table("sample", what, "score")
     for sample_id, other, score in found.findings[:20]:
         table.add_row(sample_id, other, f"{score:.2f}")
     if len(found.findings) > 20:
