@@ -25,10 +25,8 @@ from datasketch import MinHash, MinHashLSH
 _WORD = re.compile(r"[^\W_]+")
 
 SHINGLE_WORDS = 3
-SHORT_TEXT_WORDS = 8  # below this, a text is compared by its words (shingles of one): 3-word shingles of a
-#                       five-word text leave three shingles, so one changed word would look like a different text.
-#                       (So a 7-word and an 8-word text are compared as different kinds of set and do not match
-#                       unless they are exact copies: the cost of the cut.)
+SHORT_TEXT_WORDS = 8  # a shorter text is matched only by an exact copy (after normalization): in a few words one
+#                       changed word is usually another task ("What is 7 times 7?" vs "What is 1 times 7?")
 NUM_PERM = 128
 LSH_SLACK = 0.1  # LSH is tuned this much below the threshold so pairs just above it are not missed; its
 #                  candidates are then kept only when their estimated Jaccard reaches the threshold
@@ -40,9 +38,7 @@ def normalized_words(text: str) -> list[str]:
 
 
 def shingles(words: Sequence[str]) -> set[str]:
-    """Word 3-grams, or the words themselves for a text shorter than SHORT_TEXT_WORDS."""
-    if len(words) < SHORT_TEXT_WORDS:
-        return set(words)
+    """Word 3-grams: they keep word order, so a reordered text is not a copy, and one edit changes three."""
     return {" ".join(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
 
 
@@ -86,7 +82,8 @@ class NearDuplicateIndex:
         words = normalized_words(text)
         if not words:  # nothing to compare: an empty text is nobody's duplicate
             return PreparedText(None, None)
-        return PreparedText(hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest(), minhash(words))
+        digest = hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest()
+        return PreparedText(digest, minhash(words) if len(words) >= SHORT_TEXT_WORDS else None)
 
     def match(self, text: PreparedText) -> list[tuple[Hashable, float]]:
         """Keys already in the index whose text is a duplicate of this one, with their similarity, best first."""
@@ -95,7 +92,7 @@ class NearDuplicateIndex:
         found: dict[Hashable, float] = {}
         if (first := self._exact.get(text.digest)) is not None:
             found[first] = 1.0
-        for key in self._lsh.query(text.sketch):
+        for key in self._lsh.query(text.sketch) if text.sketch is not None else ():
             if key not in found:
                 similarity = float(np.mean(self._sketches[key] == text.sketch.hashvalues))
                 if similarity >= self.threshold:
@@ -106,8 +103,9 @@ class NearDuplicateIndex:
         if text.digest is None or text.digest in self._exact:
             return
         self._exact[text.digest] = key
-        self._lsh.insert(key, text.sketch)
-        self._sketches[key] = text.sketch.hashvalues
+        if text.sketch is not None:
+            self._lsh.insert(key, text.sketch)
+            self._sketches[key] = text.sketch.hashvalues
 
     def matches(self, text: str) -> list[tuple[Hashable, float]]:
         return self.match(self.prepare(text))
@@ -123,13 +121,14 @@ class NearDuplicateIndex:
 @dataclass(frozen=True)
 class PreparedText:
     digest: bytes | None  # of the normalized words; None for a text without words
-    sketch: MinHash | None
+    sketch: MinHash | None  # None for a short text, which only an exact copy matches
 
 
 def near_duplicates(texts: Sequence[str], *, threshold: float = 0.8) -> list[tuple[int, int, float]]:
     """Pairs (i, j, similarity), i < j, of texts whose estimated Jaccard similarity of word shingles is at least
     `threshold` (MinHash + LSH, so the cost grows about linearly with the number of texts), plus exact duplicates
-    after normalization with similarity 1.0. Copies of one text are each paired with its first copy."""
+    after normalization with similarity 1.0. Copies of one text are each paired with its first copy; a text of
+    fewer than SHORT_TEXT_WORDS words is paired only with its exact copies; an empty one with nothing."""
     index = NearDuplicateIndex(threshold)
     pairs = []
     for j, text in enumerate(texts):
