@@ -3,8 +3,9 @@
 (a) near_duplicates() over N generated texts: each text is 3-6 sentences drawn at random from the sentences of
     Python's own documentation (pydoc_data.topics, shipped with CPython), 40-150 words; 4% of texts are planted
     near-duplicates of an earlier text (1-3 words inserted, deleted or replaced), 1% planted exact copies
-    (re-cased, re-wrapped). Reports texts/s (of CPU time: the machine is shared), how time grows with N, the recall of planted near-duplicates whose
-    true Jaccard (of the same word 3-shingles) reaches the threshold, and found pairs whose true Jaccard is below it.
+    (re-cased, re-wrapped). Reports texts/s (of CPU time: the machine is shared), how time grows with N, the
+    recall of planted near-duplicates whose true Jaccard (of the same word 3-shingles) reaches the threshold, and
+    found pairs whose true Jaccard is below it.
 (b) Decontamination recall: every HumanEval prompt, every MT-Bench turn and 400 BFCL questions (each of at
     least 8 words, the indexing floor) planted between two pydoc paragraphs, under four kinds of edit; a plant
     counts as caught when check() names its item.
