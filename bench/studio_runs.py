@@ -12,7 +12,6 @@ graphs' contexts come from their demo recipes, so this loads the embedded model 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess

@@ -44,6 +44,7 @@ def run(
 
     from synthgraph.graphs.recipe import RecipeError, load_recipe
     from synthgraph.graphs.runner import Runner
+    from synthgraph.tools.dedup import BenchmarkError
     from synthgraph.tools.retrieval import RetrievalError
 
     try:
@@ -77,13 +78,19 @@ def run(
     with progress:
         try:
             result = asyncio.run(runner.run())
-        except (StoreError, RetrievalError) as exc:  # e.g. a corpus file that cannot be read or indexed
+        except (StoreError, RetrievalError, BenchmarkError) as exc:  # e.g. a corpus file that cannot be read
             _fail(str(exc))
     tally = result.tally
     summary = Table(title=f"run {result.run_id} ({recipe.name})", show_header=False)
     summary.add_row("seeds", f"{tally.seeds_done} done, {tally.seeds_failed} crashed, "
                              f"{tally.seeds_skipped} already done earlier, of {tally.seeds_total}")
     summary.add_row("samples", f"{tally.accepted} accepted, {tally.rejected} rejected, {tally.errors} errors")
+    cleaning = tally.cleaning
+    summary.add_row("cleaning", f"{cleaning.contaminated_seeds} contaminated seeds skipped, {cleaning.contaminated} "
+                                f"contaminated and {cleaning.duplicates} duplicate samples ({cleaning.flagged} "
+                                "of them flagged, the rest rejected)")
+    for hint in cleaning.missing_benchmarks:
+        summary.add_row("not checked", f"[yellow]{hint}[/]")
     summary.add_row("tokens", f"{tally.prompt_tokens} prompt, {tally.completion_tokens} generated in {tally.calls} calls")
     summary.add_row("throughput", f"{tally.tokens_per_s:.1f} generated tok/s over {tally.generation_s:.0f} s "
                                   f"(model load {tally.load_s:.0f} s)")
@@ -134,6 +141,7 @@ def export(
     format: Annotated[ExportChoice, typer.Option("--format")] = ExportChoice.jsonl,
     status: Annotated[str | None, typer.Option(help="accepted, rejected or error (default: all)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
+    exclude_flagged: Annotated[bool, typer.Option(help="leave out samples flagged by dedup / decontamination")] = False,
     db: DbOption = DEFAULT_STORE,
 ):
     """Write samples as chat records: OpenAI {"messages": [...], "tools": [...]} plus metadata (jsonl, parquet),
@@ -143,7 +151,8 @@ def export(
     if status not in (None, "accepted", "rejected", "error"):
         _fail(f"--status must be accepted, rejected or error (got {status!r})")
     try:
-        count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id)
+        count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id,
+                               exclude_flagged=exclude_flagged)
     except StoreError as exc:
         _fail(str(exc))
     out.print(f"wrote {count} samples to {out_path}")
@@ -278,6 +287,92 @@ def search(
                   highlight=False)
         out.print(hit.text, markup=False, highlight=False)
         out.print()
+
+
+class CleanText(str, Enum):
+    user = "user"
+    assistant = "assistant"
+    conversation = "conversation"
+
+
+class CleanAction(str, Enum):
+    flag = "flag"
+    reject = "reject"
+
+
+def _print_findings(title: str, found, action: CleanAction, what: str) -> None:
+    out.print(f"{title}: {len(found.findings)} of {found.checked} accepted samples "
+              f"({found.new_verdicts} new verdicts, {action.value})", highlight=False, soft_wrap=True)
+    if not found.findings:
+        return
+    table = Table("sample", what, "score")
+    for sample_id, other, score in found.findings[:20]:
+        table.add_row(sample_id, other, f"{score:.2f}")
+    if len(found.findings) > 20:
+        table.add_row("...", f"{len(found.findings) - 20} more: synthgraph sql \"SELECT * FROM verdicts WHERE "
+                             f"verifier = '{title}'\"", "")
+    out.print(table)
+
+
+@app.command()
+def dedup(
+    run_id: Annotated[str | None, typer.Option("--run", help="only this run (default: every run, across runs)")] = None,
+    db: DbOption = DEFAULT_STORE,
+    threshold: Annotated[float, typer.Option(help="estimated Jaccard similarity of word shingles", min=0.01, max=1.0)] = 0.8,
+    text: Annotated[CleanText, typer.Option(help="which turns are compared")] = CleanText.user,
+    action: Annotated[CleanAction, typer.Option(help="flag: add a verdict only; reject: also reject the sample")] = CleanAction.flag,
+):
+    """Find near-duplicate accepted samples in a store and record a `dedup` verdict on each later copy, naming the
+    first; nothing is deleted, and a rerun adds nothing new. `export --exclude-flagged` then leaves them out."""
+    from synthgraph.graphs.cleaning import dedup_store
+    from synthgraph.store.db import Store
+
+    if not Path(db).exists():
+        _fail(f"no store at {db}: run a recipe first or pass --db PATH")
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        _fail(str(exc))
+    try:
+        found = dedup_store(store, run_id=run_id, threshold=threshold, text=text.value, action=action.value)
+    finally:
+        store.close()
+    _print_findings("dedup", found, action, "duplicate of")
+
+
+@app.command()
+def decontaminate(
+    run_id: Annotated[str | None, typer.Option("--run", help="only this run (default: every run)")] = None,
+    db: DbOption = DEFAULT_STORE,
+    benchmarks: Annotated[str | None, typer.Option(help="comma-separated: humaneval, mt-bench, bfcl, PATH:FIELD "
+                                                        "(default: every built-in set installed)")] = None,
+    text: Annotated[CleanText, typer.Option(help="which turns are checked")] = CleanText.conversation,
+    action: Annotated[CleanAction, typer.Option(help="flag: add a verdict only; reject: also reject the sample")] = CleanAction.flag,
+):
+    """Check the accepted samples of a store for n-gram overlap with evaluation sets and record a
+    `decontamination` verdict on each that overlaps; nothing is deleted, and a rerun adds nothing new."""
+    from synthgraph.graphs.cleaning import decontaminate_store
+    from synthgraph.store.db import Store
+    from synthgraph.tools.dedup import BenchmarkError, Decontaminator
+
+    if not Path(db).exists():
+        _fail(f"no store at {db}: run a recipe first or pass --db PATH")
+    try:
+        decontaminator = Decontaminator([b.strip() for b in benchmarks.split(",") if b.strip()]
+                                        if benchmarks is not None else None).load()
+    except BenchmarkError as exc:
+        _fail(str(exc))
+    for hint in decontaminator.missing:
+        console.print(f"[yellow]not checked:[/yellow] {hint}", highlight=False)
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        _fail(str(exc))
+    try:
+        found = decontaminate_store(store, decontaminator, run_id=run_id, text=text.value, action=action.value)
+    finally:
+        store.close()
+    _print_findings("decontamination", found, action, "benchmark item")
 
 
 if __name__ == "__main__":

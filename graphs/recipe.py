@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.agents.prompting import PromptOverride
+from synthgraph.graphs.cleaning import DecontaminationSettings, DedupSettings
 from synthgraph.store.rows import stable_id
 from synthgraph.tools.retrieval import BUILTIN_CORPORA, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 
@@ -128,6 +129,11 @@ class RecipeBase(BaseModel):
     prompts: dict[str, PromptOverride] = Field(
         default_factory=dict, description="replacements for the family's prompt templates, by name (e.g. solver): "
                                           "inline system / user parts, or a file with '## system' and '## user'")
+    dedup: DedupSettings = Field(default_factory=DedupSettings, description="near-duplicate samples: `false` or "
+                                 "{scope: run|store, threshold, text: user|assistant|conversation, action: reject|flag}")
+    decontaminate: DecontaminationSettings = Field(
+        default_factory=DecontaminationSettings, description="overlap with evaluation sets: `false` or "
+        "{benchmarks: [humaneval, mt-bench, bfcl, PATH:FIELD], text, action: reject|flag}")
     _base: Path | None = PrivateAttr(None)  # the recipe file's folder (load_seeds sets it)
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
 from synthgraph.graphs.family import family
+from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
@@ -37,6 +38,7 @@ class RunTally:
     first_call_at: float | None = None
     started_at: float = field(default_factory=time.perf_counter)
     load_s: float = 0.0
+    cleaning: CleaningTally = field(default_factory=CleaningTally)
 
     def add_call(self, record: CallRecord) -> None:
         self.calls += 1
@@ -108,6 +110,10 @@ class Runner:
             )
             unfinished = store.unfinished_seeds(self.run_id, retry_errors=self.retry_errors)
             pending = [s for s in selected if s.seed_id in unfinished]
+            # Decontamination and dedup run in the writer's order against what is stored (graphs/cleaning.py).
+            self.cleaner = SampleCleaner.for_run(self.recipe, store, self.run_id)
+            self.tally.cleaning = self.cleaner.tally
+            pending = self.cleaner.skip_contaminated_seeds(pending, store)
             self.tally.seeds_total = len(selected)
             self.tally.seeds_skipped = len(selected) - len(pending)
             self.on_update(self.tally)
@@ -137,7 +143,7 @@ class Runner:
                         if budget is not None and self.tally.prompt_tokens + self.tally.completion_tokens >= budget:
                             exhausted = True
                             return
-                        outcome = await self._run_seed(seed, context)
+                        outcome = self.cleaner.check(await self._run_seed(seed, context))
                         await writer.put(outcome)
                         self.tally.add_samples(outcome.samples)
                         if outcome.status == "done":

@@ -11,6 +11,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from synthgraph.store.cleaning import FLAGGED_SAMPLES
 from synthgraph.store.db import connect
 
 if TYPE_CHECKING:
@@ -24,18 +25,20 @@ SELECT sample_id, run_id, seed_id, group_id, kind, status, score, reason, payloa
                               "tool_call_id": "VARCHAR", "name": "VARCHAR"}]') AS messages
 FROM chat_samples
 WHERE ($status IS NULL OR status = $status) AND ($run_id IS NULL OR run_id = $run_id)
+  AND NOT ($exclude_flagged AND sample_id IN (%s))
 ORDER BY run_id, group_id, sample_id
-"""
+""" % FLAGGED_SAMPLES
 
 ExportFormat = Literal["jsonl", "parquet", "sharegpt"]
 
 
 def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | None = "accepted",
-                   run_id: str | None = None) -> int:
-    """Write the matching samples to `out`; returns how many were written."""
+                   run_id: str | None = None, exclude_flagged: bool = False) -> int:
+    """Write the matching samples to `out`; returns how many were written. `exclude_flagged` leaves out samples
+    with a failed dedup / decontamination verdict (store/cleaning.py)."""
     con = connect(Path(db), read_only=True)
     try:
-        params = {"status": status, "run_id": run_id}
+        params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
         out.parent.mkdir(parents=True, exist_ok=True)
         if format == "parquet":
             select = f"SELECT *, metadata->'tools' AS tools FROM ({_SELECT})"
@@ -61,12 +64,14 @@ def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | N
         con.close()
 
 
-def samples_table(db: Path, *, status: str | None = "accepted", run_id: str | None = None) -> pyarrow.Table:
+def samples_table(db: Path, *, status: str | None = "accepted", run_id: str | None = None,
+                  exclude_flagged: bool = False) -> pyarrow.Table:
     """The matching samples as an Arrow table (messages as a list of turns, metadata as JSON text), for the
     Python API's DataFrame / Dataset views."""
     con = connect(Path(db), read_only=True)
     try:
-        return con.execute(_SELECT, {"status": status, "run_id": run_id}).fetch_arrow_table()
+        params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
+        return con.execute(_SELECT, params).fetch_arrow_table()
     finally:
         con.close()
 

@@ -16,7 +16,7 @@ import synthgraph
 from synthgraph.agents import reasoning_roles
 from synthgraph.agents.prompting import shipped_template
 from synthgraph.graphs.family import Family, families, family
-from synthgraph.graphs.recipe import RecipeError, load_recipe, load_seeds, parse_recipe
+from synthgraph.graphs.recipe import RecipeError, load_recipe, load_seeds
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 GOLD = [{"id": "g1", "problem": "What is 6 times 7?", "answer": "42"}]
