@@ -346,7 +346,8 @@ def _verdict_section(data: _ReportData) -> dict[str, Any]:
     for outcome, color in OUTCOME_COLORS.items():
         fig.add_trace(go.Bar(y=labels, x=[counts.get((label, outcome), 0) for label in labels], name=outcome,
                              orientation="h", marker={"color": color}))
-    fig.update_layout(barmode="stack", xaxis_title="verdicts", yaxis={"autorange": "reversed"})
+    fig.update_layout(barmode="stack", xaxis_title="verdicts", yaxis={"autorange": "reversed"},
+                      legend={"traceorder": "normal"})
     section["figures"].append(_figure("fig-verdicts", fig, height=max(260, 90 + 34 * len(labels))))
     return section
 
@@ -546,18 +547,18 @@ def _cleaning_section(data: _ReportData) -> dict[str, Any]:
         WHERE ($run IS NULL OR s.run_id = $run) AND list_contains($cleaning, v.verifier) GROUP BY ALL""",
                      cleaning=list(CLEANING_VERIFIERS))
     counts = {(verifier, outcome): n for verifier, outcome, n in rows}
-    fig = go.Figure()
-    for outcome, color in OUTCOME_COLORS.items():
-        fig.add_trace(go.Bar(x=list(CLEANING_VERIFIERS), y=[counts.get((v, outcome), 0) for v in CLEANING_VERIFIERS],
-                             name=outcome, marker={"color": color}, text=[counts.get((v, outcome), 0)
-                                                                         for v in CLEANING_VERIFIERS]))
-    fig.update_layout(barmode="stack", yaxis_title="samples checked")
-    section["figures"].append(_figure("fig-cleaning", fig, height=300))
     section["tables"].append(_table("counts", ["check", "passed (clean)", "failed (duplicate / contaminated)",
                                                "unchecked"],
                                     [[v, *(counts.get((v, o), 0) for o in OUTCOME_COLORS)] for v in CLEANING_VERIFIERS]))
     if not rows:
         section["note"] = "No dedup or decontamination verdicts recorded for these runs: every count is zero."
+        return section
+    fig = go.Figure()
+    for outcome, color in OUTCOME_COLORS.items():
+        values = [counts.get((v, outcome), 0) for v in CLEANING_VERIFIERS]
+        fig.add_trace(go.Bar(x=list(CLEANING_VERIFIERS), y=values, text=values, name=outcome, marker={"color": color}))
+    fig.update_layout(barmode="stack", yaxis_title="samples checked", legend={"traceorder": "normal"})
+    section["figures"].append(_figure("fig-cleaning", fig, height=300))
     hits = data.rows("""
         SELECT v.verifier, v.detail, count(*) AS n FROM verdicts v JOIN samples s USING (sample_id)
         WHERE ($run IS NULL OR s.run_id = $run) AND list_contains($cleaning, v.verifier) AND v.outcome = 'failed'
@@ -577,8 +578,8 @@ _BIN_WIDTHS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
 def _throughput_section(data: _ReportData) -> dict[str, Any]:
     section = _section("throughput", "Throughput over the run",
                        "Generated tokens per second and accepted samples per minute, in time bins from each "
-                       "run's first model call. A call's tokens count when it finished; a sample counts when "
-                       "the last model call of its seed finished (both on the calls' clock).")
+                       "run's first model call. A call's tokens are spread evenly over its latency; a sample "
+                       "counts when the last model call of its seed finished (both on the calls' clock).")
     calls = data.rows("""
         SELECT run_id, epoch(started_at) AS start, epoch(started_at) + latency_s AS finish,
                coalesce(completion_tokens, 0) FROM agent_calls WHERE $run IS NULL OR run_id = $run""")
@@ -594,10 +595,15 @@ def _throughput_section(data: _ReportData) -> dict[str, Any]:
     for run_id, begun, _finish, _tokens in calls:
         start[run_id] = min(start.get(run_id, begun), begun)
     span = max(finish - start[run_id] for run_id, _b, finish, _t in calls)
-    width = next((w for w in _BIN_WIDTHS_S if span / w <= 60), _BIN_WIDTHS_S[-1])
+    width = next((w for w in _BIN_WIDTHS_S if span / w <= 40), _BIN_WIDTHS_S[-1])
+    # A call generates its tokens over its whole latency, so they are spread over the bins it spans.
     tokens: dict[str, Counter[int]] = defaultdict(Counter)
-    for run_id, _begun, finish, n in calls:
-        tokens[run_id][int((finish - start[run_id]) // width)] += n
+    for run_id, begun, finish, n in calls:
+        a, b = begun - start[run_id], finish - start[run_id]
+        first, last = int(a // width), int(b // width)
+        for bin_ in range(first, last + 1):
+            overlap = min(b, (bin_ + 1) * width) - max(a, bin_ * width)
+            tokens[run_id][bin_] += n * (overlap / (b - a) if b > a else 1.0)
     done: dict[str, Counter[int]] = defaultdict(Counter)
     for run_id, finish in accepted:
         done[run_id][int((finish - start[run_id]) // width)] += 1
@@ -605,7 +611,7 @@ def _throughput_section(data: _ReportData) -> dict[str, Any]:
                         subplot_titles=("generated tokens / s", "accepted samples / min"))
     for i, run_id in enumerate(sorted(tokens)):
         color = ROLE_COLORS[i % len(ROLE_COLORS)]
-        last = max(tokens[run_id]) if tokens[run_id] else 0
+        last = max([*tokens[run_id], *done[run_id]])
         bins = list(range(last + 1))
         minutes = [(b + 0.5) * width / 60 for b in bins]
         fig.add_trace(go.Scatter(x=minutes, y=[tokens[run_id][b] / width for b in bins], mode="lines+markers",
