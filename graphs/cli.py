@@ -42,12 +42,14 @@ def run(
     """Run a recipe; rerunning the same command resumes where it stopped."""
     from synthgraph.graphs.recipe import RecipeError, load_recipe
     from synthgraph.graphs.runner import Runner
-    from synthgraph.store.report import ReportError, check_destination, write_report
+    from synthgraph.store.report import ReportError, ReportExists, check_destination, write_report
     from synthgraph.tools.retrieval import RetrievalError
 
     if report is not None:
         try:  # before the model loads, not after a long run
             check_destination(report)
+        except ReportExists as exc:
+            _fail(f"--report: {exc}; choose a new path (the report of an earlier run is never replaced)")
         except ReportError as exc:
             _fail(f"--report: {exc}")
 
@@ -306,10 +308,12 @@ def report(
     force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
 ):
     """Write one self-contained HTML report (plots + browsable samples) that opens offline."""
-    from synthgraph.store.report import ReportError, write_report
+    from synthgraph.store.report import ReportError, ReportExists, write_report
 
     try:
         written = write_report(db, out_path, run_id=run_id, max_samples=samples, overwrite=force)
+    except ReportExists as exc:
+        _fail(f"{exc}: choose another --out, or pass --force to replace it")
     except (ReportError, StoreError) as exc:
         _fail(str(exc))
     out.print(f"wrote {written.path}: {written.runs} run(s), {written.samples} samples ({written.samples_shown} "

@@ -43,6 +43,10 @@ class ReportError(ValueError):
     """A report that cannot be written as asked (the file exists, its folder is missing, no such run)."""
 
 
+class ReportExists(ReportError):
+    """The destination is a file the user already has; callers say how to replace it."""
+
+
 class ReportSummary(BaseModel):
     path: Path
     runs: int
@@ -60,7 +64,7 @@ def check_destination(out: Path, *, overwrite: bool = False) -> None:
     if out.is_dir():
         raise ReportError(f"{out} is a folder: name the HTML file to write, e.g. {out / 'report.html'}")
     if out.exists() and not overwrite:
-        raise ReportError(f"{out} already exists: choose another --out path, or pass --force to replace it")
+        raise ReportExists(f"{out} already exists")
     if not out.parent.is_dir():
         raise ReportError(f"cannot write {out}: folder {out.parent} does not exist (create it first)")
 
@@ -262,13 +266,13 @@ def _funnel_section(data: _ReportData) -> dict[str, Any]:
                 reasons[stage][_short(sample["reason"] or "no reason recorded", 140)] += 1
         seed_row = seeds_by_graph.get(graph, {"registered": 0, "processed": 0, "finished": 0, "with_samples": 0,
                                               "with_accepted": 0})
-        seed_labels = ["seeds", "seeds run", "seeds finished (no crash)", "seeds with a sample",
+        seed_labels = ["seeds", "seeds run", "seeds finished (no crash)", "seeds with a non-error sample",
                        "seeds with an accepted sample"]
         seed_values = [seed_row["registered"], seed_row["processed"], seed_row["finished"],
                        seed_row["with_samples"], seed_row["with_accepted"]]
         sample_labels = ["samples written", "generated (no error)"] + [f"passed {v}" for v in stages] + ["accepted"]
         remaining, sample_values = len(samples), [len(samples)]
-        for stage in ["generation", *stages, "acceptance rule"]:
+        for stage in ["generation error", *stages, "acceptance rule"]:
             remaining -= lost[stage]
             sample_values.append(remaining)
         fig = make_subplots(rows=1, cols=2, subplot_titles=("seeds", "samples"), horizontal_spacing=0.22)
@@ -281,7 +285,7 @@ def _funnel_section(data: _ReportData) -> dict[str, Any]:
                                           f"{graph}: stage order derived from the verdicts' order within samples",
                                           height=max(320, 60 + 42 * len(sample_labels))))
         rows = []
-        for stage in ["generation", *stages, "acceptance rule"]:
+        for stage in ["generation error", *stages, "acceptance rule"]:
             if lost[stage]:
                 top = "; ".join(f"{n}× {reason}" for reason, n in reasons[stage].most_common(3))
                 rows.append([stage, lost[stage], f"{lost[stage] / len(samples):.0%}", top])
@@ -317,7 +321,7 @@ def _lost_at(sample: dict[str, Any], stages: list[str]) -> str | None:
     if sample["status"] == "accepted":
         return None
     if sample["status"] == "error" and not sample["checks"]:
-        return "generation"
+        return "generation error"
     outcomes = dict(sample["checks"])
     for wanted in ("failed", "unchecked"):
         for stage in stages:

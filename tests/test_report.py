@@ -178,12 +178,13 @@ def test_cli_report_refuses_existing_file_and_missing_folder(store, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.exists() and "wrote" in result.output
     again = cli.invoke(app, ["report", "--db", str(store), "--out", str(out)])
-    assert again.exit_code != 0 and "already exists" in again.output and "--force" in again.output
+    assert again.exit_code == 2
+    assert f"{out} already exists: choose another --out, or pass --force" in " ".join(again.output.split())
     assert cli.invoke(app, ["report", "--db", str(store), "--out", str(out), "--force"]).exit_code == 0
     missing = cli.invoke(app, ["report", "--db", str(store), "--out", str(tmp_path / "no" / "r.html")])
-    assert missing.exit_code != 0 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "does not exist (create it first)" in " ".join(missing.output.split())
     no_store = cli.invoke(app, ["report", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "n.html")])
-    assert no_store.exit_code != 0 and "no store at" in no_store.output
+    assert no_store.exit_code == 2 and "no store at" in no_store.output and not (tmp_path / "n.html").exists()
 
 
 def chromium() -> str | None:
@@ -207,3 +208,14 @@ def test_report_draws_every_plot_in_a_real_browser(store, tmp_path):
     assert dom.count('class="main-svg"') >= 2 * len(summary.figures)
     # the filter script ran: it reports how many samples are shown
     assert f"{summary.samples_shown} of {summary.samples_shown} shown" in dom
+
+
+def test_run_refuses_a_report_path_before_any_model_loads(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: unit\ngraph: reasoning\nseeds: {inline: [{problem: 'What is 2+2?', answer: '4'}]}\n")
+    existing = tmp_path / "old.html"
+    existing.write_text("mine")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--db", str(tmp_path / "s.duckdb"), "--report", str(existing)])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"--report: {existing} already exists; choose a new path" in message
+    assert existing.read_text() == "mine" and not (tmp_path / "s.duckdb").exists()
