@@ -384,6 +384,8 @@ def _score_section(data: _ReportData) -> dict[str, Any]:
                 fig.add_trace(go.Histogram(x=scores[verifier][outcome], name=outcome, xbins=bins,
                                            marker={"color": OUTCOME_COLORS[outcome]}, legendgroup=outcome,
                                            showlegend=col == 1), row=1, col=col)
+        if integral and 0 <= min(values) and max(values) <= 10:  # the usual 0-10 rubric: show the whole scale
+            fig.update_xaxes(range=[-0.5, 10.5], dtick=1, row=1, col=col)
     fig.update_layout(barmode="stack", yaxis_title="verdicts")
     section["figures"].append(_figure("fig-scores", fig))
     return section
@@ -422,15 +424,19 @@ def _length_section(data: _ReportData) -> dict[str, Any]:
         tokens[role].append(n)
     fig = make_subplots(rows=1, cols=3, subplot_titles=("words per turn", "words per sample",
                                                         "generated tokens per model call"))
-    for i, (role, values) in enumerate(sorted(per_role.items())):
-        fig.add_trace(go.Histogram(x=values, name=f"{role} turns", opacity=0.65, nbinsx=40,
-                                   marker={"color": ROLE_COLORS[i % len(ROLE_COLORS)]}), row=1, col=1)
-    for status, values in sorted(per_status.items()):
-        fig.add_trace(go.Histogram(x=values, name=f"{status} samples", opacity=0.65, nbinsx=40,
-                                   marker={"color": STATUS_COLORS.get(status, "#555")}), row=1, col=2)
-    for i, (role, values) in enumerate(sorted(tokens.items())):
-        fig.add_trace(go.Histogram(x=values, name=f"{role} calls", opacity=0.65, nbinsx=40,
-                                   marker={"color": ROLE_COLORS[(i + 3) % len(ROLE_COLORS)]}), row=1, col=3)
+    panels = [
+        [(f"{role} turns", values, ROLE_COLORS[i % len(ROLE_COLORS)]) for i, (role, values) in enumerate(sorted(per_role.items()))],
+        [(f"{status} samples", values, STATUS_COLORS.get(status, "#555")) for status, values in sorted(per_status.items())],
+        [(f"{role} calls", values, ROLE_COLORS[(i + 3) % len(ROLE_COLORS)]) for i, (role, values) in enumerate(sorted(tokens.items()))],
+    ]
+    for col, traces in enumerate(panels, 1):
+        if not traces:
+            continue
+        # One set of bins per panel, so overlaid histograms are comparable bar for bar.
+        size = max(1, math.ceil(max(max(values) for _, values, _ in traces) / 30))
+        for name, values, color in traces:
+            fig.add_trace(go.Histogram(x=values, name=name, opacity=0.65, xbins={"start": 0, "size": size},
+                                       marker={"color": color}), row=1, col=col)
     fig.update_layout(barmode="overlay")
     section["figures"].append(_figure("fig-lengths", fig, height=420))
     rows = [[f"{role} turns", len(v), _median(v), max(v)] for role, v in sorted(per_role.items())]
