@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -73,6 +74,13 @@ def figure_ids(html: str) -> list[str]:
     return re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div"', html)
 
 
+def figure_traces(html: str, figure_id: str) -> list[dict]:
+    """The trace list plotly was handed for one figure (the JSON argument after its div id)."""
+    start = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(figure_id) + r'",\s*', html).end()
+    traces, _ = json.JSONDecoder().raw_decode(html, start)
+    return traces
+
+
 def test_report_has_every_section_and_one_drawn_figure_per_plot(store, tmp_path):
     summary = write_report(store, tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
@@ -92,12 +100,23 @@ def test_report_counts_match_the_store(store, tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert html.count('<details class="sample"') == 11
     assert html.count('data-status="accepted"') == 4 and html.count('data-status="error"') == 1
-    # funnel: samples written, generated, passed math_verify, passed critic, accepted
-    funnel = re.search(r'"x":\[(11,10,6,4,4)\],"y":\["samples written","generated \(no error\)",'
-                       r'"passed math_verify","passed critic","accepted"\]', html)
-    assert funnel, "the sample funnel should lose 1 to generation, 4 at math_verify and 2 at the critic"
-    assert re.search(r'"x":\[6,5,4,4,4\],"y":\["seeds","seeds run"', html)
+    seeds, samples = figure_traces(html, "fig-funnel-reasoning")
+    assert dict(zip(seeds["y"], seeds["x"])) == {
+        "seeds": 6, "seeds run": 5, "seeds finished (no crash)": 4, "seeds with a non-error sample": 4,
+        "seeds with an accepted sample": 4}
+    # one sample lost to the crash, four at math_verify, two at the critic
+    assert list(zip(samples["y"], samples["x"])) == [
+        ("samples written", 11), ("generated (no error)", 10), ("passed math_verify", 6), ("passed critic", 4),
+        ("accepted", 4)]
     assert "<td>math_verify</td><td class=\"num\">4</td>" in html
+    verdicts = {t["name"]: dict(zip(t["y"], t["x"])) for t in figure_traces(html, "fig-verdicts")}
+    assert verdicts == {"passed": {"critic": 4, "math_verify": 6}, "failed": {"critic": 2, "math_verify": 4},
+                        "unchecked": {"critic": 0, "math_verify": 0}}
+    # every generated token shows up once in the tokens/s curve: the rate times the bin width sums to the total
+    tokens = figure_traces(html, "fig-throughput")[0]
+    width_s = (tokens["x"][1] - tokens["x"][0]) * 60
+    # (4 proposer calls × 20) + solver and critic: 2 × (20 + 21) on seeds 0, 2 and 2 × (20 + 21 + 22) on seeds 1, 3
+    assert sum(tokens["y"]) * width_s == pytest.approx(4 * 20 + 2 * 82 + 2 * 126)
     # no cleaning verdicts in this store: the section says so and counts zero
     assert "No dedup or decontamination verdicts recorded" in html
 
