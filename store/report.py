@@ -425,9 +425,12 @@ def _length_section(data: _ReportData) -> dict[str, Any]:
     fig = make_subplots(rows=1, cols=3, subplot_titles=("words per turn", "words per sample",
                                                         "generated tokens per model call"))
     panels = [
-        [(f"{role} turns", values, ROLE_COLORS[i % len(ROLE_COLORS)]) for i, (role, values) in enumerate(sorted(per_role.items()))],
-        [(f"{status} samples", values, STATUS_COLORS.get(status, "#555")) for status, values in sorted(per_status.items())],
-        [(f"{role} calls", values, ROLE_COLORS[(i + 3) % len(ROLE_COLORS)]) for i, (role, values) in enumerate(sorted(tokens.items()))],
+        [(f"{role} turns", values, ROLE_COLORS[i % len(ROLE_COLORS)])
+         for i, (role, values) in enumerate(sorted(per_role.items()))],
+        [(f"{status} samples", values, STATUS_COLORS.get(status, "#555"))
+         for status, values in sorted(per_status.items())],
+        [(f"{role} calls", values, ROLE_COLORS[(i + 3) % len(ROLE_COLORS)])
+         for i, (role, values) in enumerate(sorted(tokens.items()))],
     ]
     for col, traces in enumerate(panels, 1):
         if not traces:
