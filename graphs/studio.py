@@ -99,7 +99,6 @@ def _factory(name: str):
     return make_graph
 
 
-def __getattr__(name: str):  # `./graphs/studio.py:reasoning` in langgraph.json: any registered family, plugins too
-    if name in families():
-        return _factory(name)
-    raise AttributeError(name)
+# `./graphs/studio.py:reasoning` in langgraph.json: the server reads the module's own names, so every registered
+# family (plugins too) gets one here.
+globals().update({name: _factory(name) for name in families()})
