@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field, ValidationError
 
 from synthgraph.agents.models import ModelClient, Sampling
-from synthgraph.agents.reasoning_roles import Critique, render
+from synthgraph.agents.prompting import DEFAULT_PROMPTS, Prompts
+from synthgraph.agents.reasoning_roles import Critique
 
-__all__ = ["CodeCritic", "CodeDraft", "CodeProposer", "CodeSolver", "Critique", "Revision", "extract_solution",
+__all__ = ["CodeCritic", "CodeDraft", "CodeProposer", "CodeRevision", "CodeSolver", "Critique", "extract_solution",
            "function_name", "parse_code_draft", "signature_of"]
 
 _CODE_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -124,10 +125,17 @@ def extract_solution(text: str, entry_point: str, *, completes_stub: bool = Fals
     return None
 
 
+# Prompt text filled in beside the templates; part of the run id (PROMPT_TEXT) like the templates.
+FEEDBACK_BLOCK = ("\nYour earlier solution:\n```python\n{previous}\n```\nfailed the tests:\n{feedback}\n"
+                  "Find the mistake and write the whole corrected function.")
+PROMPT_TEXT = {"feedback_block": FEEDBACK_BLOCK}
+
+
 @dataclass
 class CodeProposer:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def write_problem(self, *, topic: str | None, signature: str | None, snippet: str | None,
                             entry_point: str | None = None) -> CodeDraft:
@@ -147,7 +155,7 @@ class CodeProposer:
             return draft if isinstance(draft, str) else None
 
         completion = await self.client.complete(
-            render("code_proposer", inspiration="\n".join(inspiration)),
+            self.prompts.render("code_proposer", inspiration="\n".join(inspiration)),
             role="proposer",
             sampling=self.sampling,
             check=draft_in,
@@ -155,7 +163,7 @@ class CodeProposer:
         return parse_code_draft(completion.text, entry_point)
 
 
-class Revision(BaseModel):
+class CodeRevision(BaseModel):
     """What a revising solver is shown: its earlier code and how that code failed the tests."""
 
     previous: str
@@ -166,14 +174,11 @@ class Revision(BaseModel):
 class CodeSolver:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def solve(self, problem: str, *, entry_point: str, completes_stub: bool = False,
-                    revision: Revision | None = None, subject: str | None = None) -> str:
-        feedback_block = (
-            f"\nYour earlier solution:\n```python\n{revision.previous}\n```\nfailed the tests:\n{revision.feedback}\n"
-            "Find the mistake and write the whole corrected function."
-            if revision else ""
-        )
+                    revision: CodeRevision | None = None, subject: str | None = None) -> str:
+        feedback_block = FEEDBACK_BLOCK.format(previous=revision.previous, feedback=revision.feedback) if revision else ""
 
         def code_in(text: str) -> str | None:
             if not code_blocks(text):
@@ -183,7 +188,7 @@ class CodeSolver:
             return None
 
         completion = await self.client.complete(
-            render("code_solver", problem=problem, feedback_block=feedback_block),
+            self.prompts.render("code_solver", problem=problem, feedback_block=feedback_block),
             role="solver",
             sampling=self.sampling,
             check=code_in,
@@ -196,10 +201,11 @@ class CodeSolver:
 class CodeCritic:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def judge(self, *, problem: str, solution: str, subject: str | None = None) -> Critique:
         completion = await self.client.complete(
-            render("code_critic", problem=problem, solution=solution),
+            self.prompts.render("code_critic", problem=problem, solution=solution),
             role="critic",
             sampling=self.sampling,
             schema=Critique,

@@ -1,7 +1,7 @@
 """The dialogue recipe's roles: user simulator, assistant, critic (the computable checks are tools/dialogue_checks.py).
 
 Prompt + call + parsing; no graph logic here. The assistant is plain chat: tool calls in dialogues are left to the
-tool registry (tools/functions.py) once a recipe wants them.
+tool registry (tools/registry.py) once a recipe wants them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, Field
 
 from synthgraph.agents.models import ModelClient, Sampling, system_message
-from synthgraph.agents.reasoning_roles import prompt_template, render
+from synthgraph.agents.prompting import DEFAULT_PROMPTS, Prompts
 from synthgraph.tools.dialogue_checks import longest_overlap, normalized
 
 Twist = Literal["none", "changes_mind", "makes_mistake"]
@@ -41,6 +41,24 @@ TWIST_INSTRUCTIONS = {
     "makes_mistake": "In this message, state something wrong with confidence (a wrong fact, number or assumption "
                      "about your topic), as real people sometimes do. Do not say that it is wrong.",
 }
+
+
+USER_INSTRUCTIONS = {
+    "first": "Write your first message to the assistant: ask for what you want in your own words, without "
+             "describing yourself.",
+    "next": "Write your next message: react to the assistant's last reply and pursue what you want (ask a "
+            "follow-up, push back, or ask for a detail).",
+    "may_end": "Set status to goal_met if you now have what you wanted, gave_up if the assistant keeps failing you, "
+               "otherwise continue.",
+    "goes_on": "The conversation goes on: status is continue.",
+}
+TRANSCRIPT_BLOCK = "The conversation so far:\n{transcript}\n\n"
+MISTAKE_NOTE = "Note: the user's last message may contain a mistake; a good reply points it out politely.\n"
+JUDGE_NOTES = {"changes_mind": "The user was asked to change their mind once; following the change is right.\n",
+               "makes_mistake": "The user was asked to make one mistake; the assistant should have caught it.\n"}
+# Prompt text filled in beside the templates: part of the run id like the templates.
+PROMPT_TEXT = {"twists": TWIST_INSTRUCTIONS, "user_instructions": USER_INSTRUCTIONS, "transcript_block": TRANSCRIPT_BLOCK,
+               "mistake_note": MISTAKE_NOTE, "judge_notes": JUDGE_NOTES}
 
 
 def transcript(history: Sequence[Line]) -> str:
@@ -69,21 +87,15 @@ CONTINUE_ONLY = _continue_only()
 class UserSimulator:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def next_turn(self, scenario: Scenario, history: Sequence[Line], *, turn: int, may_end: bool,
                         subject: str | None = None) -> UserTurn:
         """The user's `turn`-th message (1-based) and whether they are done; `may_end` False forces "continue"."""
         if not history:
-            instruction = "Write your first message to the assistant: ask for what you want in your own words, " \
-                          "without describing yourself."
+            instruction = USER_INSTRUCTIONS["first"]
         else:
-            instruction = "Write your next message: react to the assistant's last reply and pursue what you want " \
-                          "(ask a follow-up, push back, or ask for a detail)."
-            if may_end:
-                instruction += " Set status to goal_met if you now have what you wanted, gave_up if the assistant " \
-                               "keeps failing you, otherwise continue."
-            else:
-                instruction += " The conversation goes on: status is continue."
+            instruction = USER_INSTRUCTIONS["next"] + " " + USER_INSTRUCTIONS["may_end" if may_end else "goes_on"]
         twist = TWIST_INSTRUCTIONS.get(scenario.twist) if turn == scenario.twist_turn else None
 
         def in_character(text: str) -> str | None:
@@ -91,8 +103,8 @@ class UserSimulator:
             return user_message_problem(message, history, persona_sheet=scenario.persona_sheet)
 
         completion = await self.client.complete(
-            render("dialogue_user", persona=scenario.persona_sheet, goal=scenario.goal,
-                   transcript_block=f"The conversation so far:\n{transcript(history)}\n\n" if history else "",
+            self.prompts.render("dialogue_user", persona=scenario.persona_sheet, goal=scenario.goal,
+                   transcript_block=TRANSCRIPT_BLOCK.format(transcript=transcript(history)) if history else "",
                    instruction=instruction, twist_block=f"\n{twist}" if twist else "",
                    statuses="continue | goal_met | gave_up" if may_end else "continue"),
             role="user",
@@ -152,7 +164,7 @@ def reply_problem(text: str, history: Sequence[Line]) -> str | None:
 
 
 @dataclass
-class Revision:
+class TurnRevision:
     """A draft the critic scored low, and what it said: shown to the assistant when it drafts again."""
 
     draft: str
@@ -163,15 +175,16 @@ class Revision:
 class Assistant:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
-    async def reply(self, system_prompt: str, history: Sequence[Line], *, revision: Revision | None = None,
+    async def reply(self, system_prompt: str, history: Sequence[Line], *, revision: TurnRevision | None = None,
                     subject: str | None = None) -> str:
         messages: list[BaseMessage] = [HumanMessage(content=text) if role == "user" else AIMessage(content=text)
                                        for role, text in history]
         system = system_prompt
         if revision is not None:
             # The note rides on the prompt only: the stored dialogue keeps the user's own words.
-            note_system, note_user = prompt_template("dialogue_revise")
+            note_system, note_user = self.prompts.template("dialogue_revise")
             system = f"{system_prompt}\n\n{note_system}".strip()
             messages[-1] = HumanMessage(content=f"{messages[-1].content}\n\n"
                                                 f"{note_user.format(draft=revision.draft, critique=revision.critique)}")
@@ -205,20 +218,20 @@ class DialogueCritique(BaseModel):
     score: int = Field(ge=0, le=10)
 
 
-MISTAKE_NOTE = "Note: the user's last message may contain a mistake; a good reply points it out politely.\n"
 
 
 @dataclass
 class DialogueCritic:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def judge_turn(self, scenario: Scenario, history: Sequence[Line], reply: str, *, user_turn: int,
                          subject: str | None = None) -> TurnCritique:
         """Score `reply`, the assistant's answer to the last line of `history` (the user's `user_turn`-th)."""
         mistake = scenario.twist == "makes_mistake" and user_turn == scenario.twist_turn
         completion = await self.client.complete(
-            render("dialogue_critic", goal=scenario.goal, note_block=MISTAKE_NOTE if mistake else "",
+            self.prompts.render("dialogue_critic", goal=scenario.goal, note_block=MISTAKE_NOTE if mistake else "",
                    transcript=transcript(history), reply=reply),
             role="critic", sampling=self.sampling, schema=TurnCritique, subject=subject,
         )
@@ -226,11 +239,9 @@ class DialogueCritic:
 
     async def judge_dialogue(self, scenario: Scenario, history: Sequence[Line], *,
                              subject: str | None = None) -> DialogueCritique:
-        note = {"changes_mind": "The user was asked to change their mind once; following the change is right.\n",
-                "makes_mistake": "The user was asked to make one mistake; the assistant should have caught it.\n"}
         completion = await self.client.complete(
-            render("dialogue_judge", persona=scenario.persona_sheet, goal=scenario.goal,
-                   note_block=note.get(scenario.twist, ""), transcript=transcript(history)),
+            self.prompts.render("dialogue_judge", persona=scenario.persona_sheet, goal=scenario.goal,
+                   note_block=JUDGE_NOTES.get(scenario.twist, ""), transcript=transcript(history)),
             role="critic", sampling=self.sampling, schema=DialogueCritique, subject=subject,
         )
         return completion.parsed

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, Field, model_validator
 
 from synthgraph.agents.models import ModelClient, Sampling
-from synthgraph.agents.reasoning_roles import render
+from synthgraph.agents.prompting import DEFAULT_PROMPTS, Prompts
 from synthgraph.tools.retrieval import Hit
 
 QuestionKind = Literal["factual", "multi_hop", "unanswerable"]
@@ -31,6 +31,12 @@ KIND_INSTRUCTIONS: dict[str, str] = {
                     "does not answer: who designed it, or in which year it first appeared, or why another design was "
                     "rejected. Ask one thing only.",
 }
+
+
+SEARCH_RESULTS = "Search results for {query!r}:\n\n"
+NOTHING_FOUND = "(nothing found)"
+# Prompt text filled in beside the templates: part of the run id like the templates.
+PROMPT_TEXT = {"kind_instructions": KIND_INSTRUCTIONS, "search_results": SEARCH_RESULTS, "nothing_found": NOTHING_FOUND}
 
 
 class QuestionDraft(BaseModel):
@@ -146,6 +152,7 @@ def show_passages(hits: Sequence[Hit], chars: int, *, numbered: bool = False) ->
 class DomainProposer:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def write_question(self, kind: QuestionKind, sources: Sequence[Hit], *, description: str,
                              passage_chars: int, copy_words: int, max_words: int) -> str:
@@ -155,7 +162,7 @@ class DomainProposer:
             return "; ".join(problems) or None
 
         completion = await self.client.complete(
-            render("domain_proposer", description=description,
+            self.prompts.render("domain_proposer", description=description,
                    passages=show_passages(sources, passage_chars, numbered=True),
                    kind_instruction=KIND_INSTRUCTIONS[kind].format(topic=topic_of(sources[0]),
                                                                    other_topic=topic_of(sources[-1]))),
@@ -193,17 +200,18 @@ def action_schema(retrieved: Sequence[str], *, may_search: bool, max_citations: 
 class DomainSolver:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     def prompt(self, question: str, searches: Sequence[tuple[str, Sequence[Hit]]], *, description: str,
                passage_chars: int) -> list[BaseMessage]:
         """The conversation so far as this model sees it: each search as its own JSON decision, the results as
         a user turn. (The stored trajectory uses OpenAI `tool_calls` and `tool` turns.)"""
-        messages = render("domain_solver", description=description, question=question)
+        messages = self.prompts.render("domain_solver", description=description, question=question)
         for query, hits in searches:
             messages.append(AIMessage(content=SolverAction(action="search", query=query).model_dump_json(
                 include={"action", "query"})))
-            messages.append(HumanMessage(content=f"Search results for {query!r}:\n\n"
-                                                 + (show_passages(hits, passage_chars) or "(nothing found)")))
+            messages.append(HumanMessage(content=SEARCH_RESULTS.format(query=query)
+                                                 + (show_passages(hits, passage_chars) or NOTHING_FOUND)))
         return messages
 
     async def step(self, question: str, searches: Sequence[tuple[str, Sequence[Hit]]], *, may_search: bool,
@@ -221,11 +229,12 @@ class DomainSolver:
 class DomainCritic:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def judge(self, *, question: str, passages: Sequence[Hit], reply: str, passage_chars: int,
                     subject: str | None = None) -> QAJudgement:
         completion = await self.client.complete(
-            render("domain_critic", question=question, reply=reply,
+            self.prompts.render("domain_critic", question=question, reply=reply,
                    passages=show_passages(passages, passage_chars) or "(none)"),
             role="critic", sampling=self.sampling, schema=QAJudgement, subject=subject,
         )

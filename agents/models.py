@@ -284,7 +284,9 @@ class ModelClient:
             kwargs["tools"] = tools
         text, usage, finish_reason, error, tool_calls = "", {}, None, None, []
         try:
-            message: AIMessage = await self.chat.ainvoke(list(messages), **kwargs)
+            # The role and template travel as run metadata: tracing shows them, and test fakes answer per role.
+            config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
+            message: AIMessage = await self.chat.ainvoke(list(messages), config=config, **kwargs)
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}
             finish_reason = (message.response_metadata or {}).get("finish_reason")
@@ -482,7 +484,9 @@ class ChatVLLM(BaseChatModel):
 
 
 class ScriptedChatModel(BaseChatModel):
-    """A deterministic chat model for unit tests: `respond(messages, kwargs) -> str` writes every reply.
+    """A deterministic chat model for unit tests: `respond(messages, kwargs) -> str` writes every reply. Besides
+    the sampling kwargs, `kwargs` holds the calling `role` and the `prompt` template's name (None for a prompt
+    not rendered from a template), from the call's metadata.
 
     Token counts are word counts, so throughput figures stay meaningful in orchestration benchmarks.
     """
@@ -495,7 +499,9 @@ class ScriptedChatModel(BaseChatModel):
         return "scripted-fake"
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        text = self.respond(list(messages), kwargs)
+        metadata = run_manager.metadata if run_manager is not None else {}
+        text = self.respond(list(messages), {**kwargs, "role": metadata.get("synthgraph_role"),
+                                             "prompt": metadata.get("synthgraph_prompt")})
         prompt_tokens = sum(len(str(m.content).split()) for m in messages)
         completion_tokens = len(text.split())
         return chat_result(text, prompt_tokens, completion_tokens, self.finish_reason, "fake", tools=kwargs.get("tools"))

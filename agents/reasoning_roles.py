@@ -5,30 +5,19 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 
 from pydantic import BaseModel, Field, ValidationError
 
-from synthgraph.agents.models import ModelClient, Sampling, system_message, user_message
+from synthgraph.agents.models import ModelClient, Sampling
+from synthgraph.agents.prompting import DEFAULT_PROMPTS, Prompts
 from synthgraph.tools.math_answers import extract_final_answer
 
 
-@cache
-def prompt_template(name: str) -> tuple[str, str]:
-    """(system, user) templates from agents/prompts/NAME.md, split at its `## system` / `## user` headings."""
-    text = resources.files("synthgraph.agents").joinpath("prompts", f"{name}.md").read_text()
-    _, _, rest = text.partition("## system\n")
-    system, _, user = rest.partition("## user\n")
-    if not system.strip() or not user.strip():
-        raise ValueError(f"prompt {name}.md needs a '## system' and a '## user' section")
-    return system.strip(), user.strip()
-
-
-def render(name: str, **fields: str):
-    """The prompt NAME with `fields` filled into both parts (literal braces in a template are doubled)."""
-    system, user = prompt_template(name)
-    return [system_message(system.format(**fields)), user_message(user.format(**fields))]
+# Prompt text the roles fill in beside the templates; part of the run id (PROMPT_TEXT) like the templates.
+DEFAULT_STYLE = "a short grade-school word problem"
+EXAMPLE_BLOCK = "An example of the style only (write a different situation with different numbers):\n{example}\n"
+FEEDBACK_BLOCK = "\nAn earlier attempt at this problem was wrong. A reviewer said: {feedback}\nSolve it again carefully."
+PROMPT_TEXT = {"default_style": DEFAULT_STYLE, "example_block": EXAMPLE_BLOCK, "feedback_block": FEEDBACK_BLOCK}
 
 
 class ProblemDraft(BaseModel):
@@ -92,12 +81,10 @@ class Diagnosis(BaseModel):
 class Proposer:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def write_problem(self, *, topic: str, style: str | None, example: str | None) -> ProblemDraft:
-        example_block = (
-            f"An example of the style only (write a different situation with different numbers):\n{example}\n"
-            if example else ""
-        )
+        example_block = EXAMPLE_BLOCK.format(example=example) if example else ""
 
         def problem_in(text: str) -> str | None:
             draft = parse_problem_draft(text)
@@ -108,7 +95,7 @@ class Proposer:
             return "copied the seed's example problem" if _too_close(draft.problem, example) else None
 
         completion = await self.client.complete(
-            render("reasoning_proposer", topic=topic, style=style or "a short grade-school word problem",
+            self.prompts.render("reasoning_proposer", topic=topic, style=style or DEFAULT_STYLE,
                    example_block=example_block),
             role="proposer",
             sampling=self.sampling,
@@ -125,15 +112,12 @@ def _needs_final_answer(text: str) -> str | None:
 class Solver:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def solve(self, problem: str, *, feedback: str | None = None, subject: str | None = None) -> str:
-        feedback_block = (
-            f"\nAn earlier attempt at this problem was wrong. A reviewer said: {feedback}\nSolve it again carefully."
-            if feedback
-            else ""
-        )
+        feedback_block = FEEDBACK_BLOCK.format(feedback=feedback) if feedback else ""
         completion = await self.client.complete(
-            render("reasoning_solver", problem=problem, feedback_block=feedback_block),
+            self.prompts.render("reasoning_solver", problem=problem, feedback_block=feedback_block),
             role="solver",
             sampling=self.sampling,
             check=_needs_final_answer,
@@ -146,10 +130,11 @@ class Solver:
 class Critic:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def judge(self, *, problem: str, solution: str, reference: str, subject: str | None = None) -> Critique:
         completion = await self.client.complete(
-            render("reasoning_critic", problem=problem, solution=solution, reference=reference),
+            self.prompts.render("reasoning_critic", problem=problem, solution=solution, reference=reference),
             role="critic",
             sampling=self.sampling,
             schema=Critique,
@@ -159,7 +144,7 @@ class Critic:
 
     async def diagnose(self, *, problem: str, solution: str, subject: str | None = None) -> str:
         completion = await self.client.complete(
-            render("reasoning_diagnose", problem=problem, solution=solution),
+            self.prompts.render("reasoning_diagnose", problem=problem, solution=solution),
             role="critic",
             sampling=self.sampling,
             schema=Diagnosis,

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from pydantic import BaseModel, Field, model_validator
 
 from synthgraph.agents.models import ModelClient, Sampling, parse_hermes_tool_calls
-from synthgraph.agents.reasoning_roles import render
+from synthgraph.agents.prompting import DEFAULT_PROMPTS, Prompts
 
 RequestKind = Literal["single", "parallel", "multi_step", "no_tool"]
 
@@ -40,6 +40,16 @@ KIND_EXAMPLES: dict[str, str] = {
     "multi_step": "Find my last invoice to Acme Ltd and email its total to anna@example.com.",
     "no_tool": "Why do onions make people cry when they cut them?",
 }
+
+
+TOPIC_LINE = "Scenario: {topic}"
+ENVIRONMENT_LINE = ("What the user's tools hold right now (refer to these when you need something that exists): "
+                    "{environment}")
+NO_TOOLS_SHOWN = "(not relevant to this message)"
+RESULTS_HEADER = "Tool results:\n"
+# Prompt text filled in beside the templates: part of the run id like the templates.
+PROMPT_TEXT = {"kind_instructions": KIND_INSTRUCTIONS, "kind_examples": KIND_EXAMPLES, "topic_line": TOPIC_LINE,
+               "environment_line": ENVIRONMENT_LINE, "no_tools_shown": NO_TOOLS_SHOWN, "results_header": RESULTS_HEADER}
 
 
 class UserRequest(BaseModel):
@@ -139,6 +149,7 @@ def names_tools(request: str, tools: list[dict[str, Any]]) -> str | None:
 class ToolUseProposer:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def write_request(self, tools: list[dict[str, Any]], kind: RequestKind, topic: str | None = None,
                             environment: dict[str, Any] | None = None) -> str:
@@ -146,17 +157,16 @@ class ToolUseProposer:
         # requests for them anyway.
         shown = [] if kind == "no_tool" else tools
         tool_list = "\n".join(f"- {t['function']['name']}: {t['function'].get('description', '').strip()}"
-                              for t in shown) or "(not relevant to this message)"
+                              for t in shown) or NO_TOOLS_SHOWN
 
         def realistic(text: str) -> str | None:  # runs only on output that parsed
             return names_tools(UserRequest.model_validate_json(text).request, tools)
 
         completion = await self.client.complete(
-            render("tool_use_proposer", tool_list=tool_list, kind_instruction=KIND_INSTRUCTIONS[kind],
+            self.prompts.render("tool_use_proposer", tool_list=tool_list, kind_instruction=KIND_INSTRUCTIONS[kind],
                    examples=f"- {KIND_EXAMPLES[kind]}",
-                   topic_line=f"Scenario: {topic}" if topic else "",
-                   environment_line=("What the user's tools hold right now (refer to these when you need "
-                                     f"something that exists): {json.dumps(environment, ensure_ascii=False)}"
+                   topic_line=TOPIC_LINE.format(topic=topic) if topic else "",
+                   environment_line=(ENVIRONMENT_LINE.format(environment=json.dumps(environment, ensure_ascii=False))
                                      if environment and shown else "")),
             role="proposer", sampling=self.sampling, schema=UserRequest, check=realistic,
         )
@@ -184,6 +194,7 @@ class ToolUseSolver:
 
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
     max_calls_per_step: int = 4
     constrain_arguments: bool = True
     mode: Literal["structured", "native"] = "structured"
@@ -193,16 +204,16 @@ class ToolUseSolver:
         as a user turn (chat templates differ in whether and how they render tool turns; this works with any).
         Native: assistant `tool_calls` and `tool` turns, rendered by the model's template."""
         if self.mode == "native":
-            messages = render("tool_use_native", request=request)
+            messages = self.prompts.render("tool_use_native", request=request)
             for decision, results in steps:
                 messages.append(AIMessage(content="", tool_calls=[
                     {"name": r.name, "args": r.arguments, "id": r.id} for r in results]))
                 messages.extend(ToolMessage(content=r.content, tool_call_id=r.id, name=r.name) for r in results)
             return messages
-        messages = render("tool_use_solver", tools=describe_tools(tools) or "(none)", request=request)
+        messages = self.prompts.render("tool_use_solver", tools=describe_tools(tools) or "(none)", request=request)
         for decision, results in steps:
             messages.append(AIMessage(content=decision.model_dump_json(exclude_none=True, exclude_defaults=True)))
-            messages.append(HumanMessage(content="Tool results:\n" + "\n".join(
+            messages.append(HumanMessage(content=RESULTS_HEADER + "\n".join(
                 f"{r.name} (id {r.id}): {r.content}" for r in results)))
         return messages
 
@@ -236,10 +247,11 @@ class ToolUseSolver:
 class ToolUseCritic:
     client: ModelClient
     sampling: Sampling
+    prompts: Prompts = DEFAULT_PROMPTS
 
     async def judge(self, *, request: str, transcript: str, subject: str | None = None) -> ToolJudgement:
         completion = await self.client.complete(
-            render("tool_use_critic", request=request, transcript=transcript),
+            self.prompts.render("tool_use_critic", request=request, transcript=transcript),
             role="critic", sampling=self.sampling, schema=ToolJudgement, subject=subject,
         )
         return completion.parsed

@@ -8,7 +8,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from synthgraph.store.db import DEFAULT_STORE, StoreError, query
+from synthgraph.store.export import ExportFormat
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -37,26 +38,36 @@ def run(
     model: Annotated[str | None, typer.Option(help="model spec for every role, e.g. vllm:smollm2-135m")] = None,
     concurrency: Annotated[int | None, typer.Option(help="graph instances in flight", min=1)] = None,
     retry_errors: Annotated[bool, typer.Option(help="also redo seeds that crashed in an earlier run")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="write the run's HTML report here afterwards")] = None,
 ):
     """Run a recipe; rerunning the same command resumes where it stopped."""
+    from pydantic import ValidationError
+
     from synthgraph.graphs.recipe import RecipeError, load_recipe
     from synthgraph.graphs.runner import Runner
     from synthgraph.tools.dedup import BenchmarkError
+    from synthgraph.store.report import ReportError, ReportExists, check_destination, write_report
     from synthgraph.tools.retrieval import RetrievalError
+
+    if report is not None:
+        try:  # before the model loads, not after a long run
+            check_destination(report)
+        except ReportExists as exc:
+            _fail(f"--report: {exc}; choose a new path (the report of an earlier run is never replaced)")
+        except ReportError as exc:
+            _fail(f"--report: {exc}")
 
     try:
         recipe, seeds = load_recipe(recipe_path)
-        overrides = {}
-        if model is not None:
-            overrides["model"] = model
-            overrides["roles"] = recipe.roles.model_copy(update={
-                name: getattr(recipe.roles, name).model_copy(update={"model": None})
-                for name in type(recipe.roles).model_fields})
-        if concurrency is not None:
-            overrides["concurrency"] = concurrency
-        recipe = type(recipe).model_validate({**recipe.model_dump(), **overrides}) if overrides else recipe
-    except (RecipeError, ValueError) as exc:
-        _fail(str(exc).splitlines()[0] if isinstance(exc, RecipeError) else f"--model: {exc}")
+    except RecipeError as exc:
+        _fail(str(exc).splitlines()[0])
+    overrides = {name: value for name, value in (("model", model), ("concurrency", concurrency)) if value is not None}
+    if overrides:
+        try:
+            recipe = recipe.with_overrides(**overrides)
+        except ValidationError as exc:
+            _fail("; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                            for e in exc.errors()))
 
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -96,7 +107,15 @@ def run(
     if result.budget_exhausted:
         summary.add_row("budget", "[yellow]token budget reached: remaining seeds left pending[/]")
     summary.add_row("store", str(result.store_path.resolve()))
+    if report is None:
+        summary.add_row("report", f"synthgraph report --run {result.run_id} --db {result.store_path} --out report.html")
     out.print(summary)
+    if report is not None:
+        try:
+            written = write_report(result.store_path, report, run_id=result.run_id)
+        except (ReportError, StoreError) as exc:
+            _fail(f"--report: {exc}")
+        out.print(f"report: {written.path} ({written.html_bytes / 1e6:.1f} MB, {written.seconds:.1f} s)")
 
 
 class OutputFormat(str, Enum):
@@ -130,16 +149,14 @@ def sql(
         out.print(table)
 
 
-class ExportFormat(str, Enum):
-    jsonl = "jsonl"
-    parquet = "parquet"
-    sharegpt = "sharegpt"
+# The formats are the store's (store/export.py); an Enum of them is what every supported typer lists as choices.
+ExportChoice = Enum("ExportChoice", {name: name for name in get_args(ExportFormat)}, type=str)
 
 
 @app.command()
 def export(
     out_path: Annotated[Path, typer.Option("--out", help="file to write")],
-    format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl,
+    format: Annotated[ExportChoice, typer.Option("--format")] = ExportChoice.jsonl,
     status: Annotated[str | None, typer.Option(help="accepted, rejected or error (default: all)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     exclude_flagged: Annotated[bool, typer.Option(help="leave out samples flagged by dedup / decontamination")] = False,
@@ -374,6 +391,25 @@ def decontaminate(
     finally:
         store.close()
     _print_findings("decontamination", found, action, "benchmark item")
+@app.command()
+def report(
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write (its folder must exist)")],
+    run_id: Annotated[str | None, typer.Option("--run", help="only this run (default: every run in the store)")] = None,
+    db: DbOption = DEFAULT_STORE,
+    samples: Annotated[int, typer.Option(help="most samples to include in the browsable table", min=0)] = 500,
+    force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
+):
+    """Write one self-contained HTML report (plots + browsable samples) that opens offline."""
+    from synthgraph.store.report import ReportError, ReportExists, write_report
+
+    try:
+        written = write_report(db, out_path, run_id=run_id, max_samples=samples, overwrite=force)
+    except ReportExists as exc:
+        _fail(f"{exc}: choose another --out, or pass --force to replace it")
+    except (ReportError, StoreError) as exc:
+        _fail(str(exc))
+    out.print(f"wrote {written.path}: {written.runs} run(s), {written.samples} samples ({written.samples_shown} "
+              f"shown), {len(written.figures)} plots, {written.html_bytes / 1e6:.1f} MB in {written.seconds:.1f} s")
 
 
 if __name__ == "__main__":

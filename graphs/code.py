@@ -17,20 +17,84 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeSolver, Critique, Revision, extract_solution,
-                                          signature_of)
+from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeRevision, CodeSolver, Critique,
+                                          extract_solution, signature_of)
+from synthgraph.agents import code_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import CodeRecipe, CodeSeed
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
+                                       SolverSettings, VerifierSettings)
+from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.code_tests import TestOutcome, TestRun, arun_tests
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+class CodeProposerSettings(ProposerSettings):
+    max_tokens: int = Field(1024, ge=1, le=32768)
+
+
+class CodeSolverSettings(SolverSettings):
+    max_tokens: int = Field(1024, ge=1, le=32768)
+
+
+class CodeRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: CodeProposerSettings = Field(default_factory=CodeProposerSettings)
+    solver: CodeSolverSettings = Field(default_factory=CodeSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+class CodeSeed(SeedBase):
+    """A code seed: something to write a new problem from (a `topic`, a function `signature`, a code `snippet`
+    to draw on, OSS-Instruct style), or a human-eval style problem that brings its own `prompt` (a function
+    stub with its docstring), `test` (asserts, or a `check(candidate)` function) and `entry_point`, with an
+    optional `canonical_solution` (the body that completes the prompt)."""
+
+    task_id: str | None = None
+    topic: str | None = None
+    signature: str | None = None
+    snippet: str | None = None
+    prompt: str | None = None
+    test: str | None = None
+    entry_point: str | None = None
+    canonical_solution: str | None = None
+
+    @property
+    def seed_id(self) -> str:
+        return self.id or self.task_id or super().seed_id
+
+    @model_validator(mode="after")
+    def _inspiration_or_problem(self):
+        if self.prompt is None and not (self.topic or self.signature or self.snippet):
+            raise ValueError("a code seed needs a `topic`, `signature` or `snippet` (to propose a new problem) "
+                             "or a `prompt` with its `test` and `entry_point` (human-eval style)")
+        if self.prompt is not None and (self.test is None or self.entry_point is None):
+            raise ValueError("a seed with a `prompt` needs its `test` and `entry_point`")
+        if self.entry_point is not None and not self.entry_point.isidentifier():
+            raise ValueError(f"entry_point must be a Python function name (got {self.entry_point!r})")
+        return self
+
+
+class CodeRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = CodeSeed
+
+    graph: Literal["code"]
+    roles: CodeRoles = Field(default_factory=CodeRoles)
+    revise: ReviseSettings = Field(default_factory=ReviseSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+
 
 
 class Problem(BaseModel):
@@ -63,7 +127,7 @@ class ExecutionLog(BaseModel):
 class Attempt(BaseModel):
     key: str                              # r<round>k<branch>: stable, so sample ids survive a rerun
     round: int
-    revision: Revision | None = None      # the earlier code and test output this attempt was revised from
+    revision: CodeRevision | None = None      # the earlier code and test output this attempt was revised from
     reply: str | None = None              # the solver's whole reply (reasoning + code block)
     code: str | None = None
     error: str | None = None              # the solver's output was refused on every try
@@ -80,7 +144,7 @@ class CodeState(TypedDict, total=False):
     test_checks: dict[str, ExecutionLog]  # reference / returns_none / raises -> how it fared on the tests
     attempts: Annotated[list[Attempt], merge_by_key]
     revisions: int
-    briefs: list[Revision]                # what the next revision round's branches are shown
+    briefs: list[CodeRevision]                # what the next revision round's branches are shown
     outcome: Literal["accepted", "rejected"]
 
 
@@ -88,7 +152,7 @@ class SolveTask(TypedDict):
     problem: Problem
     key: str
     round: int
-    revision: Revision | None
+    revision: CodeRevision | None
 
 
 @dataclass
@@ -241,10 +305,20 @@ async def judge(state: CodeState, runtime: Runtime[CodeContext]) -> dict:
     return {"attempts": list(await asyncio.gather(*(judge_one(a) for a in pending)))}
 
 
+def critic_passed(critique: Critique, threshold: float) -> bool:
+    return critique.score >= threshold
+
+
+def accepted(attempt: Attempt, threshold: float) -> bool:
+    """The accept rule, the one place it is written (the router and the sample's status both read it): the code
+    passed the tests and the critic scored it at least `threshold`."""
+    return (attempt.execution is not None and attempt.execution.outcome == "passed"
+            and attempt.critique is not None and critic_passed(attempt.critique, threshold))
+
+
 def route_after_judge(state: CodeState, runtime: Runtime[CodeContext]) -> Literal["accept", "reject"]:
     threshold = runtime.context.critic_threshold
-    good = [a for a in _passed(state) if a.critique is not None and a.critique.score >= threshold]
-    return "accept" if good else "reject"
+    return "accept" if any(accepted(a, threshold) for a in state["attempts"]) else "reject"
 
 
 def revise(state: CodeState) -> dict:
@@ -252,7 +326,7 @@ def revise(state: CodeState) -> dict:
     round_ = state.get("revisions", 0)
     failed = [a for a in sorted(state["attempts"], key=branch)
               if a.round == round_ and a.code is not None and a.execution is not None]
-    return {"briefs": [Revision(previous=a.code, feedback=test_feedback(a.execution)) for a in failed],
+    return {"briefs": [CodeRevision(previous=a.code, feedback=test_feedback(a.execution)) for a in failed],
             "revisions": round_ + 1}
 
 
@@ -298,18 +372,17 @@ def build() -> StateGraph:
     return g
 
 
-graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
-
 
 # --------------------------------------------------------------------------- the runner's interface
 
 
-def make_context(recipe: CodeRecipe, pool: ModelPool) -> CodeContext:
+def make_context(recipe: CodeRecipe, pool: ModelPool, store: Store | None = None) -> CodeContext:
+    prompts = FAMILY.prompt_set(recipe)
     roles = recipe.roles
     return CodeContext(
-        proposer=CodeProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
-        solver=CodeSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling()),
-        critic=CodeCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        proposer=CodeProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        solver=CodeSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
+        critic=CodeCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         samples=roles.solver.samples,
         revise_rounds=recipe.revise.rounds,
         critic_threshold=roles.critic.threshold,
@@ -344,7 +417,7 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
         return "rejected", f"critic gave no usable verdict: {attempt.critique_error}"
     if attempt.critique is None:
         return "rejected", "passed the tests but not judged"
-    if attempt.critique.score < threshold:
+    if not accepted(attempt, threshold):
         return "rejected", f"critic score {attempt.critique.score} < {threshold:g}: {attempt.critique.reason}"
     return "accepted", None
 
@@ -369,7 +442,7 @@ def _problem_verdicts(state: CodeState, sample_id: str) -> list[VerdictRow]:
 
 
 def to_rows(state: CodeState, *, run_id: str, seed_id: str, context: CodeContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     threshold = context.critic_threshold
     group_id = stable_id(run_id, seed_id)
@@ -393,7 +466,7 @@ def to_rows(state: CodeState, *, run_id: str, seed_id: str, context: CodeContext
         if problem is not None:
             messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
             verdicts.extend(_problem_verdicts(state, sample_id))
-        return samples, messages, verdicts, sample_ids
+        return Rows(samples, messages, verdicts, sample_ids)
     for attempt in sorted(state.get("attempts", []), key=branch):
         sample_id = stable_id(run_id, seed_id, attempt.key)
         sample_ids[attempt.key] = sample_id
@@ -417,9 +490,18 @@ def to_rows(state: CodeState, *, run_id: str, seed_id: str, context: CodeContext
                                        detail=attempt.execution.detail))
         if attempt.critique is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
-                                       outcome="passed" if attempt.critique.score >= threshold else "failed",
+                                       outcome="passed" if critic_passed(attempt.critique, threshold) else "failed",
                                        detail=attempt.critique.reason))
         elif attempt.critique_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
                                        detail=attempt.critique_error))
-    return samples, messages, verdicts, sample_ids
+    return Rows(samples, messages, verdicts, sample_ids)
+
+
+FAMILY = Family(
+    name="code", recipe=CodeRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("code_proposer", "code_solver", "code_critic"),
+    prompt_text=code_roles.PROMPT_TEXT, studio_recipe="demos/code.yaml",
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

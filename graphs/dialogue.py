@@ -14,19 +14,126 @@ Each dialogue is one sample: one `messages` row per turn, one `turn_critic` verd
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, DialogueCritique, Line, Revision, Scenario,
-                                              TurnCritique, Twist, UserSimulator, UserStatus)
+from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, DialogueCritique, Line, Scenario,
+                                              TurnCritique, TurnRevision, Twist, UserSimulator, UserStatus)
+from synthgraph.agents import dialogue_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.graphs.recipe import DialogueChecks, DialogueRecipe, DialogueSeed, Persona
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import CriticSettings, RecipeBase, RoleSettings, SeedBase
+from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.dialogue_checks import CheckResult, check_dialogue
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+class DialogueUserSettings(RoleSettings):
+    temperature: float = Field(0.9, ge=0, le=2)
+    max_tokens: int = Field(192, ge=1, le=32768, description="per user turn (a JSON message + status)")
+
+
+class DialogueAssistantSettings(RoleSettings):
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(384, ge=1, le=32768, description="per assistant turn")
+    system_prompt: str = Field("You are a helpful, accurate assistant. Answer clearly and concisely.",
+                               description="the assistant's system prompt: turn 0 of every dialogue; '' for none")
+
+
+class DialogueCriticSettings(CriticSettings):
+    threshold: float = Field(6, ge=0, le=10, description="mean critic score (0-10) an assistant turn needs")
+    dialogue_threshold: float = Field(6, ge=0, le=10, description="whole-dialogue critic score a dialogue needs")
+    regenerations: int = Field(1, ge=0, le=3, description="re-drafts of an assistant turn scored under threshold")
+
+
+class DialogueRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: DialogueUserSettings = Field(default_factory=DialogueUserSettings)
+    assistant: DialogueAssistantSettings = Field(default_factory=DialogueAssistantSettings)
+    critic: DialogueCriticSettings = Field(default_factory=DialogueCriticSettings)
+
+
+class Persona(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, description="short label, what SQL groups by")
+    description: str = Field(min_length=1, max_length=2000, description="the persona sheet the user simulator plays")
+
+
+class TurnLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_user: int = Field(3, ge=1, le=20, description="user turns before the user simulator may end the dialogue")
+    max_user: int = Field(5, ge=1, le=20, description="user turns after which the dialogue ends (turn_budget)")
+
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min_user > self.max_user:
+            raise ValueError(f"min_user ({self.min_user}) must not exceed max_user ({self.max_user})")
+        return self
+
+
+class DialogueChecks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_turn_chars: int = Field(4000, ge=20, le=100000, description="longest allowed turn, user or assistant")
+    near_duplicate: float = Field(0.9, gt=0, le=1, description="difflib ratio at which two assistant turns repeat")
+    leak_chars: int = Field(60, ge=10, le=2000, description="verbatim overlap with the system prompt or persona "
+                                                             "sheet that counts as a leak")
+
+
+class DialogueSeed(SeedBase):
+    """A dialogue seed: a `cell` of the recipe's persona x goal x twist grid (its position in the seed list when
+    absent), and any of `persona` (a recipe persona's name), `goal`, `twist` pinned to override the grid."""
+
+    cell: int | None = Field(None, ge=0)
+    persona: str | None = None
+    goal: str | None = Field(None, min_length=1)
+    twist: Twist | None = None
+
+
+class DialogueRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = DialogueSeed
+
+    graph: Literal["dialogue"]
+    roles: DialogueRoles = Field(default_factory=DialogueRoles)
+    personas: list[Persona] = Field(min_length=1, description="the user simulator's personas")
+    goals: list[str] = Field(min_length=1, description="what the user wants from the conversation")
+    twists: list[Twist] = Field(["none", "changes_mind", "makes_mistake"],
+                                description="what the user does on their second turn besides pursuing the goal")
+    turns: TurnLimits = Field(default_factory=TurnLimits)
+    verifier: DialogueChecks = Field(default_factory=DialogueChecks)
+
+    @model_validator(mode="after")
+    def _grid(self):
+        names = [p.name for p in self.personas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"personas: names must be unique (got {names})")
+        if not self.twists or len(set(self.twists)) != len(self.twists):
+            raise ValueError("twists: list each of none, changes_mind, makes_mistake at most once, at least one")
+        if set(self.twists) - {"none"} and self.turns.max_user < 2:
+            raise ValueError("twists other than none happen on the user's second turn: "
+                             "set turns.max_user >= 2 or twists: [none]")
+        return self
+
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
+        known = {p.name for p in self.personas}
+        for position, seed in enumerate(seeds):
+            if seed.persona is not None and seed.persona not in known:
+                raise ValueError(f"seed {seed.seed_id}: persona {seed.persona!r} is not one of the recipe's "
+                                 f"personas ({', '.join(sorted(known))})")
+            if seed.cell is None:
+                # Coverage is planned: a seed without a cell takes the one at its position in the seed list.
+                seed.cell = position
+
+
 
 EndReason = Literal["goal_met", "gave_up", "turn_budget"]
 SUBJECT = "dialogue"  # every model call of a seed goes into its one sample
@@ -151,7 +258,7 @@ def route_after_user(state: DialogueState) -> Literal["respond", "judge_dialogue
 
 async def respond(state: DialogueState, runtime: Runtime[DialogueContext]) -> dict:
     ctx, drafts = runtime.context, state["drafts"]
-    revision = Revision(draft=drafts[-1].content, critique=drafts[-1].critique.reason) if drafts else None
+    revision = TurnRevision(draft=drafts[-1].content, critique=drafts[-1].critique.reason) if drafts else None
     try:
         content = await ctx.assistant.reply(ctx.system_prompt, lines(state["turns"]), revision=revision,
                                             subject=SUBJECT)
@@ -183,7 +290,7 @@ async def critique(state: DialogueState, runtime: Runtime[DialogueContext]) -> d
 def route_after_critique(state: DialogueState, runtime: Runtime[DialogueContext]) -> Literal["respond", "commit"]:
     ctx, drafts = runtime.context, state["drafts"]
     score = drafts[-1].score
-    low = score is not None and score < ctx.turn_threshold
+    low = score is not None and not turn_passed(score, ctx.turn_threshold)
     return "respond" if low and len(drafts) - 1 < ctx.regenerations else "commit"
 
 
@@ -223,6 +330,16 @@ def verify(state: DialogueState, runtime: Runtime[DialogueContext]) -> dict:
                                      **ctx.checks.model_dump())}
 
 
+def turn_passed(score: float, threshold: float) -> bool:
+    """The accept rule of an assistant turn, the one place it is written (redrafting, rows and status read it)."""
+    return score >= threshold
+
+
+def dialogue_passed(verdict: DialogueCritique, threshold: float) -> bool:
+    """The accept rule of the whole-dialogue critic, the one place it is written."""
+    return not verdict.repetition and verdict.score >= threshold
+
+
 def rejection(state: DialogueState, ctx: DialogueContext) -> str | None:
     """Why a finished dialogue is not training data, or None when it is."""
     failed = [c for c in state.get("checks", []) if not c.passed]
@@ -233,7 +350,7 @@ def rejection(state: DialogueState, ctx: DialogueContext) -> str | None:
         return f"dialogue critic gave no usable verdict: {state.get('verdict_error')}"
     if verdict.repetition:
         return f"dialogue critic found a repetition loop: {verdict.reason}"
-    if verdict.score < ctx.dialogue_threshold:
+    if not dialogue_passed(verdict, ctx.dialogue_threshold):
         return f"dialogue critic score {verdict.score} < {ctx.dialogue_threshold:g}: {verdict.reason}"
     offset = 1 if ctx.system_prompt else 0
     for i, turn in enumerate(state["turns"]):
@@ -242,7 +359,7 @@ def rejection(state: DialogueState, ctx: DialogueContext) -> str | None:
         score = turn.drafts[turn.kept].score
         if score is None:
             return f"assistant turn {i + offset} was not judged: {turn.drafts[turn.kept].critique_error}"
-        if score < ctx.turn_threshold:
+        if not turn_passed(score, ctx.turn_threshold):
             return f"assistant turn {i + offset} scored {score:g} < {ctx.turn_threshold:g}"
     return None
 
@@ -288,18 +405,17 @@ def build() -> StateGraph:
     return g
 
 
-graph = build().compile().with_config(recursion_limit=STEP_LIMIT)  # `langgraph dev` / Studio (langgraph.json)
-
 
 # --------------------------------------------------------------------------- the runner's interface
 
 
-def make_context(recipe: DialogueRecipe, pool: ModelPool) -> DialogueContext:
+def make_context(recipe: DialogueRecipe, pool: ModelPool, store: Store | None = None) -> DialogueContext:
+    prompts = FAMILY.prompt_set(recipe)
     roles = recipe.roles
     return DialogueContext(
-        user=UserSimulator(pool.client(recipe.role_model("user")), roles.user.sampling()),
-        assistant=Assistant(pool.client(recipe.role_model("assistant")), roles.assistant.sampling()),
-        critic=DialogueCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        user=UserSimulator(pool.client(recipe.role_model("user")), roles.user.sampling(), prompts=prompts),
+        assistant=Assistant(pool.client(recipe.role_model("assistant")), roles.assistant.sampling(), prompts=prompts),
+        critic=DialogueCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         personas=recipe.personas,
         goals=recipe.goals,
         twists=recipe.twists,
@@ -327,7 +443,7 @@ def stored_messages(state: DialogueState, system_prompt: str) -> list[tuple[str,
 
 
 def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: DialogueContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The one sample of a dialogue, its turns and verdicts, plus call subject -> sample id."""
     sample_id = stable_id(run_id, seed_id, SUBJECT)
     turns = state.get("turns") or []
@@ -342,7 +458,8 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
         turn_scores.append({"turn": i + offset, "scores": [d.score for d in turn.drafts], "kept": turn.kept})
         if kept.critique is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="turn_critic", turn=i + offset, score=kept.score,
-                                       outcome="passed" if kept.score >= context.turn_threshold else "failed",
+                                       outcome="passed" if turn_passed(kept.score, context.turn_threshold)
+                                       else "failed",
                                        detail=kept.critique.model_dump_json()))
         else:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="turn_critic", turn=i + offset,
@@ -351,7 +468,7 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
     if verdict is not None:
         verdicts.append(VerdictRow(
             sample_id=sample_id, verifier="dialogue_critic", score=verdict.score, detail=verdict.model_dump_json(),
-            outcome="passed" if verdict.score >= context.dialogue_threshold and not verdict.repetition else "failed"))
+            outcome="passed" if dialogue_passed(verdict, context.dialogue_threshold) else "failed"))
     elif state.get("verdict_error"):
         verdicts.append(VerdictRow(sample_id=sample_id, verifier="dialogue_critic", outcome="unchecked",
                                    detail=state["verdict_error"]))
@@ -385,4 +502,14 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
     sample = SampleRow(sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=stable_id(run_id, seed_id),
                        kind="dialogue", status=status, reason=reason,
                        score=round(sum(scored) / len(scored), 3) if scored else None, payload=payload)
-    return [sample], messages, verdicts, {SUBJECT: sample_id}
+    return Rows([sample], messages, verdicts, {SUBJECT: sample_id})
+
+
+FAMILY = Family(
+    name="dialogue", recipe=DialogueRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("dialogue_user", "dialogue_revise", "dialogue_critic", "dialogue_judge"),
+    prompt_text=dialogue_roles.PROMPT_TEXT, studio_recipe="demos/dialogue.yaml",
+    config={"recursion_limit": STEP_LIMIT},
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

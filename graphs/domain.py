@@ -19,26 +19,128 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypedDict
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgraph.agents.domain_roles import (DomainCritic, DomainProposer, DomainSolver, QAJudgement, QuestionKind,
                                             SolverAction, clip, question_problems)
+from synthgraph.agents import domain_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import DomainRecipe, DomainSeed, draw_kind
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
+                                       SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.tools.grounding_checks import CheckOutcome, content_words, grounding_checks
 from synthgraph.tools.retrieval import Hit, IngestReport, RetrievalError, Retriever, ingest_corpus, sample_chunks
 
-StageOutcome = Literal["passed", "failed", "unchecked"]
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+class DomainProposerSettings(ProposerSettings):
+    max_tokens: int = Field(160, ge=1, le=32768)
+
+
+class DomainSolverSettings(SolverSettings):
+    samples: int = Field(1, ge=1, le=64, description="independent answers per question (k)")
+    temperature: float = Field(0.3, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, le=32768, description="per step")
+    max_searches: int = Field(1, ge=0, le=4, description="searches the solver may add to the graph's first one")
+
+
+class DomainRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: DomainProposerSettings = Field(default_factory=DomainProposerSettings)
+    solver: DomainSolverSettings = Field(default_factory=DomainSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+class RetrievalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(3, ge=1, le=20, description="chunks per search")
+    passage_chars: int = Field(500, ge=100, le=100000, description="each passage is cut to this many characters "
+                                                                  "in prompts and tool results (small models are slow "
+                                                                  "on long prompts)")
+
+
+class DomainChecks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    support: float = Field(0.6, ge=0, le=1, description="share of the answer's content words the cited passages "
+                                                        "must contain")
+    copy_words: int = Field(8, ge=3, le=100, description="consecutive words shared with its source passage that "
+                                                         "make a question a copy")
+    max_question_words: int = Field(30, ge=5, le=200, description="longest question, in words")
+    source_overlap: float = Field(0.5, ge=0, le=1, description="word overlap (Jaccard) at which a cited chunk "
+                                                               "counts as the question's source chunk")
+
+
+class DomainSeed(SeedBase):
+    """A grounded-QA seed: a question `kind` (drawn from the recipe's `mix` when absent) and optionally the chunk
+    ids to write it from (else the seed's `slot` picks them: its position in the seed list); or a ready
+    `question` with whether the corpus can answer it (`answerable`), which skips the proposer."""
+
+    kind: QuestionKind | None = None
+    chunks: list[str] | None = None
+    question: str | None = Field(None, min_length=3)
+    answerable: bool | None = None
+    slot: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.question is not None and self.answerable is None:
+            raise ValueError("a seed with a ready `question` needs `answerable` (true or false)")
+        if self.answerable is False and self.kind not in (None, "unanswerable"):
+            raise ValueError(f"kind {self.kind!r} contradicts answerable: false (use kind: unanswerable)")
+        if self.answerable is True and self.kind == "unanswerable":
+            raise ValueError("kind unanswerable contradicts answerable: true")
+        if self.chunks is not None and not self.chunks:
+            raise ValueError("`chunks` must name at least one chunk id (or be left out to pick them)")
+        return self
+
+    @property
+    def question_kind(self) -> QuestionKind | None:
+        return "unanswerable" if self.answerable is False else self.kind
+
+
+class DomainRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = DomainSeed
+
+    graph: Literal["domain"]
+    corpus: CorpusSettings = Field(default_factory=lambda: CorpusSettings(name="pydoc-topics"))
+    roles: DomainRoles = Field(default_factory=DomainRoles)
+    mix: dict[QuestionKind, float] = Field(
+        default_factory=lambda: {"factual": 0.5, "multi_hop": 0.25, "unanswerable": 0.25},
+        description="share of each question kind, for seeds that do not name their kind")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    verifier: DomainChecks = Field(default_factory=DomainChecks)
+
+    @model_validator(mode="after")
+    def _mix(self):
+        check_mix(self.mix)
+        return self
+
+    def corpus_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in self.corpus.paths]
+
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
+        for path in self.corpus_paths():
+            if not path.exists():
+                raise ValueError(f"corpus.paths: {path} does not exist (paths are relative to the recipe)")
+        for position, seed in enumerate(seeds):
+            if seed.slot is None:
+                # Coverage is planned: a seed without a slot takes the chunk at its position in the seed list.
+                seed.slot = position
+
 
 
 def search_tool(description: str) -> dict[str, Any]:
@@ -66,7 +168,7 @@ class Attempt(BaseModel):
     decline_reason: str | None = None
     stopped: Literal["answered", "declined", "error"] | None = None
     error: str | None = None                       # the solver's output was refused on every try
-    checks: dict[str, tuple[StageOutcome, str]] = {}
+    checks: dict[str, CheckOutcome] = {}           # the computable stages, set by verify
     judgement: QAJudgement | None = None
     judgement_error: str | None = None
 
@@ -261,13 +363,18 @@ async def verify(state: DomainState, runtime: Runtime[DomainContext]) -> dict:
         if attempt.error is not None:
             return attempt
         cited = await asyncio.to_thread(ctx.retriever.get_chunks, attempt.citations)
-        return attempt.model_copy(update={"checks": checks(attempt, cited, state, ctx)})
+        found = grounding_checks(answerable=state["kind"] != "unanswerable", stopped=attempt.stopped,
+                                 answer=attempt.answer, citations=attempt.citations,
+                                 decline_reason=attempt.decline_reason, retrieved=attempt.retrieved, cited=cited,
+                                 sources=state["sources"], support_threshold=ctx.support_threshold,
+                                 source_overlap=ctx.source_overlap)
+        return attempt.model_copy(update={"checks": found})
 
     return {"attempts": list(await asyncio.gather(*(one(a) for a in state["attempts"])))}
 
 
 def _checked(attempt: Attempt) -> bool:
-    return bool(attempt.checks) and all(outcome != "failed" for outcome, _ in attempt.checks.values())
+    return bool(attempt.checks) and all(check.outcome != "failed" for check in attempt.checks.values())
 
 
 def route_after_verify(state: DomainState) -> Literal["judge", "reject"]:
@@ -327,102 +434,6 @@ def build() -> StateGraph:
     return g
 
 
-graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
-
-
-# ------------------------------------------------------------------------------------- computable checks
-
-_STOPWORDS = frozenset("""
-a about after again all also an and any are as at be been before being between both but by can could did do does
-done down during each either for from further had has have having he her here his how i if in into is it its just
-may might more most must my no nor not of off on once one only or other our out over own same shall she should so
-some such than that the their them then there these they this those through to too two under up very was we were
-what when where which while who whom whose why will with would yes you your
-""".split())
-_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)*")
-# What an answer must not invent: code spans, numbers, and identifiers (snake_case, dunder, dotted, called).
-_IDENTIFIER = re.compile(r"`([^`]+)`|(?<![\w.])(\d+(?:\.\d+)*|\w*_\w*|\w+(?:\.\w+)+|\w+\(\))(?![\w(])")
-
-
-def _stem(word: str) -> str:
-    word = word.lower()
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str) -> list[str]:
-    """The words that carry meaning, lightly stemmed (plurals and tenses match their stem)."""
-    return [_stem(w) for w in _TOKEN.findall(text) if (w.lower() not in _STOPWORDS and len(w) > 1) or w.isdigit()]
-
-
-def support(answer: str, passages: Sequence[str]) -> tuple[float | None, list[str], list[str]]:
-    """(share of the answer's content words found in the passages or None when it has none, the words missing,
-    the numbers and identifiers missing: these must appear verbatim)."""
-    text = "\n".join(passages)
-    available = set(content_words(text))
-    words = list(dict.fromkeys(content_words(answer)))
-    missing_words = [w for w in words if w not in available]
-    share = None if not words else 1 - len(missing_words) / len(words)
-    literal = [m[1] or m[2] for m in _IDENTIFIER.finditer(answer)]
-    missing_literals = [x for x in dict.fromkeys(literal) if x.strip().lower() not in text.lower()]
-    return share, missing_words, missing_literals
-
-
-def _same_passage(cited: Hit, source: Hit, overlap: float) -> bool:
-    if cited.chunk_id == source.chunk_id:
-        return True
-    a, b = set(content_words(cited.text)), set(content_words(source.text))
-    return bool(a | b) and len(a & b) / len(a | b) >= overlap
-
-
-def checks(attempt: Attempt, cited: Sequence[Hit], state: DomainState, ctx: DomainContext
-           ) -> dict[str, tuple[StageOutcome, str]]:
-    """The computable verdicts of a finished attempt: verifier -> (outcome, detail). `cited` is what the store
-    holds of the cited ids."""
-    answerable = state["kind"] != "unanswerable"
-    verdicts: dict[str, tuple[StageOutcome, str]] = {}
-    # Answering or declining is the first thing to get right, so it is the reason a sample names first.
-    if answerable:
-        verdicts["answerability"] = (("passed", "answered") if attempt.stopped == "answered" else
-                                     ("failed", f"declined a question its passages answer: {attempt.decline_reason}"))
-    else:
-        verdicts["answerability"] = (("passed", "declined a question the corpus does not answer")
-                                     if attempt.stopped == "declined" else
-                                     ("failed", "answered a question the corpus does not answer"))
-    if attempt.stopped == "declined":
-        verdicts["citations"] = ("unchecked", "declined: no claims to cite")
-        verdicts["support"] = ("unchecked", "declined: no claims to support")
-    else:
-        found = {h.chunk_id for h in cited}
-        unknown = [c for c in attempt.citations if c not in found]
-        unseen = [c for c in attempt.citations if c in found and c not in attempt.passages]
-        sources = state["sources"] if answerable else []
-        uncited = [s.chunk_id for s in sources if not any(_same_passage(h, s, ctx.source_overlap) for h in cited)]
-        if unknown:
-            verdicts["citations"] = ("failed", f"cites chunks that do not exist: {', '.join(unknown)}")
-        elif unseen:
-            verdicts["citations"] = ("failed", f"cites chunks this trajectory never retrieved: {', '.join(unseen)}")
-        elif uncited:
-            verdicts["citations"] = ("failed", f"does not cite the passage the question was written from "
-                                               f"({', '.join(uncited)}) nor one like it")
-        else:
-            verdicts["citations"] = ("passed", f"{len(attempt.citations)} cited, all retrieved"
-                                               + (", source passage cited" if sources else ""))
-        share, missing_words, missing_literals = support(attempt.answer, [h.text for h in cited])
-        if missing_literals:
-            verdicts["support"] = ("failed", f"not in the cited passages: {', '.join(missing_literals)}")
-        elif share is None:
-            verdicts["support"] = ("failed", "the answer states nothing to check (no content words)")
-        elif share < ctx.support_threshold:
-            verdicts["support"] = ("failed", f"{share:.0%} of the answer's content words are in the cited passages "
-                                             f"(needs {ctx.support_threshold:.0%}); missing: "
-                                             f"{', '.join(missing_words[:10])}")
-        else:
-            verdicts["support"] = ("passed", f"{share:.0%} of the answer's content words are in the cited passages")
-    return verdicts
-
 
 # --------------------------------------------------------------------------- the runner's interface
 
@@ -434,7 +445,10 @@ def prepare_corpus(recipe: DomainRecipe, store: Store) -> IngestReport:
                          overlap=corpus.overlap)
 
 
-def make_context(recipe: DomainRecipe, pool: ModelPool, *, store: Store) -> DomainContext:
+def make_context(recipe: DomainRecipe, pool: ModelPool, store: Store | None = None) -> DomainContext:
+    if store is None:
+        raise RetrievalError("the domain family retrieves from the run's store: run the recipe with the runner")
+    prompts = FAMILY.prompt_set(recipe)
     roles, corpus = recipe.roles, recipe.corpus
     report = prepare_corpus(recipe, store)
     chunks = sample_chunks(store.con, corpus.name, n=1 << 30)  # every chunk, in an order fixed by the corpus
@@ -443,9 +457,9 @@ def make_context(recipe: DomainRecipe, pool: ModelPool, *, store: Store) -> Doma
         raise RetrievalError(f"corpus {corpus.name!r} has no chunk of at least {corpus.min_chunk_chars} characters "
                          "to write questions from: lower corpus.min_chunk_chars")
     return DomainContext(
-        proposer=DomainProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
-        solver=DomainSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling()),
-        critic=DomainCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        proposer=DomainProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        solver=DomainSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
+        critic=DomainCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         retriever=Retriever(store.con, corpus=corpus.name),
         chunk_order=order,
         mix=dict(recipe.mix),
@@ -470,6 +484,11 @@ def initial_state(seed: DomainSeed) -> DomainState:
 # ------------------------------------------------------------------------------------- state -> rows
 
 
+def critic_passed(judgement: QAJudgement, threshold: float) -> bool:
+    """The critic's accept rule, the one place it is written."""
+    return judgement.question_ok and judgement.supported and judgement.score >= threshold
+
+
 def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None]:
     """(status, reason) of one attempt as a sample."""
     if attempt.error is not None:
@@ -486,7 +505,7 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
         return "rejected", f"critic: question not self-contained ({judgement.score}): {judgement.reason}"
     if not judgement.supported:
         return "rejected", f"critic: reply not supported by the passages ({judgement.score}): {judgement.reason}"
-    if judgement.score < threshold:
+    if not critic_passed(judgement, threshold):
         return "rejected", f"critic score {judgement.score} < {threshold:g}"
     return "accepted", None
 
@@ -524,7 +543,7 @@ def attempt_messages(sample_id: str, question: str, attempt: Attempt, passage_ch
 
 
 def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     group_id = stable_id(run_id, seed_id)
     kind, question = state["kind"], state.get("question")
@@ -542,7 +561,7 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
                            reason=state.get("question_error") or "question: " + "; ".join(problems), payload=base)
         verdicts = [VerdictRow(sample_id=sample_id, verifier="question", outcome="failed", detail="; ".join(problems))
                     ] if problems else []
-        return [sample], [], verdicts, {"question": sample_id}
+        return Rows([sample], [], verdicts, {"question": sample_id})
     samples, messages, verdicts, sample_ids = [], [], [], {}
     for attempt in sorted(state["attempts"], key=lambda a: int(a.key[1:])):
         sample_id = stable_id(run_id, seed_id, attempt.key)
@@ -564,10 +583,19 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
             verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome=outcome, detail=detail,
                                        score={"passed": 1.0, "failed": 0.0}.get(outcome)))
         if judgement is not None:
-            passed = judgement.question_ok and judgement.supported and judgement.score >= context.critic_threshold
+            passed = critic_passed(judgement, context.critic_threshold)
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="passed" if passed else "failed",
                                        score=judgement.score, detail=judgement.reason))
         elif attempt.judgement_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
                                        detail=attempt.judgement_error))
-    return samples, messages, verdicts, sample_ids
+    return Rows(samples, messages, verdicts, sample_ids)
+
+
+FAMILY = Family(
+    name="domain", recipe=DomainRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("domain_proposer", "domain_solver", "domain_critic"),
+    prompt_text=domain_roles.PROMPT_TEXT, studio_recipe="demos/domain_qa.yaml",
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -13,20 +13,63 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synthgraph.agents import reasoning_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.reasoning_roles import Critic, Critique, Proposer, Solver
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import ReasoningRecipe, Seed
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
+                                       SolverSettings, VerifierSettings)
+from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 from synthgraph.tools.math_answers import AnswerCheck, check_answer
 from synthgraph.tools.sandbox import arun_python
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+class ReasoningRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: ProposerSettings = Field(default_factory=ProposerSettings)
+    solver: SolverSettings = Field(default_factory=SolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+class Seed(SeedBase):
+    """A reasoning seed: a topic to write a new problem about, or a problem with a known gold answer."""
+
+    topic: str | None = None
+    style: str | None = None
+    example: str | None = None
+    problem: str | None = None
+    answer: str | None = None
+
+    @model_validator(mode="after")
+    def _topic_or_problem(self):
+        if self.topic is None and self.problem is None:
+            raise ValueError("a seed needs a `topic` (to propose a new problem) or a `problem` (with `answer`)")
+        if self.problem is not None and self.answer is None:
+            raise ValueError("a seed with a `problem` needs its gold `answer`")
+        return self
+
+
+class ReasoningRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = Seed
+
+    graph: Literal["reasoning"]
+    roles: ReasoningRoles = Field(default_factory=ReasoningRoles)
+    revise: ReviseSettings = Field(default_factory=ReviseSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+
 
 
 class Problem(BaseModel):
@@ -181,10 +224,20 @@ async def judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
     return {"attempts": list(await asyncio.gather(*(judge_one(a) for a in pending)))}
 
 
+def critic_passed(critique: Critique, threshold: float) -> bool:
+    return critique.score >= threshold
+
+
+def accepted(attempt: Attempt, threshold: float) -> bool:
+    """The accept rule, the one place it is written (the router and the sample's status both read it): the answer
+    matches the reference and the critic scored the trace at least `threshold`."""
+    return (attempt.check is not None and attempt.check.outcome == "match"
+            and attempt.critique is not None and critic_passed(attempt.critique, threshold))
+
+
 def route_after_judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> Literal["accept", "reject"]:
     threshold = runtime.context.critic_threshold
-    good = [a for a in _verified(state) if a.critique is not None and a.critique.score >= threshold]
-    return "accept" if good else "reject"
+    return "accept" if any(accepted(a, threshold) for a in state["attempts"]) else "reject"
 
 
 async def diagnose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
@@ -227,18 +280,17 @@ def build() -> StateGraph:
     return g
 
 
-graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
-
 
 # --------------------------------------------------------------------------- the runner's interface
 
 
-def make_context(recipe: ReasoningRecipe, pool: ModelPool) -> ReasoningContext:
+def make_context(recipe: ReasoningRecipe, pool: ModelPool, store: Store | None = None) -> ReasoningContext:
+    prompts = FAMILY.prompt_set(recipe)
     roles = recipe.roles
     return ReasoningContext(
-        proposer=Proposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
-        solver=Solver(pool.client(recipe.role_model("solver")), roles.solver.sampling()),
-        critic=Critic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        proposer=Proposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        solver=Solver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
+        critic=Critic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         samples=roles.solver.samples,
         revise_rounds=recipe.revise.rounds,
         critic_threshold=roles.critic.threshold,
@@ -268,13 +320,13 @@ def attempt_verdict(attempt: Attempt, threshold: float) -> tuple[str, str | None
         return "rejected", f"critic gave no usable verdict: {attempt.critique_error}"
     if attempt.critique is None:
         return "rejected", "verified but not judged"
-    if attempt.critique.score < threshold:
+    if not accepted(attempt, threshold):
         return "rejected", f"critic score {attempt.critique.score} < {threshold:g}: {attempt.critique.reason}"
     return "accepted", None
 
 
 def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     threshold = context.critic_threshold
     group_id = stable_id(run_id, seed_id)
@@ -295,7 +347,7 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
             messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="reference_program", outcome="failed",
                                        detail=state["problem_error"]))
-        return samples, messages, verdicts, sample_ids
+        return Rows(samples, messages, verdicts, sample_ids)
     for attempt in sorted(state.get("attempts", []), key=lambda a: (a.round, a.key)):
         sample_id = stable_id(run_id, seed_id, attempt.key)
         sample_ids[attempt.key] = sample_id
@@ -316,9 +368,18 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
                                        detail=attempt.check.reason))
         if attempt.critique is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
-                                       outcome="passed" if attempt.critique.score >= threshold else "failed",
+                                       outcome="passed" if critic_passed(attempt.critique, threshold) else "failed",
                                        detail=attempt.critique.reason))
         elif attempt.critique_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
                                        detail=attempt.critique_error))
-    return samples, messages, verdicts, sample_ids
+    return Rows(samples, messages, verdicts, sample_ids)
+
+
+FAMILY = Family(
+    name="reasoning", recipe=ReasoningRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("reasoning_proposer", "reasoning_solver", "reasoning_critic", "reasoning_diagnose"),
+    prompt_text=reasoning_roles.PROMPT_TEXT, studio_recipe="demos/reasoning.yaml",
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -7,26 +7,18 @@ its `done` mark, so after a kill the same command skips what was written and red
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from types import ModuleType
-
 from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
-from synthgraph.graphs import code, dialogue, domain, reasoning, tool_use
+from synthgraph.graphs.family import family
 from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
-
-
-# Each recipe family is a graph module with the same four names: graph, make_context, initial_state, to_rows.
-FAMILIES: dict[str, ModuleType] = {"reasoning": reasoning, "code": code, "tool_use": tool_use,
-                                   "dialogue": dialogue, "domain": domain}
 
 
 @dataclass
@@ -101,7 +93,8 @@ class Runner:
         self.on_update = on_update or (lambda tally: None)
         self.on_call = on_call or (lambda record: None)
         self.run_id = recipe.run_id(seeds)
-        self.family = FAMILIES[recipe.graph]
+        self.family = family(recipe.graph)
+        self.graph = self.family.graph_for(recipe)
         self.tally = RunTally()
 
     async def run(self) -> RunResult:
@@ -134,9 +127,7 @@ class Runner:
     async def _generate(self, pending: list[SeedBase], store: Store) -> bool:
         owns_pool = self.pool is None
         pool = self.pool or ModelPool(self.recipe.engine, max_attempts=self.recipe.max_model_attempts)
-        # A family that reads the store while it runs (a retrieval corpus) asks for it by taking `store`.
-        takes_store = "store" in inspect.signature(self.family.make_context).parameters
-        context = self.family.make_context(self.recipe, pool, **({"store": store} if takes_store else {}))
+        context = self.family.make_context(self.recipe, pool, store)
         try:
             t0 = time.perf_counter()
             await pool.start()
@@ -172,7 +163,7 @@ class Runner:
         current_call_log.set(log)  # this coroutine runs in its own task (gather), so the log is this seed's
         seed_id = seed.seed_id
         try:
-            state = await self.family.graph.ainvoke(self.family.initial_state(seed), context=context)
+            state = await self.graph.ainvoke(self.family.initial_state(seed), context=context)
             samples, messages, verdicts, sample_ids = self.family.to_rows(
                 state, run_id=self.run_id, seed_id=seed_id, context=context)
             status, error = "done", None

@@ -1,60 +1,206 @@
 """Tool-use trajectories: propose a request -> k assistants call real tools -> format / execution / semantic checks.
 
-APIGen / ToolACE style. The proposer is offered 1-4 tools from the registry and writes a user request of a
-planned kind (one call, parallel calls, dependent multi-step calls, or none needed). Each of k solver branches
-runs the trajectory loop below: decide (call tools or answer) -> validate and execute the calls in a fresh tool
-session -> feed the results back -> decide ..., until it answers or its step budget forces an answer. Then the
-three stages: (1) format, every call valid against its tool's JSON schema (`validate_call`); (2) execution, every
-call ran without error (spec-only tools cannot run: `unchecked`); (3) semantic, the critic judges whether the
-calls and the answer serve the request. Two more computable checks come before the critic: `tool_choice` (tools
-called for a request that needs none, or none for one that does, fail it) and `results_used` (the answer must
-contain a value the tools returned: results fed back, not made up beside them). Every trajectory becomes a sample in OpenAI form (`tool_calls` on
-assistant turns, `tool` turns with the results); the calls with their stage outcomes sit in `payload.calls`.
+APIGen / ToolACE style. The proposer is offered 1-4 tools from the registry and writes a user request of a planned
+kind (one call, parallel calls, dependent multi-step calls, or none needed). Each of k solver branches runs the
+trajectory loop below: decide (call tools or answer) -> validate and execute the calls in a fresh tool session ->
+feed the results back -> decide ..., until it answers or its step budget forces an answer. Then the three stages
+(the computable ones in `verify`, from tools/tool_use_checks.py, kept in each trajectory's `checks`): (1) format,
+every call valid against its tool's JSON schema (`validate_call`); (2) execution, every call ran without error
+(spec-only tools cannot run: `unchecked`); (3) semantic, the critic judges whether the calls and the answer serve
+the request. Two more computable checks come before the critic: `tool_choice` (tools called for a request that
+needs none, or none for one that does, fail it) and `results_used` (the answer must contain a value the tools
+returned: results fed back, not made up beside them). Every trajectory becomes a sample in OpenAI form
+(`tool_calls` on assistant turns, `tool` turns with the results); the calls with their stage outcomes sit in
+`payload.calls`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
-import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypedDict
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synthgraph.agents import tool_use_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind, ToolJudgement, ToolUseCritic,
                                               ToolUseProposer, ToolUseSolver)
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.recipe import ToolUseRecipe, ToolUseSeed, draw_kind
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
+                                       SolverSettings, check_mix, draw_kind)
 from synthgraph.store.db import Store
-from synthgraph.tools.functions import ToolRegistry, ToolSession, register_document_search, validate_call
+from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.tools.bfcl import load_tool_specs
+from synthgraph.tools.builtin_tools import builtin_registry, register_document_search, search_documents_spec
+from synthgraph.tools.registry import ToolRegistry, ToolSession
 from synthgraph.tools.retrieval import RetrievalError, Retriever, ingest_corpus
+from synthgraph.tools.tool_calls import validate_call
+from synthgraph.tools.tool_use_checks import CheckOutcome, ExecutedCall, trajectory_checks
 
-StageOutcome = Literal["passed", "failed", "unchecked"]
+# ------------------------------------------------------------------------------------------------ recipe
 
 
-class ExecutedCall(BaseModel):
-    """One tool call of a trajectory and how it fared in the format and execution stages."""
+class ToolUseProposerSettings(ProposerSettings):
+    max_tokens: int = Field(256, ge=1, le=32768)
 
-    id: str
-    step: int
-    name: str
-    arguments: dict[str, Any]
-    format_problems: list[str] = []
-    execution: Literal["passed", "failed", "unchecked", "skipped"]  # skipped: invalid, so never run
-    result: str | None = None       # what the tool returned (JSON text), fed back to the assistant
-    error: str | None = None        # why the tool failed
 
-    def openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)}}
+class ToolUseSolverSettings(SolverSettings):
+    samples: int = Field(2, ge=1, le=64, description="independent trajectories per request (k)")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(384, ge=1, le=32768, description="per step")
+    max_steps: int = Field(4, ge=1, le=16, description="model turns per trajectory; the last may only answer")
+    max_calls_per_step: int = Field(4, ge=1, le=16)
+    constrain_arguments: bool = Field(
+        True, description="hold each call's arguments to its tool's schema in the grammar (weak models need it); "
+                          "false leaves the format check something to catch")
+    mode: Literal["structured", "native"] = Field(
+        "structured", description="structured: calls through a JSON grammar of the offered tools (any model); "
+                                  "native: the model's own tool calling (Hermes-format in process, or the "
+                                  "server's tool_calls)")
+
+
+class ToolUseRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposer: ToolUseProposerSettings = Field(default_factory=ToolUseProposerSettings)
+    solver: ToolUseSolverSettings = Field(default_factory=ToolUseSolverSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+
+
+
+class ToolUseSeed(SeedBase):
+    """A tool-use seed: which kind of request to write (drawn from the recipe's `mix` when absent), which tools to
+    offer (names from the registry, sampled when absent, or inline OpenAI specs: spec-only), an optional scenario
+    `topic`; or a ready user `request` with the `tools` it is about, which skips the proposer, and optionally its
+    `ground_truth` calls (`[{"name", "arguments": {arg: [acceptable values; "" = may be left out]}}]`, BFCL's
+    possible answers) for the `reference_calls` check. BFCL seed lines (`demos/seeds/bfcl.py`) load as they are:
+    their `messages` give the request and their `category` the kind."""
+
+    kind: RequestKind | None = None
+    tools: list[str | dict[str, Any]] | None = None
+    topic: str | None = None
+    request: str | None = None
+    ground_truth: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bfcl_line(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("request") is None and isinstance(data.get("messages"), list):
+            users = [m.get("content") for m in data["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            if users:
+                data = {**data, "request": users[0]}
+            if data.get("kind") is None and isinstance(data.get("category"), str):
+                data["kind"] = "parallel" if "parallel" in data["category"] else "single"
+        return data
+
+    @model_validator(mode="after")
+    def _request_needs_tools(self):
+        if self.request is not None and not self.tools:
+            raise ValueError("a seed with a ready `request` needs the `tools` to offer with it")
+        if self.tools is not None and not self.tools:
+            raise ValueError("`tools` must name at least one tool (or be left out to sample them)")
+        if self.ground_truth is not None and self.request is None:
+            raise ValueError("`ground_truth` belongs to a ready `request`; a proposed request has none")
+        return self
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t if isinstance(t, str) else t.get("function", t).get("name", "?") for t in self.tools or []]
+
+    @property
+    def inline_specs(self) -> list[dict[str, Any]]:
+        return [t for t in self.tools or [] if isinstance(t, dict)]
+
+
+class ToolSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: bool = Field(True, description="offer the shipped executable tools (tools/builtin_tools.py)")
+    files: list[Path] = Field(default_factory=list,
+                              description="OpenAI tools JSON or BFCL JSON/JSONL files; relative to the recipe. "
+                                          "Their tools are spec-only: calls are checked, not executed")
+    from_seeds: bool = Field(False, description="the seeds bring their own specs (inline in `tools`), e.g. BFCL")
+    corpus: CorpusSettings | None = Field(None, description="offer `search_documents` over this corpus, ingested "
+                                                           "into the run's store when it starts")
+    state: dict[str, Any] = Field(default_factory=dict,
+                                  description="what every trajectory's stateful tools start from, e.g. "
+                                              "{files: {name: text}, inventory: {item: count}}; the proposer sees it")
+
+
+class ToolUseRecipe(RecipeBase):
+    seed_model: ClassVar[type[SeedBase]] = ToolUseSeed
+
+    graph: Literal["tool_use"]
+    roles: ToolUseRoles = Field(default_factory=ToolUseRoles)
+    tools: ToolSource = Field(default_factory=ToolSource)
+    mix: dict[RequestKind, float] = Field(
+        default_factory=lambda: {"single": 0.3, "parallel": 0.2, "multi_step": 0.3, "no_tool": 0.2},
+        description="share of each request kind, for seeds that do not name their kind")
+    tools_per_request: tuple[int, int] = Field((1, 3), description="how many tools a sampled request is offered")
+
+    @model_validator(mode="after")
+    def _mix_and_sizes(self):
+        check_mix(self.mix)
+        low, high = self.tools_per_request
+        if not 1 <= low <= high <= 8:
+            raise ValueError("tools_per_request must be [low, high] with 1 <= low <= high <= 8")
+        if not (self.tools.builtin or self.tools.files or self.tools.from_seeds):
+            raise ValueError("tools: offer the builtin tools, name spec files, or set from_seeds")
+        return self
+
+    def tool_files(self) -> list[Path]:
+        return [self.resolve(f) for f in self.tools.files]
+
+    def registry(self) -> ToolRegistry:
+        """The builtin tools (if on) plus every spec file's tools, spec-only."""
+        registry = builtin_registry() if self.tools.builtin else ToolRegistry()
+        for file in self.tool_files():
+            for spec in load_tool_specs(file):
+                registry.register(spec)
+        if self.tools.corpus is not None:  # its implementation needs the run's store: make_context binds it
+            registry.register(search_documents_spec(self.tools.corpus.about), group="documents")
+        return registry
+
+    def corpus_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in (self.tools.corpus.paths if self.tools.corpus else [])]
+
+    def check_seeds(self, seeds: list[SeedBase]) -> None:
+        for file in self.tool_files():
+            if not file.is_file():
+                raise ValueError(f"tools.files: {file} does not exist")
+        for path in self.corpus_paths():
+            if not path.exists():
+                raise ValueError(f"tools.corpus.paths: {path} does not exist")
+        try:
+            known = set(self.registry().names())
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"tools.files: {exc}") from None
+        for seed in seeds:
+            for spec in seed.inline_specs:
+                try:
+                    ToolRegistry().register(spec)
+                except ValueError as exc:
+                    raise ValueError(f"seed {seed.seed_id}: tool spec: {exc}") from None
+            if self.tools.from_seeds and not seed.inline_specs:
+                raise ValueError(f"seed {seed.seed_id}: tools.from_seeds is set but the seed brings no tool specs")
+            unknown = sorted({t for t in seed.tools or [] if isinstance(t, str)} - known)
+            if unknown:
+                raise ValueError(f"seed {seed.seed_id}: unknown tools {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(known)[:30])}{' ...' if len(known) > 30 else ''})")
+
+    def identity(self, seeds: list[SeedBase]) -> dict[str, Any]:
+        identity = super().identity(seeds)
+        identity["tools"] = stable_id(json.dumps(self.registry().specs(), sort_keys=True))  # what was on offer
+        return identity
+
 
 
 class Trajectory(BaseModel):
@@ -65,6 +211,7 @@ class Trajectory(BaseModel):
     stopped: Literal["answered", "calls_only", "error"] = "error"
     forced_answer: bool = False                    # the step budget left only `answer`
     error: str | None = None                       # the solver's output was refused on every try
+    checks: dict[str, CheckOutcome] = {}          # the computable stages, set by verify
     judgement: ToolJudgement | None = None
     judgement_error: str | None = None
 
@@ -246,140 +393,30 @@ async def solve(task: SolveTask, runtime: Runtime[ToolUseContext]) -> dict:
     return {"trajectories": [result["trajectory"]]}
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+async def verify(state: ToolUseState) -> dict:
+    """The computable stages of every trajectory, once, kept in the state: format, execution, results used,
+    reference calls, tool choice. A trajectory whose solver failed has nothing to check."""
+    return {"trajectories": [
+        t.model_copy(update={"checks": trajectory_checks(t.calls, t.answer, kind=state["kind"],
+                                                         request=state["request"],
+                                                         ground_truth=state["seed"].ground_truth)})
+        for t in state["trajectories"] if t.error is None]}
 
 
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    if isinstance(value, list):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
+def passed_checks(trajectory: Trajectory) -> bool:
+    return bool(trajectory.checks) and all(check.outcome != "failed" for check in trajectory.checks.values())
 
 
-def _numbers(text: str) -> list[float]:
-    return [float(match.replace(",", "")) for match in _NUMBER.findall(text)]
-
-
-def results_used(trajectory: Trajectory, request: str) -> tuple[StageOutcome, str]:
-    """Is the final answer built on what the tools returned? At least one value that a tool returned — and the
-    request did not already contain — must appear in the answer (numbers to within rounding). Catches answers
-    made up beside the results; whether the answer is *right* stays the critic's call."""
-    values = []
-    for call in trajectory.calls:
-        if call.execution == "passed" and call.result is not None:
-            values.extend(leaf for leaf in _leaves(json.loads(call.result)) if not isinstance(leaf, bool))
-    request_numbers, request_text = _numbers(request), request.lower()
-    numbers = [v for v in values if isinstance(v, int | float) and v not in request_numbers]
-    words = [v for v in values if isinstance(v, str) and len(v) >= 3 and v.lower() not in request_text]
-    if not numbers and not words:
-        return "unchecked", "the tools returned nothing the request did not already say"
-    answer = trajectory.answer or ""
-    said = _numbers(answer)
-    for number in numbers:
-        if any(abs(a - number) <= max(abs(number) * 0.01, 0.005) for a in said):
-            return "passed", f"the answer uses the result {number:g}"
-    for word in words:
-        if word.lower() in answer.lower():
-            return "passed", f"the answer uses the result {word!r}"
-    return "failed", "the answer uses none of the values the tools returned"
-
-
-def _same(value: Any, allowed: Any) -> bool:
-    """BFCL-style value equality: numbers by value (2 == 2.0), strings ignoring case and outer spaces."""
-    if isinstance(value, bool) or isinstance(allowed, bool):
-        return value is allowed
-    if isinstance(value, int | float) and isinstance(allowed, int | float):
-        return math.isclose(value, allowed, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(value, str) and isinstance(allowed, str):
-        return value.strip().casefold() == allowed.strip().casefold()
-    if isinstance(value, list) and isinstance(allowed, list):
-        return len(value) == len(allowed) and all(map(_same, value, allowed))
-    if isinstance(value, dict) and isinstance(allowed, dict):
-        return value.keys() == allowed.keys() and all(_same(value[k], allowed[k]) for k in value)
-    return value == allowed
-
-
-def reference_mismatch(call: ExecutedCall, reference: dict[str, Any]) -> str | None:
-    """Why `call` is not the reference call (name, and every argument among its acceptable values; "" in a
-    list means the argument may be left out), or None when it is."""
-    if call.name != reference["name"]:
-        return f"calls {call.name}, the reference calls {reference['name']}"
-    allowed = reference.get("arguments", {})
-    for argument, value in call.arguments.items():
-        if argument not in allowed:
-            return f"{call.name}: argument {argument!r} is not in the reference call"
-        if not any(_same(value, option) for option in allowed[argument] if option != ""):
-            return f"{call.name}: {argument}={json.dumps(value)}, the reference allows {json.dumps(allowed[argument])}"
-    missing = [a for a, options in allowed.items() if a not in call.arguments and "" not in options]
-    return f"{call.name}: leaves out {', '.join(missing)}" if missing else None
-
-
-def reference_calls(trajectory: Trajectory, ground_truth: list[dict[str, Any]]) -> tuple[StageOutcome, str]:
-    """The calls, in any order, are exactly the reference calls (BFCL's possible answers)."""
-    if len(trajectory.calls) != len(ground_truth):
-        return "failed", f"made {len(trajectory.calls)} calls, the reference has {len(ground_truth)}"
-    unmatched = list(ground_truth)
-    for call in trajectory.calls:
-        reasons = [reference_mismatch(call, reference) for reference in unmatched]
-        if None not in reasons:
-            same_name = [r for r in reasons if not r.startswith("calls ")]
-            return "failed", (same_name or reasons)[0]
-        unmatched.pop(reasons.index(None))
-    return "passed", f"all {len(ground_truth)} calls match the reference"
-
-
-def checks(trajectory: Trajectory, kind: RequestKind, request: str, ground_truth: list[dict[str, Any]] | None = None
-           ) -> dict[str, tuple[StageOutcome, str]]:
-    """The computable verdicts of a trajectory: verifier -> (outcome, detail)."""
-    if trajectory.error is not None:
-        return {}
-    invalid = [c for c in trajectory.calls if c.format_problems]
-    failed = [c for c in trajectory.calls if c.execution == "failed"]
-    spec_only = [c for c in trajectory.calls if c.execution == "unchecked"]
-    verdicts: dict[str, tuple[StageOutcome, str]] = {}
-    verdicts["format"] = (("failed", "; ".join(f"{c.name}: {p}" for c in invalid for p in c.format_problems))
-                          if invalid else ("passed", f"{len(trajectory.calls)} valid calls"))
-    if failed:
-        verdicts["execution"] = ("failed", "; ".join(f"{c.name}: {c.error}" for c in failed))
-    elif spec_only:
-        verdicts["execution"] = ("unchecked", f"spec-only tools cannot run: {', '.join(c.name for c in spec_only)}")
-    elif invalid:
-        verdicts["execution"] = ("unchecked", "invalid calls were not run")
-    else:
-        verdicts["execution"] = ("passed", f"{len(trajectory.calls)} calls ran without error")
-    if trajectory.answer is not None and verdicts["execution"][0] == "passed" and trajectory.calls:
-        verdicts["results_used"] = results_used(trajectory, request)
-    if ground_truth is not None:
-        verdicts["reference_calls"] = reference_calls(trajectory, ground_truth)
-    if kind == "no_tool":
-        verdicts["tool_choice"] = (("failed", "called tools for a request that needs none") if trajectory.calls
-                                   else ("passed", "answered without tools"))
-    else:
-        verdicts["tool_choice"] = (("passed", f"{len(trajectory.calls)} calls") if trajectory.calls
-                                   else ("failed", f"a {kind} request answered without calling a tool"))
-    return verdicts
-
-
-def state_checks(trajectory: Trajectory, state: ToolUseState) -> dict[str, tuple[StageOutcome, str]]:
-    return checks(trajectory, state["kind"], state["request"], state["seed"].ground_truth)
-
-
-def _checked(trajectory: Trajectory, state: ToolUseState) -> bool:
-    verdicts = state_checks(trajectory, state)
-    return bool(verdicts) and all(outcome != "failed" for outcome, _ in verdicts.values())
-
-
-def _needs_critic(trajectory: Trajectory, state: ToolUseState) -> bool:
+def needs_critic(trajectory: Trajectory, state: ToolUseState) -> bool:
     """The critic is the semantic stage where nothing better exists: calls that match a seed's ground truth
     (BFCL's possible answers) have passed a semantic check that can be computed, and the critic is not asked."""
-    return _checked(trajectory, state) and state["seed"].ground_truth is None
+    return passed_checks(trajectory) and state["seed"].ground_truth is None
 
 
-def route_after_solve(state: ToolUseState) -> Literal["judge", "accept", "reject"]:
-    if any(_needs_critic(t, state) for t in state["trajectories"]):
+def route_after_verify(state: ToolUseState) -> Literal["judge", "accept", "reject"]:
+    if any(needs_critic(t, state) for t in state["trajectories"]):
         return "judge"
-    return "accept" if any(_checked(t, state) for t in state["trajectories"]) else "reject"
+    return "accept" if any(passed_checks(t) for t in state["trajectories"]) else "reject"
 
 
 def transcript(trajectory: Trajectory) -> str:
@@ -409,13 +446,14 @@ async def judge(state: ToolUseState, runtime: Runtime[ToolUseContext]) -> dict:
             return trajectory.model_copy(update={"judgement_error": str(exc)})
         return trajectory.model_copy(update={"judgement": judgement})
 
-    checked = [t for t in state["trajectories"] if _needs_critic(t, state)]
+    checked = [t for t in state["trajectories"] if needs_critic(t, state)]
     return {"trajectories": list(await asyncio.gather(*(one(t) for t in checked)))}
 
 
 def route_after_judge(state: ToolUseState, runtime: Runtime[ToolUseContext]) -> Literal["accept", "reject"]:
     threshold = runtime.context.critic_threshold
-    return "accept" if any(trajectory_verdict(t, state, threshold)[0] == "accepted"
+    reference = state["seed"].ground_truth is not None
+    return "accept" if any(trajectory_verdict(t, threshold, reference=reference)[0] == "accepted"
                            for t in state["trajectories"]) else "reject"
 
 
@@ -432,25 +470,26 @@ def build() -> StateGraph:
     g = StateGraph(ToolUseState, context_schema=ToolUseContext)
     g.add_node(propose, retry_policy=model_retry)
     g.add_node(solve, input_schema=SolveTask)
+    g.add_node(verify)
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(accept)
     g.add_node(reject)
     g.add_edge(START, "propose")
     g.add_conditional_edges("propose", fan_out, ["solve", "reject"])
-    g.add_conditional_edges("solve", route_after_solve, ["judge", "accept", "reject"])
+    g.add_edge("solve", "verify")
+    g.add_conditional_edges("verify", route_after_verify, ["judge", "accept", "reject"])
     g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g
 
 
-graph = build().compile()  # `langgraph dev` / Studio entry point (langgraph.json)
-
 
 # --------------------------------------------------------------------------- the runner's interface
 
 
-def make_context(recipe: ToolUseRecipe, pool: ModelPool, *, store: Store | None = None) -> ToolUseContext:
+def make_context(recipe: ToolUseRecipe, pool: ModelPool, store: Store | None = None) -> ToolUseContext:
+    prompts = FAMILY.prompt_set(recipe)
     roles = recipe.roles
     registry = recipe.registry()
     if recipe.tools.corpus is not None:
@@ -462,11 +501,11 @@ def make_context(recipe: ToolUseRecipe, pool: ModelPool, *, store: Store | None 
         retriever = Retriever(store.con, corpus=corpus.name)
         register_document_search(registry, lambda query, k: retriever.search(query, k), about=corpus.about)
     return ToolUseContext(
-        proposer=ToolUseProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling()),
-        solver=ToolUseSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(),
+        proposer=ToolUseProposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        solver=ToolUseSolver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts,
                              max_calls_per_step=roles.solver.max_calls_per_step,
                              constrain_arguments=roles.solver.constrain_arguments, mode=roles.solver.mode),
-        critic=ToolUseCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling()),
+        critic=ToolUseCritic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         registry=registry,
         mix=dict(recipe.mix),
         tool_state=recipe.tools.state,
@@ -484,21 +523,27 @@ def initial_state(seed: ToolUseSeed) -> ToolUseState:
 # ------------------------------------------------------------------------------------- state -> rows
 
 
-def trajectory_verdict(trajectory: Trajectory, state: ToolUseState, threshold: float) -> tuple[str, str | None]:
-    """(status, reason) of one trajectory as a sample."""
+def critic_passed(judgement: ToolJudgement, threshold: float) -> bool:
+    """The accept rule of the semantic stage, the one place it is written."""
+    return judgement.satisfied and judgement.score >= threshold
+
+
+def trajectory_verdict(trajectory: Trajectory, threshold: float, *, reference: bool) -> tuple[str, str | None]:
+    """(status, reason) of one trajectory as a sample, from what verify and judge kept in it; `reference`: the
+    seed has reference calls, which stand in for the critic."""
     if trajectory.error is not None:
         return "error", trajectory.error
-    for verifier, (outcome, detail) in state_checks(trajectory, state).items():
+    for verifier, (outcome, detail) in trajectory.checks.items():
         if outcome == "failed":
             return "rejected", f"{verifier}: {detail}"
-    if state["seed"].ground_truth is not None:
+    if reference:
         return "accepted", None  # reference_calls passed: the computed semantic check
     if trajectory.judgement_error is not None:
         return "rejected", f"critic gave no usable verdict: {trajectory.judgement_error}"
     judgement = trajectory.judgement
     if judgement is None:
         return "rejected", "passed the checks but not judged"
-    if not judgement.satisfied or judgement.score < threshold:
+    if not critic_passed(judgement, threshold):
         return "rejected", f"critic score {judgement.score} < {threshold:g}" if judgement.satisfied else \
             f"critic: request not served ({judgement.score}): {judgement.reason}"
     return "accepted", None
@@ -535,7 +580,7 @@ def trajectory_messages(sample_id: str, request: str, trajectory: Trajectory) ->
 
 
 def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseContext
-            ) -> tuple[list[SampleRow], list[MessageRow], list[VerdictRow], dict[str, str]]:
+            ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus trajectory key -> sample id."""
     group_id = stable_id(run_id, seed_id)
     kind, tools, request = state["kind"], state["tools"], state.get("request")
@@ -551,7 +596,8 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
     for trajectory in sorted(state["trajectories"], key=lambda t: int(t.key[1:])):
         sample_id = stable_id(run_id, seed_id, trajectory.key)
         sample_ids[trajectory.key] = sample_id
-        status, reason = trajectory_verdict(trajectory, state, context.critic_threshold)
+        status, reason = trajectory_verdict(trajectory, context.critic_threshold,
+                                            reference=state["seed"].ground_truth is not None)
         judgement = trajectory.judgement
         samples.append(SampleRow(
             sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="tool_trajectory",
@@ -562,14 +608,23 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
                      "calls": [c.model_dump() for c in trajectory.calls]}))
         if trajectory.decisions:
             messages.extend(trajectory_messages(sample_id, request, trajectory))
-        for verifier, (outcome, detail) in state_checks(trajectory, state).items():
+        for verifier, (outcome, detail) in trajectory.checks.items():
             verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome=outcome, detail=detail,
                                        score={"passed": 1.0, "failed": 0.0}.get(outcome)))
         if judgement is not None:
-            passed = judgement.satisfied and judgement.score >= context.critic_threshold
+            passed = critic_passed(judgement, context.critic_threshold)
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="passed" if passed else "failed",
                                        score=judgement.score, detail=judgement.reason))
         elif trajectory.judgement_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
                                        detail=trajectory.judgement_error))
-    return samples, messages, verdicts, sample_ids
+    return Rows(samples, messages, verdicts, sample_ids)
+
+
+FAMILY = Family(
+    name="tool_use", recipe=ToolUseRecipe, build=build, make_context=make_context, initial_state=initial_state,
+    to_rows=to_rows,
+    prompts=("tool_use_proposer", "tool_use_solver", "tool_use_native", "tool_use_critic"),
+    prompt_text=tool_use_roles.PROMPT_TEXT, studio_recipe="demos/tool_use.yaml",
+)
+graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -47,7 +47,7 @@ def stored_texts(con: duckdb.DuckDBPyConnection, part: TextPart, *, run_id: str 
     """Accepted samples (of one run, or all) without a failed verdict of the `exclude` verifiers, each with its
     `part` text, in the order they were written (then by seed position), so a rerun sees the same order."""
     rows = con.execute(
-        f"""
+        """
         SELECT s.sample_id, s.run_id, s.seed_id, s.group_id,
                coalesce(string_agg(m.content, chr(10) ORDER BY m.turn)
                         FILTER (WHERE list_contains($roles, m.role) AND m.content <> ''), '') AS text

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from synthgraph.store.cleaning import FLAGGED_SAMPLES
 from synthgraph.store.db import connect
+
+if TYPE_CHECKING:
+    import pyarrow
 
 # `from_json` turns the view's JSON messages into a typed list, so Parquet readers (datasets, pandas) get
 # a list of structs rather than a string to parse.
@@ -57,6 +60,18 @@ def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | N
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                 count += 1
         return count
+    finally:
+        con.close()
+
+
+def samples_table(db: Path, *, status: str | None = "accepted", run_id: str | None = None,
+                  exclude_flagged: bool = False) -> pyarrow.Table:
+    """The matching samples as an Arrow table (messages as a list of turns, metadata as JSON text), for the
+    Python API's DataFrame / Dataset views."""
+    con = connect(Path(db), read_only=True)
+    try:
+        params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
+        return con.execute(_SELECT, params).fetch_arrow_table()
     finally:
         con.close()
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
 SampleStatus = Literal["accepted", "rejected", "error"]
 ChatRole = Literal["system", "user", "assistant", "tool"]
 VerdictOutcome = Literal["passed", "failed", "unchecked"]
+
+
+class CheckOutcome(NamedTuple):
+    """What one computed check found and why. A family's verify step keeps these in its graph state (verifier
+    name -> outcome); each becomes a `verdicts` row."""
+
+    outcome: VerdictOutcome
+    detail: str
 
 
 def stable_id(*parts: object) -> str:

@@ -7,16 +7,20 @@ from collections import Counter
 from collections.abc import Callable
 
 from synthgraph.agents.models import ModelPool, ModelSpec, ScriptedChatModel
+from synthgraph.graphs.family import families
 
 
-def role_of(messages) -> str:
-    """Which reasoning role a prompt is for, read off its system prompt (agents/prompts/reasoning_*.md)."""
-    system = messages[0].content
-    for marker, role in [("You write new", "proposer"), ("careful math tutor", "solver"),
-                         ("You review worked solutions", "critic"), ("math teacher", "diagnose")]:
-        if marker in system:
-            return role
-    raise AssertionError(f"unknown prompt: {system[:80]}")
+def script_role(kwargs, replies) -> str:
+    """Which scripted reply a call gets: its prompt template's name without the family prefix when the script
+    has a reply by that name (the critic's `diagnose` or `judge` prompt), else the calling role. Both reach the
+    chat model as call metadata, so no prompt wording decides it."""
+    role, prompt = kwargs["role"], kwargs["prompt"] or ""
+    key = next((prompt.removeprefix(f"{name}_") for name in families() if prompt.startswith(f"{name}_")), None)
+    if key in replies:
+        return key
+    if role in replies:
+        return role
+    raise AssertionError(f"no scripted reply for role {role!r} (prompt {prompt!r})")
 
 
 def proposal(problem: str, program: str) -> str:
@@ -39,7 +43,7 @@ class ReasoningScript:
         self.prompts: dict[str, list] = {}
 
     def __call__(self, messages, kwargs) -> str:
-        role = role_of(messages)
+        role = script_role(kwargs, self.replies)
         self.calls[role] += 1
         self.prompts.setdefault(role, []).append(messages)
         reply = self.replies[role]
@@ -58,14 +62,12 @@ class ScriptedPool(ModelPool):
 
 
 class RoleScript:
-    """Scripted replies per role, each role told apart by a marker in its system prompt. A reply is a string or a
-    function of the messages; the `stepped` role's reply may also be a list (one reply per step of a trajectory)
-    or a function of (messages, kwargs)."""
+    """Scripted replies per role (see `script_role`). A reply is a string or a function of the messages; the
+    `stepped` role's reply may also be a list (one reply per step of a trajectory) or a function of
+    (messages, kwargs)."""
 
-    roles: list[tuple[str, str]] = []           # (marker in the system prompt, role)
     stepped: str | None = None
     first_step = 0                              # assistant turns already in the stepped role's first prompt
-    fallback: str | None = None                 # the role of a prompt with no marker (or no system prompt)
 
     def __init__(self, defaults: dict, **replies):
         self.replies = {**defaults, **replies}
@@ -74,10 +76,7 @@ class RoleScript:
         self.kwargs: dict[str, list] = {}
 
     def __call__(self, messages, kwargs) -> str:
-        system = messages[0].content if messages[0].type == "system" else ""
-        role = next((role for marker, role in self.roles if marker in system), self.fallback)
-        if role is None:
-            raise AssertionError(f"unknown prompt: {system[:80]}")
+        role = script_role(kwargs, self.replies)
         self.calls[role] += 1
         self.prompts.setdefault(role, []).append(messages)
         self.kwargs.setdefault(role, []).append(kwargs)
@@ -96,10 +95,6 @@ def solver_step(messages) -> int:
 
 # ------------------------------------------------------------------------------------------------ code
 
-CODE_ROLES = [("You write new Python programming problems", "proposer"), ("expert Python programmer", "solver"),
-              ("You review Python solutions", "critic")]
-
-
 def code_proposal(problem: str, solution: str, tests: str) -> str:
     """A proposer reply in the format agents/prompts/code_proposer.md asks for."""
     return f"Problem: {problem}\n```python\n{solution}\n```\n```python\n{tests}\n```"
@@ -117,8 +112,6 @@ VOWELS_TESTS = "assert count_vowels('hello') == 2\nassert count_vowels('') == 0\
 class CodeScript(RoleScript):
     """Scripted replies per code role (agents/prompts/code_*.md); each a string or a function of the messages."""
 
-    roles = CODE_ROLES
-
     def __init__(self, **replies):
         super().__init__({
             "proposer": code_proposal("Write a function count_vowels(s) that returns how many vowels s has.",
@@ -129,11 +122,6 @@ class CodeScript(RoleScript):
 
 
 # -------------------------------------------------------------------------------------------------- tool use
-
-TOOL_USE_ROLES = [("You write realistic messages that users send", "proposer"), ("assistant that can call tools", "solver"),
-                  ("assistant with tools", "solver"),
-                  ("You grade conversations in which an AI assistant used tools", "critic")]
-
 
 def call_tools(*calls: tuple[str, dict]) -> str:
     """A solver step that calls tools, in the JSON form agents/prompts/tool_use_solver.md asks for."""
@@ -153,7 +141,7 @@ class ToolUseScript(RoleScript):
     """Scripted replies per tool-use role; `solver` may be a list (one reply per step) or a function of
     (messages, kwargs)."""
 
-    roles, stepped = TOOL_USE_ROLES, "solver"
+    stepped = "solver"
 
     def __init__(self, **replies):
         super().__init__({
@@ -165,11 +153,6 @@ class ToolUseScript(RoleScript):
 
 
 # ------------------------------------------------------------------------------------------- grounded QA
-
-DOMAIN_ROLES = [("You write questions for a training set of questions answered from documentation", "proposer"),
-                ("You answer questions about documentation with a search tool", "solver"),
-                ("You check question-and-answer pairs", "critic")]
-
 
 def offered_citations(kwargs) -> list[str]:
     """The chunk ids a domain solver step may cite: its grammar's answer form's enum (none: it may not answer)."""
@@ -200,7 +183,7 @@ class DomainScript(RoleScript):
     """Scripted replies per grounded-QA role; `solver` may be a list (one reply per step: the first comes after
     the graph's own search) or a function of (messages, kwargs)."""
 
-    roles, stepped, first_step = DOMAIN_ROLES, "solver", 1
+    stepped, first_step = "solver", 1
 
     def __init__(self, **replies):
         super().__init__({

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from synthgraph.agents.code_roles import extract_solution, function_name, parse_code_draft, signature_of
 from synthgraph.graphs import code
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import CodeSeed, RecipeError, load_recipe, load_seeds, parse_recipe
+from synthgraph.graphs.code import CodeSeed
+from synthgraph.graphs.recipe import RecipeError, load_recipe, load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,17 @@ def test_proposed_problem_with_sound_tests_is_solved_judged_and_accepted():
     assert payload["execution"]["outcome"] == "passed" and payload["execution"]["returncode"] == 0
     assert set(payload["execution"]) >= {"stdout", "stderr", "duration_s", "detail"}
     assert set(ids) == {"r0k0", "r0k1", "r0k2"}
+
+
+@pytest.mark.parametrize("threshold, status", [(8, "accepted"), (8.5, "rejected")])
+def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_router_and_the_rows(threshold, status):
+    script = CodeScript()
+    context = make_context(script, samples=1, critic_threshold=threshold)  # the scripted critic scores 8
+    state = run_graph(TOPIC, context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = rows_of(state, context)
+    assert [s.status for s in samples] == [status]
+    assert {v.verifier: v.outcome for v in verdicts}["critic"] == ("passed" if status == "accepted" else "failed")
 
 
 def test_problem_that_does_not_name_its_function_gets_the_reference_signature():

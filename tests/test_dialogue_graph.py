@@ -17,7 +17,8 @@ from synthgraph.agents.dialogue_roles import CONTINUE_ONLY
 from synthgraph.tools.dialogue_checks import check_dialogue
 from synthgraph.graphs import dialogue
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import DialogueSeed, RecipeError, load_recipe, parse_recipe
+from synthgraph.graphs.dialogue import DialogueSeed
+from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,15 +95,9 @@ def verdict(score: int = 8, *, goal_met: bool = True, repetition: bool = False) 
                        "repetition": repetition, "score": score})
 
 
-DIALOGUE_ROLES = [("You play a human user", "user"), ("You review one reply", "critic"),
-                  ("You review a whole conversation", "judge")]
-
-
 class DialogueScript(RoleScript):
-    """Scripted replies per dialogue role (agents/prompts/dialogue_*.md; the assistant is any other prompt), each a
-    string or a function of the prompt messages."""
-
-    roles, fallback = DIALOGUE_ROLES, "assistant"
+    """Scripted replies per dialogue role (agents/prompts/dialogue_*.md; the critic's whole-dialogue prompt is
+    `judge`), each a string or a function of the prompt messages."""
 
     def __init__(self, **replies):
         super().__init__({"user": user_says("continue", "continue", "continue", "goal_met"), "assistant": answers,
@@ -245,6 +240,18 @@ def test_a_turn_is_redrafted_only_once_and_the_better_draft_kept():
     assert state["turns"][1].kept == 0 and state["turns"][1].content == ANSWERS[0]
     assert state["outcome"] == "rejected"
     assert dialogue.rejection(state, context) == "assistant turn 2 scored 4 < 6"
+
+
+@pytest.mark.parametrize("threshold, status", [(8, "accepted"), (8.5, "rejected")])
+def test_scores_exactly_at_the_thresholds_pass_the_turn_and_the_dialogue(threshold, status):
+    context = make_context(DialogueScript(), turn_threshold=threshold, dialogue_threshold=threshold,
+                           regenerations=0)  # the scripted critic scores every turn and the dialogue 8
+    state = run_graph(context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = rows_of(state, context)
+    assert samples[0].status == status
+    expected = "passed" if status == "accepted" else "failed"
+    assert {v.outcome for v in verdicts if v.verifier in ("turn_critic", "dialogue_critic")} == {expected}
 
 
 def test_no_redraft_when_regenerations_is_zero():

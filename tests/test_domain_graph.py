@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from synthgraph.agents.domain_roles import action_schema, for_json_writers, longest_shared_run, question_problems
 from synthgraph.graphs import domain
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import DomainSeed, RecipeError, load_recipe, parse_recipe
+from synthgraph.graphs.domain import DomainSeed
+from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
 from synthgraph.graphs.runner import Runner
 from synthgraph.store.db import Store
 
@@ -120,6 +121,17 @@ def test_factual_question_answered_citing_its_retrieved_source_is_accepted(store
     assert set(payload["citations"]) <= set(payload["retrieved"])
     assert payload["tools"][0]["function"]["name"] == "search" and payload["answerable"] is True
     assert ids == {"k0": samples[0].sample_id}
+
+
+@pytest.mark.parametrize("threshold, status", [(9, "accepted"), (9.5, "rejected")])
+def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_router_and_the_rows(store, docs, chunk,
+                                                                                       threshold, status):
+    context = make_context(DomainScript(), store, docs, critic_threshold=threshold)  # the scripted critic gives 9
+    state = run_graph(DomainSeed(kind="factual", chunks=[chunk["Kettle guide > Boiling"]]), context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = rows_of(state, context)
+    assert [s.status for s in samples] == [status]
+    assert verdicts_of(verdicts)["critic"] == ("passed" if status == "accepted" else "failed")
 
 
 def test_every_prompt_names_the_corpus_and_leaves_no_placeholder(store, docs, chunk):

@@ -10,7 +10,8 @@ from fakes import ReasoningScript, ScriptedPool, proposal
 
 from synthgraph.agents.reasoning_roles import numbers_missing_from_problem
 from synthgraph.graphs import reasoning
-from synthgraph.graphs.recipe import Seed, parse_recipe
+from synthgraph.graphs.reasoning import Seed
+from synthgraph.graphs.recipe import parse_recipe
 
 
 def make_context(script: ReasoningScript, **limits) -> reasoning.ReasoningContext:
@@ -37,6 +38,16 @@ def test_gold_seed_skips_the_proposer_and_accepts_verified_traces(script):
     assert len(state["attempts"]) == 3
     assert all(a.check.outcome == "match" and a.critique.score == 8 for a in state["attempts"])
     assert script.calls["critic"] == 3
+
+
+@pytest.mark.parametrize("threshold, status", [(8, "accepted"), (8.5, "rejected")])
+def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_router_and_the_rows(script, threshold, status):
+    context = make_context(script, samples=1, critic_threshold=threshold)  # the scripted critic scores 8
+    state = run_graph(GOLD, context)
+    assert state["outcome"] == status
+    samples, _, verdicts, _ = reasoning.to_rows(state, run_id="r", seed_id="s", context=context)
+    assert [s.status for s in samples] == [status]
+    assert {v.verifier: v.outcome for v in verdicts}["critic"] == ("passed" if status == "accepted" else "failed")
 
 
 def test_proposed_problem_takes_its_reference_from_the_program_output(script):

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import GRAPHS, RecipeError, load_recipe
+from synthgraph.graphs.family import families
+from synthgraph.graphs.recipe import RecipeError, load_recipe
 
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
 
@@ -40,8 +41,8 @@ def test_out_of_range_field_is_named_with_what_is_allowed(tmp_path):
 def test_unknown_graph_lists_the_known_ones(tmp_path):
     path = write(tmp_path, BASE.replace("reasoning", "poetry"), '{"topic": "x"}\n')
     assert str(pytest.raises(RecipeError, load_recipe, path).value).endswith(
-        f"graph: must be one of {', '.join(GRAPHS)} (got 'poetry')")
-    assert {"reasoning", "code", "tool_use"} <= set(GRAPHS)
+        f"graph: must be one of {', '.join(families())} (got 'poetry')")
+    assert {"reasoning", "code", "tool_use"} <= set(families())
 
 
 def test_unknown_field_is_reported(tmp_path):

@@ -14,7 +14,7 @@ Each output line:
 
     {"id": "simple_python_1", "category": "simple_python", "source": "BFCL v4 (Apache-2.0)",
      "messages": [{"role": "user", "content": "Calculate the factorial of 5 using math functions."}],
-     "tools": [<OpenAI tool spec, converted with synthgraph.tools.functions.from_bfcl>],
+     "tools": [<OpenAI tool spec, converted with synthgraph.tools.bfcl.from_bfcl>],
      "ground_truth": [{"name": "math_factorial", "arguments": {"number": [5]}}]}
 
 `ground_truth` keeps BFCL's convention: one entry per expected call (several for the parallel categories, in
@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from synthgraph.tools.functions import from_bfcl
+from synthgraph.tools.bfcl import from_bfcl
 
 TARGET = Path(__file__).with_name("bfcl_simple.jsonl.gz")
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple")

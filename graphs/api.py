@@ -1,0 +1,102 @@
+"""The Python API, one call deep, for notebooks and scripts:
+
+    import synthgraph
+    result = synthgraph.run("demos/reasoning.yaml", limit=4)          # or a recipe object; overrides as keywords
+    frame = result.samples()                                           # accepted samples: pandas DataFrame
+    table = synthgraph.load_samples("synthgraph.duckdb", format="arrow", status="all")
+
+The same runner, store and resume as `synthgraph run`: calling it again with the same recipe continues the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from synthgraph.agents.models import ModelPool
+from synthgraph.graphs.recipe import RecipeBase, SeedBase, load_recipe, load_seeds
+from synthgraph.graphs.runner import RunResult, Runner, RunTally
+from synthgraph.store.db import DEFAULT_STORE
+from synthgraph.store.export import samples_table
+
+SampleFormat = Literal["pandas", "arrow", "datasets"]
+T = TypeVar("T")
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) run: its id, counters and store, and its samples on demand."""
+
+    run_id: str
+    store: Path
+    tally: RunTally
+    recipe: RecipeBase
+    budget_exhausted: bool = False
+
+    def samples(self, *, status: str = "accepted", format: SampleFormat = "pandas"):
+        """This run's samples (`status`: accepted, rejected, error or all) with their chat `messages`."""
+        return load_samples(self.store, run_id=self.run_id, status=status, format=format)
+
+
+def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None, limit: int | None = None,
+        db: str | Path | None = None, retry_errors: bool = False, pool: ModelPool | None = None,
+        **overrides: Any) -> Run:
+    """Run a recipe given as a path or a recipe object (its seeds loaded from its `seeds:` source unless given),
+    with any recipe field replaced by a keyword (`model=`, `concurrency=`, `roles=`...). `pool` shares loaded
+    engines between runs (it is left running). Works inside a notebook's running event loop too."""
+    if isinstance(recipe, (str, Path)):
+        recipe, loaded = load_recipe(Path(recipe))
+        seeds = seeds or loaded
+    if overrides:
+        recipe = recipe.with_overrides(**overrides)
+    if seeds is None:
+        seeds = load_seeds(recipe, base=recipe._base, where=f"recipe {recipe.name}")
+    runner = Runner(recipe, seeds, store_path=Path(db) if db else None, limit=limit, retry_errors=retry_errors,
+                    pool=pool)
+    result: RunResult = _run_to_completion(runner.run())
+    return Run(result.run_id, result.store_path, result.tally, recipe, result.budget_exhausted)
+
+
+def load_samples(db: str | Path = DEFAULT_STORE, *, run_id: str | None = None, status: str = "accepted",
+                 format: SampleFormat = "pandas"):
+    """Samples of a store as a pandas DataFrame, a pyarrow Table or a `datasets.Dataset`; read-only."""
+    if status not in ("accepted", "rejected", "error", "all"):
+        raise ValueError(f"status must be accepted, rejected, error or all (got {status!r})")
+    table = samples_table(Path(db), status=None if status == "all" else status, run_id=run_id)
+    if format == "arrow":
+        return table
+    if format == "pandas":
+        return table.to_pandas()
+    if format == "datasets":
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError("format='datasets' needs the `datasets` package: pip install datasets") from None
+        return datasets.Dataset(table)
+    raise ValueError(f"format must be pandas, arrow or datasets (got {format!r})")
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, or — inside a running loop (Jupyter) — the same on a thread with a loop of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="synthgraph-run")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
