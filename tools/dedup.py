@@ -8,6 +8,7 @@ words, and `has_close_elements(numbers: List[float])` reads as `has close elemen
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import importlib.metadata
@@ -220,7 +221,13 @@ def _user_turns(question: Any) -> Iterator[str]:
             yield from _user_turns(part)
 
 
-def _builtin_items(name: str) -> Iterator[tuple[str, str]]:
+@functools.lru_cache(maxsize=None)
+def _builtin_items(name: str) -> tuple[tuple[str, str], ...]:
+    """(item id, text) of a built-in set, read once per process (a test suite builds many runners)."""
+    return tuple(_read_builtin(name))
+
+
+def _read_builtin(name: str) -> Iterator[tuple[str, str]]:
     benchmark = BUILTIN_BENCHMARKS[name]
     if name == "humaneval":
         for problem in _json_lines(_package_file(benchmark, "HumanEval.jsonl.gz")[0]):
