@@ -212,7 +212,7 @@ class Trajectory(BaseModel):
     stopped: Literal["answered", "calls_only", "error"] = "error"
     forced_answer: bool = False                    # the step budget left only `answer`
     error: str | None = None                       # the solver's output was refused on every try
-    checks: dict[str, CheckOutcome] = {}          # the computable stages, set by verify
+    checks: dict[str, CheckOutcome] = {}           # the computable stages, set by verify
     judgement: ToolJudgement | None = None
     judgement_error: str | None = None
 
