@@ -32,8 +32,9 @@ from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
                                        SolverSettings, VerifierSettings)
+from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.store.rows import CheckOutcome, MessageRow, VerdictRow
 from synthgraph.tools.code_tests import TestOutcome, TestRun, arun_tests
 
 
@@ -445,7 +446,6 @@ def to_rows(state: CodeState, *, run_id: str, seed_id: str, context: CodeContext
             ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     threshold = context.critic_threshold
-    group_id = stable_id(run_id, seed_id)
     problem = state.get("problem")
     checks = state.get("test_checks") or {}
     problem_fields = {} if problem is None else {
@@ -455,46 +455,40 @@ def to_rows(state: CodeState, *, run_id: str, seed_id: str, context: CodeContext
     }
     samples, messages, verdicts, sample_ids = [], [], [], {}
     if state.get("problem_error"):
-        sample_id = stable_id(run_id, seed_id, "problem")
-        sample_ids["problem"] = sample_id
-        status = "rejected" if problem is not None else "error"
-        samples.append(SampleRow(
-            sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="code_problem",
-            status=status, reason=state["problem_error"],
+        sample = sample_row(
+            run_id, seed_id, "problem", kind="code_problem", status="rejected" if problem is not None else "error",
+            reason=state["problem_error"],
             payload={**problem_fields, "rejected_by": state.get("rejected_by"),
-                     "test_checks": {name: log.model_dump() for name, log in checks.items()}}))
+                     "test_checks": {name: log.model_dump() for name, log in checks.items()}})
+        samples.append(sample)
+        sample_id = sample_ids["problem"] = sample.sample_id
         if problem is not None:
             messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
             verdicts.extend(_problem_verdicts(state, sample_id))
         return Rows(samples, messages, verdicts, sample_ids)
     for attempt in sorted(state.get("attempts", []), key=branch):
-        sample_id = stable_id(run_id, seed_id, attempt.key)
-        sample_ids[attempt.key] = sample_id
         status, reason = attempt_verdict(attempt, threshold)
-        samples.append(SampleRow(
-            sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="code_solution",
-            status=status, reason=reason, score=attempt.critique.score if attempt.critique else None,
+        sample = sample_row(
+            run_id, seed_id, attempt.key, kind="code_solution", status=status, reason=reason,
+            score=attempt.critique.score if attempt.critique else None,
             payload={**problem_fields, "attempt": attempt.key, "round": attempt.round,
                      "feedback": attempt.revision.feedback if attempt.revision else None,
                      "revised_code": attempt.revision.previous if attempt.revision else None,
                      "code": attempt.code,
-                     "execution": attempt.execution.model_dump() if attempt.execution else None},
-        ))
+                     "execution": attempt.execution.model_dump() if attempt.execution else None})
+        samples.append(sample)
+        sample_id = sample_ids[attempt.key] = sample.sample_id
         messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
         if attempt.reply is not None:
             messages.append(MessageRow(sample_id=sample_id, turn=1, role="assistant", content=attempt.reply))
         if attempt.execution is not None:
             outcome = TESTS_VERDICT[attempt.execution.outcome]
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="tests", outcome=outcome,
-                                       score={"passed": 1.0, "failed": 0.0}.get(outcome),
-                                       detail=attempt.execution.detail))
+            verdicts.extend(check_rows(sample_id, {"tests": CheckOutcome(outcome, attempt.execution.detail)}))
         if attempt.critique is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
-                                       outcome="passed" if critic_passed(attempt.critique, threshold) else "failed",
-                                       detail=attempt.critique.reason))
+            verdicts.append(critic_row(sample_id, score=attempt.critique.score, detail=attempt.critique.reason,
+                                       passed=critic_passed(attempt.critique, threshold)))
         elif attempt.critique_error is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
-                                       detail=attempt.critique_error))
+            verdicts.append(unjudged_row(sample_id, attempt.critique_error))
     return Rows(samples, messages, verdicts, sample_ids)
 
 

@@ -27,8 +27,9 @@ from synthgraph.agents import dialogue_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import CriticSettings, RecipeBase, RoleSettings, SeedBase
+from synthgraph.graphs.rows import critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.store.rows import MessageRow, VerdictRow, stable_id
 from synthgraph.tools.dialogue_checks import CheckResult, check_dialogue
 
 # ------------------------------------------------------------------------------------------------ recipe
@@ -457,21 +458,18 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
         kept = turn.drafts[turn.kept]
         turn_scores.append({"turn": i + offset, "scores": [d.score for d in turn.drafts], "kept": turn.kept})
         if kept.critique is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="turn_critic", turn=i + offset, score=kept.score,
-                                       outcome="passed" if turn_passed(kept.score, context.turn_threshold)
-                                       else "failed",
+            verdicts.append(critic_row(sample_id, verifier="turn_critic", turn=i + offset, score=kept.score,
+                                       passed=turn_passed(kept.score, context.turn_threshold),
                                        detail=kept.critique.model_dump_json()))
         else:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="turn_critic", turn=i + offset,
-                                       outcome="unchecked", detail=kept.critique_error or ""))
+            verdicts.append(unjudged_row(sample_id, kept.critique_error or "", verifier="turn_critic", turn=i + offset))
     verdict = state.get("verdict")
     if verdict is not None:
-        verdicts.append(VerdictRow(
-            sample_id=sample_id, verifier="dialogue_critic", score=verdict.score, detail=verdict.model_dump_json(),
-            outcome="passed" if dialogue_passed(verdict, context.dialogue_threshold) else "failed"))
+        verdicts.append(critic_row(sample_id, verifier="dialogue_critic", score=verdict.score,
+                                   passed=dialogue_passed(verdict, context.dialogue_threshold),
+                                   detail=verdict.model_dump_json()))
     elif state.get("verdict_error"):
-        verdicts.append(VerdictRow(sample_id=sample_id, verifier="dialogue_critic", outcome="unchecked",
-                                   detail=state["verdict_error"]))
+        verdicts.append(unjudged_row(sample_id, state["verdict_error"], verifier="dialogue_critic"))
     checks = state.get("checks") or []
     if checks:
         failed = [c for c in checks if not c.passed]
@@ -499,9 +497,8 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
         "dialogue_verdict": verdict.model_dump() if verdict is not None else None,
         "checks": [c.model_dump() for c in checks],
     }
-    sample = SampleRow(sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=stable_id(run_id, seed_id),
-                       kind="dialogue", status=status, reason=reason,
-                       score=round(sum(scored) / len(scored), 3) if scored else None, payload=payload)
+    sample = sample_row(run_id, seed_id, SUBJECT, kind="dialogue", status=status, reason=reason,
+                        score=round(sum(scored) / len(scored), 3) if scored else None, payload=payload)
     return Rows([sample], messages, verdicts, {SUBJECT: sample_id})
 
 

@@ -36,8 +36,9 @@ from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
                                        SolverSettings, check_mix, draw_kind)
+from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.store.rows import MessageRow, VerdictRow, stable_id
 from synthgraph.tools.grounding_checks import CheckOutcome, content_words, grounding_checks
 from synthgraph.tools.retrieval import Hit, IngestReport, RetrievalError, Retriever, ingest_corpus, sample_chunks
 
@@ -545,7 +546,6 @@ def attempt_messages(sample_id: str, question: str, attempt: Attempt, passage_ch
 def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainContext
             ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
-    group_id = stable_id(run_id, seed_id)
     kind, question = state["kind"], state.get("question")
     base = {"question_kind": kind, "answerable": kind != "unanswerable", "question": question,
             "question_source": "seed" if state["seed"].question is not None else "proposed",
@@ -555,40 +555,35 @@ def to_rows(state: DomainState, *, run_id: str, seed_id: str, context: DomainCon
         base["probe"] = state["probe"]
     problems = state.get("question_problems") or []
     if question is None or problems:
-        sample_id = stable_id(run_id, seed_id, "question")
-        sample = SampleRow(sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id,
-                           kind="grounded_question", status="error" if question is None else "rejected",
-                           reason=state.get("question_error") or "question: " + "; ".join(problems), payload=base)
-        verdicts = [VerdictRow(sample_id=sample_id, verifier="question", outcome="failed", detail="; ".join(problems))
-                    ] if problems else []
-        return Rows([sample], [], verdicts, {"question": sample_id})
+        sample = sample_row(run_id, seed_id, "question", kind="grounded_question",
+                            status="error" if question is None else "rejected",
+                            reason=state.get("question_error") or "question: " + "; ".join(problems), payload=base)
+        verdicts = [VerdictRow(sample_id=sample.sample_id, verifier="question", outcome="failed",
+                               detail="; ".join(problems))] if problems else []
+        return Rows([sample], [], verdicts, {"question": sample.sample_id})
     samples, messages, verdicts, sample_ids = [], [], [], {}
     for attempt in sorted(state["attempts"], key=lambda a: int(a.key[1:])):
-        sample_id = stable_id(run_id, seed_id, attempt.key)
-        sample_ids[attempt.key] = sample_id
         status, reason = attempt_verdict(attempt, context.critic_threshold)
         judgement = attempt.judgement
-        samples.append(SampleRow(
-            sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="grounded_qa",
-            status=status, reason=reason, score=judgement.score if judgement else None,
+        sample = sample_row(
+            run_id, seed_id, attempt.key, kind="grounded_qa", status=status, reason=reason,
+            score=judgement.score if judgement else None,
             payload={**base, "attempt": attempt.key, "stopped": attempt.stopped, "answer": attempt.answer,
                      "declined": attempt.stopped == "declined", "decline_reason": attempt.decline_reason,
                      "citations": attempt.citations, "retrieved": attempt.retrieved,
-                     "queries": [s.query for s in attempt.searches]}))
+                     "queries": [s.query for s in attempt.searches]})
+        samples.append(sample)
+        sample_id = sample_ids[attempt.key] = sample.sample_id
         if attempt.searches:
             messages.extend(attempt_messages(sample_id, question, attempt, context.passage_chars))
         verdicts.append(VerdictRow(sample_id=sample_id, verifier="question", outcome="passed",
                                    detail="self-contained, short, ends with '?', not copied"))
-        for verifier, (outcome, detail) in attempt.checks.items():
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome=outcome, detail=detail,
-                                       score={"passed": 1.0, "failed": 0.0}.get(outcome)))
+        verdicts.extend(check_rows(sample_id, attempt.checks))
         if judgement is not None:
-            passed = critic_passed(judgement, context.critic_threshold)
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="passed" if passed else "failed",
-                                       score=judgement.score, detail=judgement.reason))
+            verdicts.append(critic_row(sample_id, score=judgement.score, detail=judgement.reason,
+                                       passed=critic_passed(judgement, context.critic_threshold)))
         elif attempt.judgement_error is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
-                                       detail=attempt.judgement_error))
+            verdicts.append(unjudged_row(sample_id, attempt.judgement_error))
     return Rows(samples, messages, verdicts, sample_ids)
 
 

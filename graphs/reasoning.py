@@ -27,8 +27,9 @@ from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
                                        SolverSettings, VerifierSettings)
+from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.store.rows import CheckOutcome, MessageRow, VerdictRow
 from synthgraph.tools.math_answers import AnswerCheck, check_answer
 from synthgraph.tools.sandbox import arun_python
 
@@ -329,7 +330,6 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
             ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     threshold = context.critic_threshold
-    group_id = stable_id(run_id, seed_id)
     problem = state.get("problem")
     problem_fields = {} if problem is None else {
         "problem": problem.text, "reference": problem.reference, "reference_source": problem.source,
@@ -337,42 +337,36 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
     }
     samples, messages, verdicts, sample_ids = [], [], [], {}
     if state.get("problem_error"):
-        sample_id = stable_id(run_id, seed_id, "problem")
-        sample_ids["problem"] = sample_id
-        status = "rejected" if problem is not None else "error"
-        samples.append(SampleRow(sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id,
-                                 kind="reasoning_problem", status=status, reason=state["problem_error"],
-                                 payload=problem_fields))
+        sample = sample_row(run_id, seed_id, "problem", kind="reasoning_problem",
+                            status="rejected" if problem is not None else "error", reason=state["problem_error"],
+                            payload=problem_fields)
+        samples.append(sample)
+        sample_id = sample_ids["problem"] = sample.sample_id
         if problem is not None:
             messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="reference_program", outcome="failed",
                                        detail=state["problem_error"]))
         return Rows(samples, messages, verdicts, sample_ids)
     for attempt in sorted(state.get("attempts", []), key=lambda a: (a.round, a.key)):
-        sample_id = stable_id(run_id, seed_id, attempt.key)
-        sample_ids[attempt.key] = sample_id
         status, reason = attempt_verdict(attempt, threshold)
-        samples.append(SampleRow(
-            sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="reasoning_trace",
-            status=status, reason=reason, score=attempt.critique.score if attempt.critique else None,
+        sample = sample_row(
+            run_id, seed_id, attempt.key, kind="reasoning_trace", status=status, reason=reason,
+            score=attempt.critique.score if attempt.critique else None,
             payload={**problem_fields, "attempt": attempt.key, "round": attempt.round, "feedback": attempt.feedback,
-                     "final_answer": attempt.check.extracted if attempt.check else None},
-        ))
+                     "final_answer": attempt.check.extracted if attempt.check else None})
+        samples.append(sample)
+        sample_id = sample_ids[attempt.key] = sample.sample_id
         messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
         if attempt.solution is not None:
             messages.append(MessageRow(sample_id=sample_id, turn=1, role="assistant", content=attempt.solution))
         if attempt.check is not None:
             outcome = {"match": "passed", "mismatch": "failed", "unparseable": "unchecked"}[attempt.check.outcome]
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="math_verify", outcome=outcome,
-                                       score=1.0 if outcome == "passed" else 0.0 if outcome == "failed" else None,
-                                       detail=attempt.check.reason))
+            verdicts.extend(check_rows(sample_id, {"math_verify": CheckOutcome(outcome, attempt.check.reason)}))
         if attempt.critique is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", score=attempt.critique.score,
-                                       outcome="passed" if critic_passed(attempt.critique, threshold) else "failed",
-                                       detail=attempt.critique.reason))
+            verdicts.append(critic_row(sample_id, score=attempt.critique.score, detail=attempt.critique.reason,
+                                       passed=critic_passed(attempt.critique, threshold)))
         elif attempt.critique_error is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
-                                       detail=attempt.critique_error))
+            verdicts.append(unjudged_row(sample_id, attempt.critique_error))
     return Rows(samples, messages, verdicts, sample_ids)
 
 

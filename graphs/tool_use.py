@@ -36,8 +36,9 @@ from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
                                        SolverSettings, check_mix, draw_kind)
+from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.store.rows import MessageRow, stable_id
 from synthgraph.tools.bfcl import load_tool_specs
 from synthgraph.tools.builtin_tools import builtin_registry, register_document_search, search_documents_spec
 from synthgraph.tools.registry import ToolRegistry, ToolSession
@@ -211,7 +212,7 @@ class Trajectory(BaseModel):
     stopped: Literal["answered", "calls_only", "error"] = "error"
     forced_answer: bool = False                    # the step budget left only `answer`
     error: str | None = None                       # the solver's output was refused on every try
-    checks: dict[str, CheckOutcome] = {}          # the computable stages, set by verify
+    checks: dict[str, CheckOutcome] = {}           # the computable stages, set by verify
     judgement: ToolJudgement | None = None
     judgement_error: str | None = None
 
@@ -582,42 +583,36 @@ def trajectory_messages(sample_id: str, request: str, trajectory: Trajectory) ->
 def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseContext
             ) -> Rows:
     """The samples, chat turns and verdicts of one finished graph instance, plus trajectory key -> sample id."""
-    group_id = stable_id(run_id, seed_id)
     kind, tools, request = state["kind"], state["tools"], state.get("request")
     base = {"request_kind": kind, "tools": tools, "request": request,
             "request_source": "seed" if state["seed"].request is not None else "proposed",
             "ground_truth": state["seed"].ground_truth}
     if request is None:
-        sample_id = stable_id(run_id, seed_id, "request")
-        return [SampleRow(sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="tool_request",
-                          status="error", reason=state.get("request_error"), payload=base)], [], [], \
-            {"request": sample_id}
+        sample = sample_row(run_id, seed_id, "request", kind="tool_request", status="error",
+                            reason=state.get("request_error"), payload=base)
+        return Rows([sample], [], [], {"request": sample.sample_id})
     samples, messages, verdicts, sample_ids = [], [], [], {}
     for trajectory in sorted(state["trajectories"], key=lambda t: int(t.key[1:])):
-        sample_id = stable_id(run_id, seed_id, trajectory.key)
-        sample_ids[trajectory.key] = sample_id
         status, reason = trajectory_verdict(trajectory, context.critic_threshold,
                                             reference=state["seed"].ground_truth is not None)
         judgement = trajectory.judgement
-        samples.append(SampleRow(
-            sample_id=sample_id, run_id=run_id, seed_id=seed_id, group_id=group_id, kind="tool_trajectory",
-            status=status, reason=reason, score=judgement.score if judgement else None,
+        sample = sample_row(
+            run_id, seed_id, trajectory.key, kind="tool_trajectory", status=status, reason=reason,
+            score=judgement.score if judgement else None,
             payload={**base, "attempt": trajectory.key, "stopped": trajectory.stopped,
                      "forced_answer": trajectory.forced_answer, "shape": observed_shape(trajectory),
                      "steps": len(trajectory.decisions), "answer": trajectory.answer,
-                     "calls": [c.model_dump() for c in trajectory.calls]}))
+                     "calls": [c.model_dump() for c in trajectory.calls]})
+        samples.append(sample)
+        sample_id = sample_ids[trajectory.key] = sample.sample_id
         if trajectory.decisions:
             messages.extend(trajectory_messages(sample_id, request, trajectory))
-        for verifier, (outcome, detail) in trajectory.checks.items():
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome=outcome, detail=detail,
-                                       score={"passed": 1.0, "failed": 0.0}.get(outcome)))
+        verdicts.extend(check_rows(sample_id, trajectory.checks))
         if judgement is not None:
-            passed = critic_passed(judgement, context.critic_threshold)
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="passed" if passed else "failed",
-                                       score=judgement.score, detail=judgement.reason))
+            verdicts.append(critic_row(sample_id, score=judgement.score, detail=judgement.reason,
+                                       passed=critic_passed(judgement, context.critic_threshold)))
         elif trajectory.judgement_error is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="critic", outcome="unchecked",
-                                       detail=trajectory.judgement_error))
+            verdicts.append(unjudged_row(sample_id, trajectory.judgement_error))
     return Rows(samples, messages, verdicts, sample_ids)
 
 
