@@ -7,7 +7,7 @@ attempt, a critic call and score on the verified ones, calls spread over a two-h
 runs with the default sample table (500 samples; cold, then warm) and with every sample in the table.
 
     .venv/bin/python bench/report.py
-    .venv/bin/python bench/report.py --samples 10000 --k 4
+    .venv/bin/python bench/report.py --samples 10000 --k 4 --db /tmp/bench-report.duckdb   # keep and reuse the store
 """
 
 from __future__ import annotations
@@ -100,13 +100,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--k", type=int, default=4, help="attempts per seed")
     parser.add_argument("--run-hours", type=float, default=2.0)
+    parser.add_argument("--db", type=Path, help="keep the store here, and reuse it if it is already there")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.duckdb"
-        t = time.perf_counter()
-        build_store(db, args.samples, args.k, args.run_hours * 3600)
-        print(f"store: {args.samples} samples ({args.samples // args.k} seeds × {args.k}) written in "
-              f"{time.perf_counter() - t:.1f} s, {db.stat().st_size / 1e6:.1f} MB")
+        db = args.db or Path(tmp) / "bench.duckdb"
+        if db.exists():
+            print(f"store: reusing {db}")
+        else:
+            t = time.perf_counter()
+            build_store(db, args.samples, args.k, args.run_hours * 3600)
+            print(f"store: {args.samples} samples ({args.samples // args.k} seeds × {args.k}) written in "
+                  f"{time.perf_counter() - t:.1f} s, {db.stat().st_size / 1e6:.1f} MB")
         # The first call pays for importing plotly and compiling the template, as `synthgraph report` does.
         for label, shown in (("first call", 500), ("again", 500), ("every sample", args.samples)):
             summary = write_report(db, Path(tmp) / f"report-{label}.html", max_samples=shown)

@@ -107,15 +107,17 @@ def run(
     if result.budget_exhausted:
         summary.add_row("budget", "[yellow]token budget reached: remaining seeds left pending[/]")
     summary.add_row("store", str(result.store_path.resolve()))
-    if report is None:
-        summary.add_row("report", f"synthgraph report --run {result.run_id} --db {result.store_path} --out report.html")
     out.print(summary)
-    if report is not None:
+    if report is None:  # one unwrapped line, so it can be copied as it is
+        out.print(f"report: synthgraph report --run {result.run_id} --db {result.store_path} --out report.html",
+                  soft_wrap=True, markup=False, highlight=False)
+    else:
         try:
             written = write_report(result.store_path, report, run_id=result.run_id)
         except (ReportError, StoreError) as exc:
             _fail(f"--report: {exc}")
-        out.print(f"report: {written.path} ({written.html_bytes / 1e6:.1f} MB, {written.seconds:.1f} s)")
+        out.print(f"report: {written.path} ({written.html_bytes / 1e6:.1f} MB, {written.seconds:.1f} s)",
+                  soft_wrap=True, highlight=False)
 
 
 class OutputFormat(str, Enum):
@@ -409,7 +411,8 @@ def report(
     except (ReportError, StoreError) as exc:
         _fail(str(exc))
     out.print(f"wrote {written.path}: {written.runs} run(s), {written.samples} samples ({written.samples_shown} "
-              f"shown), {len(written.figures)} plots, {written.html_bytes / 1e6:.1f} MB in {written.seconds:.1f} s")
+              f"shown), {len(written.figures)} plots, {written.html_bytes / 1e6:.1f} MB in {written.seconds:.1f} s",
+              soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

@@ -535,11 +535,12 @@ def _minhash_clusters(whole: dict[str, dict[str, list[str]]]) -> dict[str, tuple
                 x = parent[x]
             return x
 
-        for sample_id, turns in samples.items():
+        shingled = []
+        for turns in samples.values():
             words = _WORD.findall(" ".join(turns).lower())
-            shingles = {" ".join(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
-            signature = MinHash(num_perm=64)
-            signature.update_batch([s.encode() for s in shingles])
+            shingled.append([" ".join(words[i:i + 3]).encode() for i in range(max(1, len(words) - 2))])
+        # bulk shares one set of permutations among all signatures instead of drawing them per sample
+        for sample_id, signature in zip(samples, MinHash.bulk(shingled, num_perm=64)):
             for other in lsh.query(signature):
                 parent[root(other)] = root(sample_id)
             lsh.insert(sample_id, signature)

@@ -35,6 +35,7 @@ def test_readme_demo_on_the_embedded_model_fills_duckdb_with_verified_traces(tmp
     run = synthgraph("run", str(ROOT / "demos" / "reasoning.yaml"), "--limit", "2", "--db", str(db), cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "accepted" in run.stdout and str(db) in run.stdout.replace("\n", "")
+    assert "report: synthgraph report --run " in run.stdout  # the command that writes the run's report
 
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM seeds WHERE status = 'done'").fetchone() == (2,)
@@ -66,3 +67,6 @@ def test_readme_demo_on_the_embedded_model_fills_duckdb_with_verified_traces(tmp
                      "--format", "json", cwd=tmp_path)
     counts = {row["status"]: row["n"] for row in json.loads(sql.stdout)}
     assert sum(counts.values()) >= 2
+    report = synthgraph("report", "--db", str(db), "--out", str(tmp_path / "report.html"), cwd=tmp_path)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert f"{sum(counts.values())} samples" in report.stdout

@@ -238,3 +238,15 @@ def test_run_refuses_a_report_path_before_any_model_loads(tmp_path):
     message = " ".join(result.output.split())
     assert result.exit_code == 2 and f"--report: {existing} already exists; choose a new path" in message
     assert existing.read_text() == "mine" and not (tmp_path / "s.duckdb").exists()
+
+
+def test_report_of_a_run_that_wrote_nothing_yet(tmp_path):
+    db = tmp_path / "empty.duckdb"
+    writer = Store(db)
+    writer.register_run(RunRow(run_id="run-e", name="empty", graph="dialogue", recipe={}),
+                        [SeedRow(run_id="run-e", seed_id="s0", position=0, payload={})])
+    writer.close()
+    summary = write_report(db, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert (summary.samples, summary.samples_shown, summary.figures) == (0, 0, ["fig-funnel-dialogue"])
+    assert "No model calls in scope." in html and "No accepted samples in scope." in html
