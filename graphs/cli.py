@@ -29,6 +29,10 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _note(message: str) -> None:
+    console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
+
+
 @app.command()
 def run(
     recipe_path: Annotated[Path, typer.Argument(help="recipe YAML, e.g. demos/reasoning.yaml")],
@@ -107,7 +111,7 @@ def sql(
 ):
     """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats."""
     try:
-        columns, rows = query(db, statement, read_only=not write)
+        columns, rows = query(db, statement, read_only=not write, notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     if format is OutputFormat.csv:
@@ -136,6 +140,7 @@ def export(
     status: Annotated[str | None, typer.Option(help="accepted, rejected or error (default: all)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     db: DbOption = DEFAULT_STORE,
+    force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
 ):
     """Write samples as chat records: OpenAI {"messages": [...], "tools": [...]} plus metadata (jsonl, parquet),
     or ShareGPT {"conversations": [...], "system", "tools"} (sharegpt, JSON lines)."""
@@ -144,7 +149,8 @@ def export(
     if status not in (None, "accepted", "rejected", "error"):
         _fail(f"--status must be accepted, rejected or error (got {status!r})")
     try:
-        count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id)
+        count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id, force=force,
+                               notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     out.print(f"wrote {count} samples to {out_path}")
@@ -156,7 +162,7 @@ def stats(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Opti
     from synthgraph.store.stats import run_statistics
 
     try:
-        report = run_statistics(db, run_id=run_id)
+        report = run_statistics(db, run_id=run_id, notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     if not report:
