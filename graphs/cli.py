@@ -29,6 +29,24 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _check_models(recipe) -> None:
+    """Every model the recipe's roles use, checked before anything loads (agents.models.preflight)."""
+    from synthgraph.agents.models import preflight
+
+    for spec in dict.fromkeys(recipe.role_model(role) for role in type(recipe.roles).model_fields):
+        if problem := preflight(spec):
+            _fail(problem)
+
+
+def _one_line(exc: Exception) -> str:
+    """A pydantic error as its first message (not the whole dump), anything else as its first line."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        return exc.errors()[0]["msg"].removeprefix("Value error, ")
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _note(message: str) -> None:
     console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
 
@@ -59,7 +77,9 @@ def run(
             overrides["concurrency"] = concurrency
         recipe = type(recipe).model_validate({**recipe.model_dump(), **overrides}) if overrides else recipe
     except (RecipeError, ValueError) as exc:
-        _fail(str(exc).splitlines()[0] if isinstance(exc, RecipeError) else f"--model: {exc}")
+        _fail(f"--model {model}: {_one_line(exc)}" if model is not None and not isinstance(exc, RecipeError)
+              else _one_line(exc))
+    _check_models(recipe)
 
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -195,13 +215,14 @@ def models(prepare: Annotated[str | None, typer.Option(help="convert this shippe
 
 @app.command()
 def validate(recipe_path: Annotated[Path, typer.Argument(help="recipe YAML")]):
-    """Check a recipe and its seeds without loading any model."""
+    """Check a recipe, its seeds and its models (installed, in the cache, or served) without loading any model."""
     from synthgraph.graphs.recipe import RecipeError, load_recipe
 
     try:
         recipe, seeds = load_recipe(recipe_path)
     except RecipeError as exc:
         _fail(str(exc))
+    _check_models(recipe)
     out.print(f"recipe {recipe_path}: ok ({recipe.graph}, {len(seeds)} seeds, run id {recipe.run_id(seeds)})")
 
 
