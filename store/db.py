@@ -54,8 +54,9 @@ def describe_io_error(path: Path, exc: duckdb.Error) -> StoreError:
     if "Could not set lock on file" in message:
         holder = f"process {pid[1]}" if (pid := _LOCK_HOLDER.search(message)) else "another process"
         return StoreLocked(
-            f"{path} is open for writing by {holder} (a run in progress?) and it has published no snapshot "
-            f"yet: wait a few seconds for its first one ({snapshot_path(path).name}) or for the run to end")
+            f"{path} is open for writing by {holder} (a run in progress?) and there is no snapshot to read: "
+            f"a run publishes one ({snapshot_path(path).name}) as it starts, so retry in a few seconds; "
+            "anything else (ingest, sql --write) holds it until it ends")
     if any(marker in message for marker in _DAMAGED):
         return StoreDamaged(
             f"{path} is damaged and cannot be read ({message.removeprefix('IO Error: ')}); synthgraph will not "
