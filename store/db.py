@@ -254,7 +254,6 @@ class StoreWriter:
         self._unpublished = False
 
     async def __aenter__(self) -> StoreWriter:
-        await asyncio.to_thread(self._snapshot)
         self._task = asyncio.create_task(self._drain())
         return self
 
@@ -271,6 +270,7 @@ class StoreWriter:
         await self._queue.put(outcome)
 
     async def _drain(self) -> None:
+        await asyncio.to_thread(self._snapshot)  # readers see the run from its start (the model loads meanwhile)
         closing = False
         while not closing:
             try:
