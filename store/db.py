@@ -127,12 +127,7 @@ class Store:
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         try:
             with open(partial, "wb") as copy:
-                size, offset = os.fstat(source).st_size, 0
-                while offset < size:
-                    copied = os.copy_file_range(source, copy.fileno(), size - offset, offset)
-                    if copied == 0:
-                        break
-                    offset += copied
+                _copy_at_offsets(source, copy.fileno(), os.fstat(source).st_size)
                 os.fsync(copy.fileno())
             os.replace(partial, target)
         finally:
@@ -235,6 +230,19 @@ class Store:
         self.con.commit()
 
 
+def _copy_at_offsets(source: int, target: int, size: int) -> None:
+    """Copy `size` bytes of `source` from offset 0 without moving its file position (DuckDB's descriptor)."""
+    offset = 0
+    try:
+        while offset < size and (copied := os.copy_file_range(source, target, size - offset, offset)):
+            offset += copied
+    except OSError:  # a file system or kernel without copy_file_range: read and write it here
+        os.lseek(target, offset, os.SEEK_SET)
+        while offset < size and (chunk := os.pread(source, min(1 << 22, size - offset), offset)):
+            os.write(target, chunk)
+            offset += len(chunk)
+
+
 class StoreWriter:
     """The single writer task: graph instances hand it finished seeds; it writes them in batches.
 
@@ -294,12 +302,16 @@ class StoreWriter:
 
     def _snapshot(self) -> None:
         started = time.monotonic()
-        self._unpublished = not self.store.publish_snapshot()
+        try:
+            published = self.store.publish_snapshot()
+        except (OSError, duckdb.Error):  # e.g. no room for the copy: readers keep the last one, writing goes on
+            published = None
         took = time.monotonic() - started
+        if published is False:  # no /proc to copy through: readers wait for the run to end
+            self._next_snapshot, self._unpublished = float("inf"), False
+            return
         self._next_snapshot = time.monotonic() + max(self.snapshot_every_s, 10 * took)
-        if self._unpublished:  # no /proc to copy through: readers wait for the run to end
-            self._next_snapshot = float("inf")
-            self._unpublished = False
+        self._unpublished = published is None  # failed: try again when the next one is due
 
 
 def query(path: Path, sql: str, params: Sequence[Any] | None = None, *, read_only: bool = True,

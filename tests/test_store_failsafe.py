@@ -191,6 +191,30 @@ def test_the_snapshot_is_published_at_start_and_removed_when_the_store_closes(tm
     assert not snapshot_path(db).exists()
 
 
+def test_a_failing_snapshot_never_stops_the_writer(tmp_path, monkeypatch):
+    import asyncio
+
+    from synthgraph.store.db import StoreWriter
+
+    def no_room(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "publish_snapshot", no_room)
+    db = tmp_path / "s.duckdb"
+
+    async def write():
+        store = Store(db)
+        store.register_run(RunRow(run_id="r", name="t", graph="reasoning", recipe={}),
+                           [SeedRow(run_id="r", seed_id=f"s{i}", position=i, payload={}) for i in range(3)])
+        async with StoreWriter(store, snapshot_every_s=0) as writer:
+            for i in range(3):
+                await writer.put(outcome("r", i))
+        store.close()
+
+    asyncio.run(write())
+    assert query(db, "SELECT count(*) FROM seeds WHERE status = 'done'")[1] == [(3,)]
+
+
 # --------------------------------------------------------------------------- export fails safe
 
 
