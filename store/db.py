@@ -48,11 +48,14 @@ _DAMAGED = ("Corrupt database file", "checksum", "not a valid DuckDB database fi
             "database file with version number", "The database file was created with")
 
 
-def describe_io_error(path: Path, exc: duckdb.Error) -> StoreError:
+def describe_io_error(path: Path, exc: duckdb.Error, *, read_only: bool = True) -> StoreError:
     """The user's reading of a DuckDB IO error on `path`: locked by a writer, damaged, or another IO failure."""
     message = str(exc)
     if "Could not set lock on file" in message:
         holder = f"process {pid[1]}" if (pid := _LOCK_HOLDER.search(message)) else "another process"
+        if not read_only:
+            return StoreLocked(f"{path} is open for writing by {holder} (a run in progress?): DuckDB allows one "
+                               "writing process per file; wait for it to end, or use another --db")
         return StoreLocked(
             f"{path} is open for writing by {holder} (a run in progress?) and there is no snapshot to read: "
             f"a run publishes one ({snapshot_path(path).name}) as it starts, so retry in a few seconds; "
@@ -76,7 +79,7 @@ def connect(path: Path, *, read_only: bool, external_access: bool = True,
     try:
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as exc:
-        error = describe_io_error(path, exc)
+        error = describe_io_error(path, exc, read_only=read_only)
         snapshot = snapshot_path(path)
         if not (read_only and isinstance(error, StoreLocked) and snapshot.exists()):
             raise error from exc

@@ -70,6 +70,8 @@ def test_a_lock_held_by_another_process_is_reported_as_a_lock(store):
             connect(store, read_only=True)
         result = CliRunner().invoke(app, ["sql", "SELECT 1", "--db", str(store)])
         assert result.exit_code == 2 and "open for writing" in said(result)
+        with pytest.raises(StoreLocked, match="one writing process per file"):
+            connect(store, read_only=False)
     finally:
         holder.kill()
         holder.wait()
