@@ -23,6 +23,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from synthgraph.agents.engine_lifetime import bind_engine_processes
 
 # ----------------------------------------------------------------------------------------------- specs
 
@@ -155,6 +158,42 @@ class ModelOutputError(Exception):
         self.reason = reason
 
 
+class ModelServerUnreachable(ConnectionError):
+    """One call could not reach the model server (refused, timed out, 5xx). A ConnectionError, so the graph's
+    RetryPolicy retries the node; the message names the server."""
+
+
+class ModelServerDown(RuntimeError):
+    """The circuit breaker of a model server is open: `threshold` calls in a row could not reach it, so every
+    further call fails at once instead of hammering it. Not a ConnectionError (LangGraph does not retry it):
+    the runner sees it, stops admitting seeds and exits non-zero."""
+
+    def __init__(self, server: str, failures: int, last: str):
+        super().__init__(f"the model server at {server} is down: {failures} calls in a row could not reach it "
+                         f"(last: {last}); start it or fix the URL in the recipe, then rerun to resume")
+        self.server = server
+        self.failures = failures
+
+
+# vLLM's and OpenAI's wording for "the prompt (plus max_tokens) does not fit the model's context".
+_CONTEXT_TOO_LONG = re.compile(r"context length|maximum model length|model length of|prompt is too long|"
+                               r"max_tokens.{0,40}too large", re.I | re.S)
+
+
+def _server_failure(exc: Exception) -> Literal["context", "transport"] | None:
+    """How a failed call to an OpenAI-compatible server reads: its prompt too long, the server unreachable, or
+    something else (None: raised as it is)."""
+    try:
+        import openai
+    except ImportError:
+        return None
+    if isinstance(exc, openai.BadRequestError) and _CONTEXT_TOO_LONG.search(str(exc)):
+        return "context"
+    if isinstance(exc, (openai.APIConnectionError, openai.InternalServerError)):
+        return "transport"
+    return None
+
+
 @dataclass
 class Completion:
     text: str
@@ -221,10 +260,17 @@ def _bare_calls(text: str, offered: Sequence[str]) -> list[dict[str, Any]]:
 class ModelClient:
     """A chat model plus the rules for calling it; shared by every role that uses the same model."""
 
-    def __init__(self, chat: BaseChatModel, *, name: str, max_attempts: int = 3):
+    def __init__(self, chat: BaseChatModel, *, name: str, max_attempts: int = 3, server: str | None = None,
+                 breaker_threshold: int = 5):
         self.chat = chat
         self.name = name
         self.max_attempts = max_attempts
+        # The circuit breaker of a model server: consecutive calls that could not reach it, across all the
+        # graph instances sharing this client; at `breaker_threshold` it opens for good (`server_down`).
+        self.server = server
+        self.breaker_threshold = breaker_threshold
+        self.consecutive_failures = 0
+        self.server_down: ModelServerDown | None = None
 
     async def complete(
         self,
@@ -283,17 +329,25 @@ class ModelClient:
         if tools:
             kwargs["tools"] = tools
         text, usage, finish_reason, error, tool_calls = "", {}, None, None, []
+        if self.server_down is not None:
+            raise ModelServerDown(self.server, self.server_down.failures, "the breaker is open")
         try:
-            # The role and template travel as run metadata: tracing shows them, and test fakes answer per role.
-            config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
-            message: AIMessage = await self.chat.ainvoke(list(messages), config=config, **kwargs)
+            try:
+                # The role and template travel as run metadata: tracing shows them, test fakes answer per role.
+                config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
+                message: AIMessage = await self.chat.ainvoke(list(messages), config=config, **kwargs)
+            except Exception as exc:
+                if (converted := self._server_error(exc)) is exc:
+                    raise
+                raise converted from exc
+            self.consecutive_failures = 0
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}
             finish_reason = (message.response_metadata or {}).get("finish_reason")
             tool_calls = list(message.tool_calls)
             if message.invalid_tool_calls:
                 error = f"malformed tool call: {message.invalid_tool_calls[0].get('error') or message.invalid_tool_calls[0]}"
-        except PromptTooLong as exc:  # transient transport errors propagate to the graph's RetryPolicy
+        except PromptTooLong as exc:  # transport errors propagate to the graph's RetryPolicy (or stop the run)
             error = str(exc)
         parsed = None
         if error is None:
@@ -330,6 +384,28 @@ class ModelClient:
             log.add(record)
         return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls)
 
+    def _server_error(self, exc: Exception) -> Exception:
+        """What a failed call to a model server becomes: PromptTooLong (a refused output, recorded per call,
+        as in process), ModelServerUnreachable naming the server, or ModelServerDown once the breaker opens."""
+        if self.server is None:
+            return exc
+        failure = _server_failure(exc)
+        if failure == "context":
+            self.consecutive_failures = 0  # it answered
+            return PromptTooLong(f"{self.server} refused the prompt: {_first_line(exc)}")
+        if failure != "transport":
+            return exc
+        self.consecutive_failures += 1
+        detail = f"{type(exc).__name__}: {_first_line(exc)}"
+        if self.consecutive_failures >= self.breaker_threshold:
+            self.server_down = self.server_down or ModelServerDown(self.server, self.consecutive_failures, detail)
+            return ModelServerDown(self.server, self.consecutive_failures, detail)
+        return ModelServerUnreachable(f"model server {self.server}: {detail}")
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
 
 def structured_output_kwargs(chat: BaseChatModel, schema: type[BaseModel],
                              json_schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -357,15 +433,20 @@ class VLLMEngine:
         self._engine = None
         self._tokenizer = None
         self._lock = asyncio.Lock()
+        # The thread that starts the engine's processes: they are bound to it (engine_lifetime), so it lives
+        # until `shutdown`, unlike the loop's pooled threads.
+        self._owner: ThreadPoolExecutor | None = None
 
     async def start(self):
         async with self._lock:
             if self._engine is None:
-                self._engine, self._tokenizer = await asyncio.to_thread(self._load)
+                self._owner = self._owner or ThreadPoolExecutor(1, thread_name_prefix=f"vllm-owner-{self.served_name}")
+                self._engine, self._tokenizer = await asyncio.get_running_loop().run_in_executor(self._owner, self._load)
         return self._engine
 
     def _load(self):
         _configure_vllm_env(self.settings)
+        bind_engine_processes()
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -417,6 +498,9 @@ class VLLMEngine:
             # AsyncLLM.__del__ shuts down again; at interpreter exit vLLM's modules are already torn down
             # and it prints a TypeError traceback after a clean run. Once is enough.
             engine.shutdown = lambda *args, **kwargs: None
+        if self._owner is not None:
+            self._owner.shutdown(wait=False)
+            self._owner = None
 
 
 class PromptTooLong(ValueError):
@@ -524,8 +608,13 @@ class ModelPool:
 
     def client(self, spec: ModelSpec) -> ModelClient:
         if spec not in self._clients:
-            self._clients[spec] = ModelClient(self._build(spec), name=str(spec), max_attempts=self.max_attempts)
+            self._clients[spec] = ModelClient(self._build(spec), name=str(spec), max_attempts=self.max_attempts,
+                                              server=spec.base_url)
         return self._clients[spec]
+
+    def server_down(self) -> ModelServerDown | None:
+        """The first model server whose breaker opened, if any: the run cannot go on without it."""
+        return next((c.server_down for c in self._clients.values() if c.server_down is not None), None)
 
     def _build(self, spec: ModelSpec) -> BaseChatModel:
         if spec.provider == "openai":
@@ -549,6 +638,74 @@ class ModelPool:
     def shutdown(self) -> None:
         for engine in self._engines:
             engine.shutdown()
+
+
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def preflight(spec: ModelSpec | str, *, timeout_s: float = 5.0) -> str | None:
+    """Whether a model can be used, checked before anything loads: None, or one line naming the model (or its
+    server) and what to do. A shipped name must have its weights installed; a folder must hold a config.json;
+    a hub-style name must be in the local Hugging Face cache (nothing is downloaded at run time); a server
+    must answer `GET /models` with the name among its models."""
+    spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
+    return _preflight_server(spec, timeout_s) if spec.provider == "openai" else _preflight_local(spec.model)
+
+
+def _preflight_local(name: str) -> str | None:
+    from synthgraph.agents import shipped_models
+
+    if name in shipped_models.SHIPPED:
+        if shipped_models.is_prepared(name):
+            return None
+        try:
+            shipped_models.locate_parts(shipped_models.SHIPPED[name])
+        except shipped_models.ShippedModelError as exc:
+            return str(exc)
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else (
+            f"model {name!r}: the folder {path} has no config.json, so it is not a Hugging Face model folder")
+    if path.exists():
+        return f"model {name!r}: {path} is a file; give a Hugging Face model folder (one with a config.json)"
+    if _HUB_NAME.fullmatch(name):
+        try:
+            from huggingface_hub import constants, try_to_load_from_cache
+        except ImportError:
+            return f"model {name!r}: a hub-style name needs huggingface_hub (pip install 'synthgraph[models]')"
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None
+        return (f"model {name!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and nothing is "
+                f"downloaded at run time: fetch it first (huggingface-cli download {name}) or give a local folder")
+    if "/" in name or name.startswith(("~", ".")):
+        return f"model {name!r}: no such folder"
+    known = ", ".join(sorted(shipped_models.SHIPPED))
+    return (f"model {name!r} is neither a shipped model ({known}) nor an existing folder nor a hub-style "
+            "ORG/NAME: `synthgraph models` lists the shipped ones")
+
+
+def _preflight_server(spec: ModelSpec, timeout_s: float) -> str | None:
+    import httpx
+
+    url = f"{spec.base_url.rstrip('/')}/models"
+    try:
+        response = httpx.get(url, timeout=timeout_s,
+                             headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', 'EMPTY')}"})
+    except httpx.HTTPError as exc:
+        return (f"cannot reach the model server at {spec.base_url} ({type(exc).__name__}: {exc}): start it "
+                f"(e.g. vllm serve {spec.model}) or fix the URL")
+    if response.status_code != 200:
+        return (f"the model server at {spec.base_url} answered GET {url} with HTTP {response.status_code}: "
+                "is this the OpenAI-compatible base URL (ending in /v1)? (an API key goes in OPENAI_API_KEY)")
+    try:
+        served = [model["id"] for model in response.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        return f"the model server at {spec.base_url} answered GET {url} with something other than a model list"
+    if spec.model not in served:
+        return (f"the model server at {spec.base_url} does not serve {spec.model!r} "
+                f"(it serves: {', '.join(served) or 'nothing'}): fix the model name")
+    return None
 
 
 def resolve_model_path(name: str) -> str:

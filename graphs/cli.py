@@ -30,6 +30,28 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _check_models(recipe) -> None:
+    """Every model the recipe's roles use, checked before anything loads (agents.models.preflight)."""
+    from synthgraph.agents.models import preflight
+
+    for spec in dict.fromkeys(recipe.role_model(role) for role in type(recipe.roles).model_fields):
+        if problem := preflight(spec):
+            _fail(problem)
+
+
+def _one_line(exc: Exception) -> str:
+    """A pydantic error as its first message (not the whole dump), anything else as its first line."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        return exc.errors()[0]["msg"].removeprefix("Value error, ")
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _note(message: str) -> None:
+    console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
+
+
 @app.command()
 def run(
     recipe_path: Annotated[Path, typer.Argument(help="recipe YAML, e.g. demos/reasoning.yaml")],
@@ -60,14 +82,19 @@ def run(
     try:
         recipe, seeds = load_recipe(recipe_path)
     except RecipeError as exc:
-        _fail(str(exc).splitlines()[0])
+        _fail(_one_line(exc))
     overrides = {name: value for name, value in (("model", model), ("concurrency", concurrency)) if value is not None}
     if overrides:
         try:
             recipe = recipe.with_overrides(**overrides)
         except ValidationError as exc:
-            _fail("; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                            for e in exc.errors()))
+            problems = []
+            for error in exc.errors():  # a whole-recipe check has no field path: it is about the overrides
+                name = str(error["loc"][0]) if error["loc"] else ", --".join(overrides)
+                problems.append(f"--{name} {overrides.get(name, '')}".rstrip() + ": "
+                                + error["msg"].removeprefix("Value error, "))
+            _fail("; ".join(problems))
+    _check_models(recipe)
 
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -135,7 +162,7 @@ def sql(
 ):
     """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats."""
     try:
-        columns, rows = query(db, statement, read_only=not write)
+        columns, rows = query(db, statement, read_only=not write, notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     if format is OutputFormat.csv:
@@ -163,6 +190,7 @@ def export(
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     exclude_flagged: Annotated[bool, typer.Option(help="leave out samples flagged by dedup / decontamination")] = False,
     db: DbOption = DEFAULT_STORE,
+    force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
 ):
     """Write samples as chat records: OpenAI {"messages": [...], "tools": [...]} plus metadata (jsonl, parquet),
     or ShareGPT {"conversations": [...], "system", "tools"} (sharegpt, JSON lines)."""
@@ -172,7 +200,7 @@ def export(
         _fail(f"--status must be accepted, rejected or error (got {status!r})")
     try:
         count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id,
-                               exclude_flagged=exclude_flagged)
+                               exclude_flagged=exclude_flagged, force=force, notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     out.print(f"wrote {count} samples to {out_path}")
@@ -184,7 +212,7 @@ def stats(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Opti
     from synthgraph.store.stats import run_statistics
 
     try:
-        report = run_statistics(db, run_id=run_id)
+        report = run_statistics(db, run_id=run_id, notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     if not report:
@@ -217,13 +245,14 @@ def models(prepare: Annotated[str | None, typer.Option(help="convert this shippe
 
 @app.command()
 def validate(recipe_path: Annotated[Path, typer.Argument(help="recipe YAML")]):
-    """Check a recipe and its seeds without loading any model."""
+    """Check a recipe, its seeds and its models (installed, in the cache, or served) without loading any model."""
     from synthgraph.graphs.recipe import RecipeError, load_recipe
 
     try:
         recipe, seeds = load_recipe(recipe_path)
     except RecipeError as exc:
         _fail(str(exc))
+    _check_models(recipe)
     out.print(f"recipe {recipe_path}: ok ({recipe.graph}, {len(seeds)} seeds, run id {recipe.run_id(seeds)})")
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,24 +24,80 @@ class StoreError(RuntimeError):
     """A store problem the user can act on (missing file, locked file, bad query)."""
 
 
+class StoreLocked(StoreError):
+    """Another process holds the store open for writing."""
+
+
+class StoreDamaged(StoreError):
+    """The file is not a readable DuckDB database (damaged, truncated, not DuckDB at all)."""
+
+
 def _schema_sql() -> str:
     return resources.files("synthgraph.store").joinpath("schema.sql").read_text()
 
 
-def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+def snapshot_path(path: Path) -> Path:
+    """Where a writing run publishes consistent copies of its store for readers (see `Store.publish_snapshot`)."""
+    return Path(f"{path}.snapshot")
+
+
+# DuckDB reports a lock, a damaged file and a failed read all as `IOException`; only the text tells them
+# apart (a damaged block's message has "block" in it, so a bare "lock" test mistook damage for a lock).
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in .*? \(PID (\d+)\)", re.S)
+_DAMAGED = ("Corrupt database file", "checksum", "not a valid DuckDB database file", "Could not read enough bytes",
+            "database file with version number", "The database file was created with")
+
+
+def describe_io_error(path: Path, exc: duckdb.Error, *, read_only: bool = True) -> StoreError:
+    """The user's reading of a DuckDB IO error on `path`: locked by a writer, damaged, or another IO failure."""
+    message = str(exc)
+    if "Could not set lock on file" in message:
+        holder = f"process {pid[1]}" if (pid := _LOCK_HOLDER.search(message)) else "another process"
+        if not read_only:
+            return StoreLocked(f"{path} is open for writing by {holder} (a run in progress?): DuckDB allows one "
+                               "writing process per file; wait for it to end, or use another --db")
+        return StoreLocked(
+            f"{path} is open for writing by {holder} (a run in progress?) and there is no snapshot to read: "
+            f"a run publishes one ({snapshot_path(path).name}) as it starts, so retry in a few seconds; "
+            "anything else (ingest, sql --write) holds it until it ends")
+    if any(marker in message for marker in _DAMAGED):
+        return StoreDamaged(
+            f"{path} is damaged and cannot be read ({message.removeprefix('IO Error: ')}); synthgraph will not "
+            "write into it: restore it from a backup, or start a new store with --db NEW.duckdb")
+    return StoreError(f"cannot open {path}: {message}")
+
+
+def connect(path: Path, *, read_only: bool, external_access: bool = True,
+            notice: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the store. A reader that finds it locked by a writing run reads the run's latest snapshot instead
+    (and says so through `notice`). `external_access=False` confines a connection to the store: no reading
+    or writing other files, no extensions, no changing that back."""
+    path = Path(path)
     if read_only and not path.exists():
         raise StoreError(f"no store at {path}: run a recipe first (synthgraph run RECIPE) or pass --db PATH")
+    config = {} if external_access else {"enable_external_access": False, "lock_configuration": True}
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise StoreError(
-                f"{path} is open for writing by another process (a run in progress?): DuckDB allows one "
-                "writing process per file; wait for it to finish or query a copy of the file"
-            ) from exc
-        raise StoreError(f"cannot open {path}: {exc}") from exc
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
+    except duckdb.Error as exc:
+        error = describe_io_error(path, exc, read_only=read_only)
+        snapshot = snapshot_path(path)
+        if not (read_only and isinstance(error, StoreLocked) and snapshot.exists()):
+            raise error from exc
+        try:
+            con = duckdb.connect(str(snapshot), read_only=True, config=config)
+        except duckdb.Error as snapshot_exc:  # replaced between the check and the open: the next one is fine
+            raise describe_io_error(snapshot, snapshot_exc) from snapshot_exc
+        if notice is not None:
+            taken = datetime.fromtimestamp(snapshot.stat().st_mtime)
+            notice(f"{path} is being written by a run; reading its snapshot of {taken:%H:%M:%S} "
+                   f"({time.time() - snapshot.stat().st_mtime:.0f} s old)")
+        return con
     if not read_only:
-        con.execute(_schema_sql())
+        try:
+            con.execute(_schema_sql())
+        except duckdb.Error as exc:
+            con.close()
+            raise describe_io_error(path, exc) from exc
     return con
 
 
@@ -50,6 +110,42 @@ class Store:
 
     def close(self) -> None:
         self.con.close()
+        # Readers go to the store itself again; a snapshot left behind would only go stale.
+        snapshot_path(self.path).unlink(missing_ok=True)
+
+    def publish_snapshot(self) -> bool:
+        """Publish a consistent copy of the store at `<store>.snapshot` for readers while this process holds
+        the write lock; False where it cannot (no /proc). Called from the writer between transactions: after
+        the checkpoint the main file holds everything committed and nothing else is being written, so its
+        bytes are a consistent database. They are copied through DuckDB's own descriptor: opening and closing
+        the file again would drop this process's lock on it (POSIX locks belong to the process and go with
+        the first close of any descriptor of the file), letting a second writer in. The copy goes to a
+        temporary file that replaces the old snapshot in one rename, so a reader opens the previous snapshot
+        or this one, never half of one."""
+        source = self._own_descriptor()
+        if source is None:
+            return False
+        self.con.execute("CHECKPOINT")
+        target = snapshot_path(self.path)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as copy:
+                _copy_at_offsets(source, copy.fileno(), os.fstat(source).st_size)
+                os.fsync(copy.fileno())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return True
+
+    def _own_descriptor(self) -> int | None:
+        """The descriptor DuckDB holds the store's file open with, found through /proc/self/fd."""
+        wanted = self.path.resolve()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(f"/proc/self/fd/{fd}")) == wanted:
+                        return int(fd)
+        return None
 
     def register_run(self, run: RunRow, seeds: Sequence[SeedRow]) -> None:
         with self.transaction():
@@ -137,17 +233,36 @@ class Store:
         self.con.commit()
 
 
+def _copy_at_offsets(source: int, target: int, size: int) -> None:
+    """Copy `size` bytes of `source` from offset 0 without moving its file position (DuckDB's descriptor)."""
+    offset = 0
+    try:
+        while offset < size and (copied := os.copy_file_range(source, target, size - offset, offset)):
+            offset += copied
+    except OSError:  # a file system or kernel without copy_file_range: read and write it here
+        os.lseek(target, offset, os.SEEK_SET)
+        while offset < size and (chunk := os.pread(source, min(1 << 22, size - offset), offset)):
+            os.write(target, chunk)
+            offset += len(chunk)
+
+
 class StoreWriter:
     """The single writer task: graph instances hand it finished seeds; it writes them in batches.
 
     Batching keeps DuckDB's per-transaction cost off the hot path while each seed still lands whole.
+    While it runs it also publishes snapshots of the store for readers (`Store.publish_snapshot`): at the
+    start, then after a batch once `snapshot_every_s` have passed, and never more often than ten times the
+    last snapshot took, so copying a large store costs the writer at most a tenth of its time.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 64):
+    def __init__(self, store: Store, *, max_batch: int = 64, snapshot_every_s: float = 15.0):
         self.store = store
         self.max_batch = max_batch
+        self.snapshot_every_s = snapshot_every_s
         self._queue: asyncio.Queue[SeedOutcome | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._next_snapshot = 0.0
+        self._unpublished = False
 
     async def __aenter__(self) -> StoreWriter:
         self._task = asyncio.create_task(self._drain())
@@ -166,23 +281,56 @@ class StoreWriter:
         await self._queue.put(outcome)
 
     async def _drain(self) -> None:
+        await asyncio.to_thread(self._snapshot)  # readers see the run from its start (the model loads meanwhile)
         closing = False
         while not closing:
-            batch = [await self._queue.get()]
+            try:
+                # Written but not yet published: wake up when the next snapshot is due even if no seed
+                # finishes by then (a long seed must not leave readers looking at old data).
+                wait = max(0.0, self._next_snapshot - time.monotonic()) if self._unpublished else None
+                batch = [await asyncio.wait_for(self._queue.get(), wait)]
+            except TimeoutError:
+                await asyncio.to_thread(self._snapshot)
+                continue
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             closing = None in batch
-            await asyncio.to_thread(self.store.write_outcomes, [o for o in batch if o is not None])
+            await asyncio.to_thread(self._write, [o for o in batch if o is not None], closing)
+
+    def _write(self, outcomes: list[SeedOutcome], closing: bool) -> None:
+        self.store.write_outcomes(outcomes)
+        self._unpublished = True
+        if not closing and time.monotonic() >= self._next_snapshot:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        started = time.monotonic()
+        try:
+            published = self.store.publish_snapshot()
+        except (OSError, duckdb.Error):  # e.g. no room for the copy: readers keep the last one, writing goes on
+            published = None
+        took = time.monotonic() - started
+        if published is False:  # no /proc to copy through: readers wait for the run to end
+            self._next_snapshot, self._unpublished = float("inf"), False
+            return
+        self._next_snapshot = time.monotonic() + max(self.snapshot_every_s, 10 * took)
+        self._unpublished = published is None  # failed: try again when the next one is due
 
 
-def query(path: Path, sql: str, params: Sequence[Any] | None = None, *, read_only: bool = True
-          ) -> tuple[list[str], list[tuple]]:
-    """Run one statement (read-only unless asked) and return (column names, rows)."""
-    con = connect(Path(path), read_only=read_only)
+def query(path: Path, sql: str, params: Sequence[Any] | None = None, *, read_only: bool = True,
+          notice: Callable[[str], None] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one statement and return (column names, rows). Read-only (the default) also means confined to the
+    store: no `COPY ... TO` a file, no `read_text('/etc/...')`, no extensions; `read_only=False` has it all."""
+    con = connect(Path(path), read_only=read_only, external_access=not read_only, notice=notice)
     try:
         try:
             cursor = con.execute(sql, params or [])
         except duckdb.Error as exc:
+            if isinstance(exc, duckdb.IOException) and isinstance(damaged := describe_io_error(path, exc), StoreDamaged):
+                raise damaged from exc
+            if isinstance(exc, duckdb.PermissionException) and read_only:
+                raise StoreError(f"query refused: {str(exc).splitlines()[0]} (read-only queries see only the store; "
+                                 "pass --write for files and extensions)") from exc
             raise StoreError(f"query failed: {exc}") from exc
         if cursor.description is None:
             return [], []

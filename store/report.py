@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from pydantic import BaseModel
 
-from synthgraph.store.db import StoreError, connect
+from synthgraph.store.db import connect
 
 OUTCOME_COLORS = {"passed": "#2e7d32", "failed": "#c62828", "unchecked": "#9e9e9e"}
 STATUS_COLORS = {"accepted": "#2e7d32", "rejected": "#ef6c00", "error": "#c62828"}

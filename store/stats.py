@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from synthgraph.store.db import connect
@@ -24,9 +25,10 @@ _SECTIONS = {
 }
 
 
-def run_statistics(db: Path, *, run_id: str | None = None) -> dict[str, tuple[list[str], list[tuple]]]:
+def run_statistics(db: Path, *, run_id: str | None = None, notice: Callable[[str], None] | None = None
+                   ) -> dict[str, tuple[list[str], list[tuple]]]:
     """{section title: (columns, rows)}; empty when the store has no runs."""
-    con = connect(Path(db), read_only=True)
+    con = connect(Path(db), read_only=True, notice=notice)
     try:
         if con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0:
             return {}

@@ -110,6 +110,66 @@ def test_allocating_within_the_memory_limit_works():
     assert result.stdout == f"{64 << 20}\n"
 
 
+# Six children holding 400 MB each at once: 2.4 GB if memory_mb capped each process alone. A child that
+# allocates reports it, then holds its memory for 4 s, so the ones that survive held it together.
+SIX_HOLDERS = """
+import os, time
+children = []
+for _ in range(6):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        try:
+            block = bytearray(400 << 20)
+            block[::4096] = b"x" * len(block[::4096])   # touch every page: resident, not just reserved
+        except MemoryError:
+            os._exit(3)
+        time.sleep(4)
+        os._exit(0)
+    children.append(pid)
+survivors = sum(os.waitpid(pid, 0)[1] == 0 for pid in children)
+print("survivors", survivors)
+"""
+
+
+def survivors(result) -> int:
+    said = re.fullmatch(r"survivors (\d+)\n", result.stdout)
+    if said is None:  # the program itself was killed by the run's cap: nobody reported
+        assert result.killed_by == "memory_limit", result
+        return 0
+    return int(said[1])
+
+
+def test_the_memory_cap_holds_for_all_processes_of_a_run_together():
+    result = run_python(SIX_HOLDERS, memory_mb=512, timeout_s=30)
+    assert survivors(result) <= 1, f"{survivors(result)} children held 400 MB each at once under memory_mb=512"
+    assert result.memory_cap == "run"
+    one = run_python("blob = bytearray(300 << 20)\nblob[::4096] = b'x' * len(blob[::4096])\nprint('held')",
+                     memory_mb=512)
+    assert one.stdout == "held\n" and one.memory_cap == "run"
+
+
+def test_without_cgroups_memory_is_split_over_a_bounded_process_count(monkeypatch):
+    monkeypatch.setattr(sandbox, "_cgroup_parents", lambda: None)
+    result = run_python(SIX_HOLDERS, memory_mb=512, timeout_s=30)
+    assert result.memory_cap == "split"
+    assert survivors(result) * 400 <= 512
+    one = run_python("blob = bytearray(200 << 20)\nprint('held')", memory_mb=512)
+    assert one.stdout == "held\n"
+
+
+def test_a_run_leaves_no_cgroup_behind():
+    parents = sandbox._cgroup_parents()
+    if parents is None:
+        pytest.skip("no cgroup this process can make here")
+    before = {p.name for p in parents.memory.iterdir() if p.name.startswith("synthgraph-sandbox-")}
+    run_python("print(1)")
+    after = {p.name for p in parents.memory.iterdir() if p.name.startswith("synthgraph-sandbox-")}
+    assert after <= before
+
+
 # -------------------------------------------------------------------------------------------- processes
 
 

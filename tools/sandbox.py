@@ -1,6 +1,7 @@
 """Run untrusted Python (model-written programs and tests) so that nothing it does outlives or escapes the run.
 
-Each run is one throwaway process tree:
+Each run is one throwaway process tree, in a cgroup of its own where the host has one to give (memory.max /
+memory.limit_in_bytes and pids.max for the whole tree, so N children cannot hold N times memory_mb):
 
     bwrap (fresh pid/net/ipc/uts/mount namespaces; read-only system and Python; private size-capped /tmp;
            a seccomp filter refusing nested namespaces, mounts and memory the rlimits cannot see)
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 __all__ = ["SandboxResult", "SandboxUnavailable", "arun_python", "ensure_sandbox", "run_python"]
 
 Isolation = Literal["bubblewrap", "none"]
+MemoryCap = Literal["run", "split", "process"]
 
 SCRIPT_NAME = "main.py"
 _SANDBOX_WORKDIR = "/tmp"
@@ -95,8 +97,13 @@ class SandboxResult(BaseModel):
     timed_out: bool
     duration_s: float
     killed_by: str | None = None
-    """"timeout", "cpu_limit", or the signal that ended the program ("SIGSEGV", "SIGKILL", ...)."""
+    """"timeout", "cpu_limit", "memory_limit" (the run's cgroup ran out), or the signal that ended the program
+    ("SIGSEGV", "SIGKILL", ...)."""
     isolation: Isolation
+    memory_cap: MemoryCap = "process"
+    """How memory_mb held: "run" — for the whole run together (a cgroup of its own, all processes counted);
+    "split" — no cgroup here, so memory_mb was split: each of at most N processes got memory_mb / N of
+    address space (N = max(1, memory_mb // 256)), which bounds their sum; "process" — each process alone."""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
 
@@ -189,8 +196,9 @@ async def arun_python(
 ) -> SandboxResult:
     """Run `code` in a fresh sandbox without blocking the event loop.
 
-    timeout_s: wall clock; the whole process tree is killed when it runs out. memory_mb: address space of
-    each process. disk_mb: size of the private /tmp (the working directory) and of any single file.
+    timeout_s: wall clock; the whole process tree is killed when it runs out. memory_mb: memory of the whole
+    run, all its processes together, where a cgroup can be made (`SandboxResult.memory_cap` says how it
+    held); each process is also capped at it in address space. disk_mb: size of the private /tmp (the working directory) and of any single file.
     max_processes: processes and threads the run may have at once. files: relative path -> content, put
     next to main.py before the run (the directory is not on sys.path: -I). stdout and stderr keep their
     first `max_output_bytes` each. allow_unisolated: when bubblewrap does not work here, run with the
@@ -199,11 +207,18 @@ async def arun_python(
     limits = _Limits(timeout_s, memory_mb, disk_mb, max_processes, max_output_bytes)
     inputs = _checked_files(files or {})
     bubblewrap = _launcher(allow_unisolated)
-    if bubblewrap is None:
-        with _unisolated_launch(code, inputs, limits) as launch:
-            return await _supervise(launch, stdin, limits, "none")
-    with _bubblewrap_launch(bubblewrap, code, inputs, limits) as launch:
-        return await _supervise(launch, stdin, limits, "bubblewrap")
+    with _run_cgroup(limits) as cgroup:
+        if cgroup is not None:
+            cap: MemoryCap = "run"
+        elif bubblewrap is not None or os.geteuid() == 0:  # a process count limit can be set: split memory_mb
+            cap, limits = "split", _split_memory(limits)
+        else:
+            cap = "process"
+        if bubblewrap is None:
+            with _unisolated_launch(code, inputs, limits) as launch:
+                return await _supervise(launch, stdin, limits, "none", cgroup, cap)
+        with _bubblewrap_launch(bubblewrap, code, inputs, limits) as launch:
+            return await _supervise(launch, stdin, limits, "bubblewrap", cgroup, cap)
 
 
 def ensure_sandbox(*, allow_unisolated: bool = False) -> Isolation:
@@ -398,6 +413,172 @@ def _syscall_filter() -> bytes | None:
                     for at, (code, if_true, if_false, k) in enumerate(instructions))
 
 
+# ----------------------------------------------------------------------------- whole-run memory (cgroups)
+
+# RLIMIT_AS caps each process, so a program that forks N children may hold N times memory_mb. A cgroup per
+# run counts every process of the tree together. cgroup v2 (memory.max, pids.max) where this process may
+# enable those controllers below its own cgroup; else v1's memory and pids hierarchies; else none, and the
+# run splits memory_mb over a process count instead.
+_SPLIT_MIN_MB = 256
+_CGROUP_EXTRA_PROCESSES = 4  # the launching shell, bwrap, and bwrap's init inside the namespace
+
+
+@dataclass(frozen=True)
+class _CgroupParents:
+    version: Literal[1, 2]
+    memory: Path  # where run cgroups are made (v2: for both controllers)
+    pids: Path | None
+
+
+class _RunCgroup:
+    """One run's cgroup(s): the memory cap for the whole tree, and its process count."""
+
+    def __init__(self, parents: _CgroupParents, limits: _Limits):
+        self.parents = parents
+        name = f"synthgraph-sandbox-{os.getpid()}-{next(_run_counter)}"
+        self.folders: list[Path] = []
+        memory = self._make(parents.memory / name)
+        processes = str(limits.max_processes + _CGROUP_EXTRA_PROCESSES)
+        if parents.version == 2:
+            (memory / "memory.max").write_text(str(limits.memory_mb << 20))
+            with suppress(FileNotFoundError):  # without swap accounting there is no swap to escape to
+                (memory / "memory.swap.max").write_text("0")
+            (memory / "pids.max").write_text(processes)
+        else:
+            (memory / "memory.limit_in_bytes").write_text(str(limits.memory_mb << 20))
+            with suppress(FileNotFoundError):  # memory + swap: the cap cannot be dodged by swapping out
+                (memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_mb << 20))
+            if parents.pids is not None:
+                (self._make(parents.pids / name) / "pids.max").write_text(processes)
+
+    def _make(self, folder: Path) -> Path:
+        folder.mkdir()
+        self.folders.append(folder)
+        return folder
+
+    def enter_then(self, argv: list[str]) -> list[str]:
+        """`argv` started by a shell that first moves itself into the run's cgroups, so that nothing the
+        program starts is ever outside them."""
+        script = 'for procs in $CGROUP_PROCS; do echo $$ > "$procs" || exit 125; done; exec "$@"'
+        procs = " ".join(str(folder / "cgroup.procs") for folder in self.folders)
+        return ["/bin/sh", "-c", f"CGROUP_PROCS='{procs}'; {script}", "sandbox-cgroup", *argv]
+
+    def oom_kills(self) -> int:
+        events = self.folders[0] / ("memory.events" if self.parents.version == 2 else "memory.oom_control")
+        with suppress(OSError):
+            for line in events.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def remove(self) -> None:
+        for folder in self.folders:
+            for _ in range(50):  # the last exited processes leave the cgroup a moment after they are reaped
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+@contextmanager
+def _run_cgroup(limits: _Limits) -> Iterator[_RunCgroup | None]:
+    parents = _cgroup_parents()
+    cgroup = None
+    if parents is not None:
+        try:
+            cgroup = _RunCgroup(parents, limits)
+        except OSError:
+            cgroup = None
+    try:
+        yield cgroup
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+
+
+def _split_memory(limits: _Limits) -> _Limits:
+    """No cgroup: at most N processes of memory_mb / N address space each, so together they stay under it."""
+    processes = max(1, min(limits.max_processes, limits.memory_mb // _SPLIT_MIN_MB))
+    return _Limits(limits.timeout_s, limits.memory_mb // processes, limits.disk_mb, processes,
+                   limits.max_output_bytes)
+
+
+@functools.cache
+def _cgroup_parents() -> _CgroupParents | None:
+    """Where this process can make cgroups that cap memory and processes, or None (then runs split memory)."""
+    try:
+        own = _own_cgroups()
+        mounts = _cgroup_mounts()
+    except OSError:
+        return None
+    for fstype, point, root, _ in mounts:
+        if fstype == "cgroup2" and "" in own and (folder := _inside(point, root, own[""])) is not None:
+            if _enable_v2_controllers(folder):
+                return _CgroupParents(2, folder, folder)
+    v1 = {}
+    for fstype, point, root, options in mounts:
+        for controller in ("memory", "pids"):
+            if fstype == "cgroup" and controller in options and controller in own:
+                v1[controller] = _inside(point, root, own[controller])
+    if v1.get("memory") is not None and _can_make_cgroups(v1["memory"]):
+        pids = v1.get("pids") if v1.get("pids") is not None and _can_make_cgroups(v1["pids"]) else None
+        return _CgroupParents(1, v1["memory"], pids)
+    return None
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller -> this process's cgroup path ("" for the v2 hierarchy)."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller.removeprefix("name=")] = path
+    return own
+
+
+def _cgroup_mounts() -> list[tuple[str, str, str, set[str]]]:
+    """(fstype, mount point, root inside the hierarchy, super options) of every cgroup mount."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, (fstype, _, options) = left.split(), right.split()[:3]
+        if fstype in ("cgroup", "cgroup2"):
+            mounts.append((fstype, fields[4], fields[3], set(options.split(","))))
+    return mounts
+
+
+def _inside(mount_point: str, mount_root: str, path: str) -> Path | None:
+    if not _is_within(path, mount_root):
+        return None
+    return Path(mount_point, os.path.relpath(path, mount_root))
+
+
+def _enable_v2_controllers(folder: Path) -> bool:
+    try:
+        if not {"memory", "pids"} <= set((folder / "cgroup.controllers").read_text().split()):
+            return False
+        if not {"memory", "pids"} <= set((folder / "cgroup.subtree_control").read_text().split()):
+            # Refused (EBUSY) while this cgroup holds processes, unless it is the root: then no v2 here.
+            (folder / "cgroup.subtree_control").write_text("+memory +pids")
+    except OSError:
+        return False
+    return _can_make_cgroups(folder)
+
+
+def _can_make_cgroups(folder: Path) -> bool:
+    probe = folder / f"synthgraph-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 # ------------------------------------------------------------------------------------------ preparing
 
 
@@ -561,13 +742,16 @@ class _StdinFeeder:
             os.close(self._fd)
 
 
-async def _supervise(launch: _Launch, stdin: str | None, limits: _Limits, isolation: Isolation) -> SandboxResult:
+async def _supervise(launch: _Launch, stdin: str | None, limits: _Limits, isolation: Isolation,
+                     cgroup: _RunCgroup | None, memory_cap: MemoryCap) -> SandboxResult:
     loop = asyncio.get_running_loop()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if stdin is not None else (subprocess.DEVNULL, None)
     info_r, info_w = os.pipe() if isolation == "bubblewrap" else (None, None)
     argv = launch.argv if info_w is None else [launch.argv[0], "--info-fd", str(info_w), *launch.argv[1:]]
+    if cgroup is not None:
+        argv = cgroup.enter_then(argv)
     started = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -617,9 +801,11 @@ async def _supervise(launch: _Launch, stdin: str | None, limits: _Limits, isolat
                 closable.close()
         _close(info_r)
     returncode, killed_by = _exit_status(process.returncode, timed_out, isolation)
+    if killed_by == "SIGKILL" and cgroup is not None and cgroup.oom_kills() > 0:
+        killed_by = "memory_limit"
     return SandboxResult(
         returncode=returncode, stdout=stdout.text, stderr=stderr.text, timed_out=timed_out,
-        duration_s=round(duration_s, 4), killed_by=killed_by, isolation=isolation,
+        duration_s=round(duration_s, 4), killed_by=killed_by, isolation=isolation, memory_cap=memory_cap,
         stdout_truncated=stdout.truncated, stderr_truncated=stderr.truncated,
     )
 

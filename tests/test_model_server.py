@@ -1,0 +1,195 @@
+"""An OpenAI-compatible model server, real HTTP on 127.0.0.1: a prompt too long for it is one refused call, a
+dead server trips the circuit breaker after a bounded number of calls, and pre-flight names what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synthgraph.agents.models import (
+    CallLog, ModelOutputError, ModelPool, ModelServerDown, ModelServerUnreachable, ModelSpec, Sampling,
+    current_call_log, preflight, user_message,
+)
+from synthgraph.graphs.cli import app
+
+# What vLLM's server answers when prompt + max_tokens do not fit (HTTP 400).
+CONTEXT_ERROR = {"error": {"object": "error", "type": "BadRequestError", "code": 400, "param": None,
+                           "message": "This model's maximum context length is 2048 tokens. However, you requested "
+                                      "4000 tokens (3488 in the messages, 512 in the completion)."}}
+
+
+class FakeServer:
+    """A tiny OpenAI-compatible endpoint serving one model; prompts containing LONG exceed its context."""
+
+    def __init__(self, model: str = "fake-model"):
+        self.model = model
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                server.requests += 1
+                if self.path == "/v1/models":
+                    self.reply(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self.reply(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                server.requests += 1
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if "LONG" in json.dumps(request["messages"]):
+                    self.reply(400, CONTEXT_ERROR)
+                    return
+                self.reply(200, {
+                    "id": "c1", "object": "chat.completion", "created": 0, "model": server.model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "4"}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.parse(f"openai:http://127.0.0.1:{self.port}/v1:{self.model}")
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    fake = FakeServer()
+    yield fake
+    fake.stop()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def ask(client, text: str):
+    return await client.complete([user_message(text)], role="solver", sampling=Sampling(max_tokens=16))
+
+
+def test_a_prompt_too_long_for_the_server_is_a_refused_call_not_a_crash(server):
+    client = ModelPool(max_attempts=3).client(server.spec)
+    log = CallLog()
+
+    async def go():
+        current_call_log.set(log)
+        assert (await ask(client, "What is 2+2?")).text == "4"
+        with pytest.raises(ModelOutputError, match="maximum context length"):
+            await ask(client, "LONG " * 10)
+
+    asyncio.run(go())
+    refused = [r for r in log.records if r.error]
+    assert len(refused) == 3 and all(str(server.port) in r.error for r in refused)
+    assert server.requests == 1 + 3  # one request per attempt: no client-side or node retries on a 400
+    assert client.consecutive_failures == 0 and client.server_down is None
+
+
+def test_a_dead_server_trips_the_breaker_after_a_bounded_number_of_calls(server):
+    pool = ModelPool(max_attempts=3)
+    client = pool.client(server.spec)
+    url = server.spec.base_url
+
+    async def seed(i: int) -> str:
+        # As a graph node under RetryPolicy(max_attempts=3): transport errors are retried, the open breaker is not.
+        for _ in range(3):
+            try:
+                await ask(client, f"seed {i}")
+                return "ok"
+            except ModelServerUnreachable as exc:
+                assert url in str(exc)
+            except ModelServerDown as exc:
+                assert url in str(exc)
+                return "down"
+        return "gave up"
+
+    async def go():
+        assert await seed(0) == "ok"
+        server.stop()  # the server dies
+        died = time.perf_counter()
+        outcomes = await asyncio.gather(*(seed(i) for i in range(16)))  # 16 seeds in flight
+        opened = time.perf_counter()
+        later = time.perf_counter()
+        with pytest.raises(ModelServerDown):
+            await ask(client, "one more")
+        return outcomes, opened - died, time.perf_counter() - later
+
+    outcomes, to_open, refused_in = asyncio.run(go())
+    assert set(outcomes) == {"down"}
+    assert pool.server_down() is client.server_down and client.server_down.failures == client.breaker_threshold
+    assert refused_in < 0.05  # the open breaker answers at once, without the network
+    calls = client.breaker_threshold
+    print(f"breaker: opened {to_open:.2f} s after the server died, after {calls} failed calls "
+          f"({calls * 3} connection attempts with the client's 2 retries each); 16 seeds stopped")
+
+
+def test_preflight_names_what_is_wrong_with_each_kind_of_model(server, tmp_path):
+    assert preflight(server.spec) is None
+    wrong_name = preflight(f"openai:{server.spec.base_url}:nope")
+    assert "does not serve 'nope'" in wrong_name and "fake-model" in wrong_name
+    dead = preflight(f"openai:http://127.0.0.1:{closed_port()}/v1:x", timeout_s=2)
+    assert dead.startswith("cannot reach the model server at http://127.0.0.1:")
+
+    assert "neither a shipped model" in preflight("vllm:qwen2.5-coder-0.5") and "qwen2.5-coder-0.5b" in preflight(
+        "vllm:qwen2.5-coder-0.5")
+    assert "not in the local Hugging Face cache" in preflight("vllm:Qwen/Nope") and "Qwen/Nope" in preflight(
+        "vllm:Qwen/Nope")
+    (tmp_path / "empty").mkdir()
+    assert "has no config.json" in preflight(f"vllm:{tmp_path / 'empty'}")
+    assert "no such folder" in preflight(f"vllm:{tmp_path / 'missing'}")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert preflight(f"vllm:{tmp_path / 'hf'}") is None
+
+
+def recipe_file(tmp_path: Path, model: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: t\ngraph: reasoning\nmodel: {model}\nseeds:\n  inline:\n"
+                    "    - {problem: 'What is 2+2?', answer: '4'}\n")
+    return path
+
+
+def test_validate_and_run_refuse_a_misspelt_model_in_one_line(tmp_path):
+    cli = CliRunner()
+    for model in ("vllm:qwen2.5-coder-0.5", "vllm:Qwen/Nope"):
+        recipe = recipe_file(tmp_path, model)
+        for command in (["validate", str(recipe)], ["run", str(recipe), "--db", str(tmp_path / "s.duckdb")]):
+            result = cli.invoke(app, command)
+            said = " ".join(result.output.split())
+            assert result.exit_code == 2, result.output
+            assert said.startswith("error: model ") and model.removeprefix("vllm:") in said
+            assert "Traceback" not in result.output
+    assert not (tmp_path / "s.duckdb").exists()  # refused before anything was opened or loaded
+
+    bare = cli.invoke(app, ["run", str(recipe_file(tmp_path, "vllm:qwen2.5-coder-0.5b")), "--model", "llama"])
+    assert bare.exit_code == 2
+    said = " ".join(bare.output.split())
+    assert said.startswith("error: --model llama: model spec 'llama' must look like") and "pydantic" not in said
