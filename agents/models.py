@@ -142,6 +142,10 @@ def _current_node() -> str:
 # ------------------------------------------------------------------------------------- the call path
 
 
+class ModelServerDown(RuntimeError):
+    """A model server or engine stopped answering: the run stops admitting seeds instead of crashing each one."""
+
+
 class OutputRefused(Exception):
     """The model's output cannot be used as is (empty, malformed, runaway); the call is retried."""
 

@@ -170,7 +170,8 @@ def build_attempt() -> StateGraph:
     return g
 
 
-attempt_graph = build_attempt().compile()
+# One attempt is the unit a resumed seed redoes: the subgraph never inherits the runner's checkpointer.
+attempt_graph = build_attempt().compile(checkpointer=False)
 
 
 # --------------------------------------------------------------------------------------------- the recipe graph

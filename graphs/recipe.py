@@ -127,6 +127,17 @@ class SeedBase(BaseModel):
     def seed_id(self) -> str:
         return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True))
 
+    @property
+    def generative(self) -> bool:
+        """Whether running the seed again can give new data: it inspires a task rather than posing a fixed one.
+        `budget.target_accepted` cycles generative seeds when the seed list runs out."""
+        return True
+
+    def again(self, round: int, stride: int) -> SeedBase:
+        """The seed's `round`-th pass (2, 3, ...) as a seed of its own: a derived id gives it its own rows, seed
+        row and resume. `stride` (the length of the seed list) moves planned coverage on (a grid cell, a slot)."""
+        return self.model_copy(update={"id": f"{self.seed_id}#{round}"})
+
 
 class Seed(SeedBase):
     """A reasoning seed: a topic to write a new problem about, or a problem with a known gold answer."""
@@ -144,6 +155,10 @@ class Seed(SeedBase):
         if self.problem is not None and self.answer is None:
             raise ValueError("a seed with a `problem` needs its gold `answer`")
         return self
+
+    @property
+    def generative(self) -> bool:
+        return self.problem is None
 
 
 class CodeSeed(SeedBase):
@@ -176,6 +191,10 @@ class CodeSeed(SeedBase):
             raise ValueError(f"entry_point must be a Python function name (got {self.entry_point!r})")
         return self
 
+    @property
+    def generative(self) -> bool:
+        return self.prompt is None
+
 
 class ReviseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -193,7 +212,16 @@ class VerifierSettings(BaseModel):
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Budgets bound one invocation of `synthgraph run`; the target counts what the store holds for the run, so a
+    # rerun of the same command picks up where the last one stopped. Each stops the run the same graceful way:
+    # no new seeds, the ones in flight finish.
     max_tokens: int | None = Field(None, ge=1, description="stop starting new seeds past this many tokens")
+    max_seconds: float | None = Field(None, gt=0, description="stop starting new seeds after this many seconds")
+    max_seeds: int | None = Field(None, ge=1, description="start at most this many seeds")
+    target_accepted: int | None = Field(
+        None, ge=1, description="run until the store holds this many accepted samples of the run, admitting seeds "
+                                "as needed; when the seed list runs out, generative seeds (a topic, not a fixed "
+                                "task) are run again as new seeds ID#2, ID#3, ...")
 
 
 class RecipeBase(BaseModel):
@@ -360,6 +388,10 @@ class ToolUseSeed(SeedBase):
     def inline_specs(self) -> list[dict[str, Any]]:
         return [t for t in self.tools or [] if isinstance(t, dict)]
 
+    @property
+    def generative(self) -> bool:
+        return self.request is None
+
 
 class ToolSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -507,6 +539,10 @@ class DialogueSeed(SeedBase):
     goal: str | None = Field(None, min_length=1)
     twist: Twist | None = None
 
+    def again(self, round: int, stride: int) -> SeedBase:
+        seed = super().again(round, stride)
+        return seed if self.cell is None else seed.model_copy(update={"cell": self.cell + (round - 1) * stride})
+
 
 class DialogueRecipe(RecipeBase):
     seed_model: ClassVar[type[SeedBase]] = DialogueSeed
@@ -609,6 +645,14 @@ class DomainSeed(SeedBase):
     @property
     def question_kind(self) -> QuestionKind | None:
         return "unanswerable" if self.answerable is False else self.kind
+
+    @property
+    def generative(self) -> bool:
+        return self.question is None
+
+    def again(self, round: int, stride: int) -> SeedBase:
+        seed = super().again(round, stride)
+        return seed if self.slot is None else seed.model_copy(update={"slot": self.slot + (round - 1) * stride})
 
 
 class DomainRecipe(RecipeBase):

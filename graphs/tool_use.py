@@ -189,7 +189,9 @@ def build_trajectory() -> StateGraph:
     return g
 
 
-trajectory_graph = build_trajectory().compile()
+# Its state holds a live ToolSession, so it never inherits the runner's checkpointer: a `solve` node is the unit
+# a resumed seed redoes.
+trajectory_graph = build_trajectory().compile(checkpointer=False)
 
 
 # --------------------------------------------------------------------------------------------- the recipe graph
