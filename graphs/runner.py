@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import signal
 import sys
 import time
@@ -286,6 +287,7 @@ class Runner:
             finished = store.finished_seeds(self.run_id, retry_errors=self.retry_errors)
             self.tally.seeds_total = len(selected)
             self.tally.seeds_skipped = sum(s.seed_id in finished for s in selected)
+            self._recent_accepted = deque(maxlen=max(1, sum(s.generative for s in selected)))
             self.admission = Admission(self.recipe.budget, self.tally,
                                        accepted_before=store.accepted_samples(self.run_id))
             if self.handle_signals:
@@ -333,7 +335,6 @@ class Runner:
         generative = [(position, s) for position, s in enumerate(selected) if s.generative]
         if self.recipe.budget.target_accepted is None or not generative:
             return
-        self._recent_accepted = deque(maxlen=len(generative))
         for round in range(2, sys.maxsize):
             for position, seed in generative:
                 again = seed.again(round, len(selected))
@@ -382,19 +383,19 @@ class Runner:
                         await checkpoints.forget(self.run_id, [o.seed_id for o in outcomes])
 
                 writer = await stack.enter_async_context(StoreWriter(store, on_written=written))
-                seed: SeedBase | None = first
-                while seed is not None:
+                seeds = itertools.chain([first], seeds)
+                while True:
+                    # A seed is drawn only when a slot is free, so the source decides on what has finished.
                     while admission.stop is None and (len(self._in_flight) >= self.recipe.concurrency
                                                       or admission.covered(len(self._in_flight))):
                         admission.changed.clear()
                         await admission.changed.wait()
-                    if not admission.may_start():
+                    if not admission.may_start() or (seed := next(seeds, None)) is None:
                         break
                     self.tally.seeds_started += 1
                     task = asyncio.create_task(self._seed_task(seed, graph, context, writer, checkpoints))
                     self._in_flight.add(task)
                     task.add_done_callback(self._finished)
-                    seed = next(seeds, None)
                 await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         finally:
             if owns_pool:
