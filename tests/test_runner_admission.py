@@ -117,11 +117,11 @@ def test_time_budget_stops_admitting_and_lets_the_seeds_in_flight_finish(tmp_pat
     def slow_solver(messages):
         import time
 
-        time.sleep(0.15)
+        time.sleep(0.3)
         return solver_reply(messages)
 
     result = run(tmp_path / "s.duckdb", ReasoningScript(solver=slow_solver),
-                 recipe_of(GOLD, concurrency=1, budget={"max_seconds": 0.2}))
+                 recipe_of(GOLD, concurrency=1, budget={"max_seconds": 1}))  # a seed takes two solver calls
     assert result.stop.kind == "seconds" and 1 <= result.tally.seeds_done < 5
     assert result.tally.seeds_abandoned == 0
 
