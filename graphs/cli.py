@@ -141,9 +141,9 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
     if result.stop is not None and result.stop.kind == "server":
         console.print(f"[red]error:[/red] the model server is down: {escape(result.stop.message)}; "
                       "the seeds it could not answer are left pending", highlight=False)
-    pending = result.stop is not None and (result.stop.kind not in ("target",) or tally.seeds_abandoned)
-    if pending:
-        console.print(f"to resume, run: {rerun}", highlight=False, markup=False, soft_wrap=True)
+    if result.pending and result.stop is not None and result.stop.kind != "target":
+        console.print(f"{result.pending} seeds left pending; to resume, run: {rerun}", highlight=False,
+                      markup=False, soft_wrap=True)
     if result.crashed:
         retry = rerun if "--retry-errors" in rerun else f"{rerun} --retry-errors"
         console.print(f"to retry the crashed seeds, run: {retry}", highlight=False, markup=False, soft_wrap=True)

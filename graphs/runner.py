@@ -110,6 +110,7 @@ class RunResult:
     target: int | None = None
     accepted_total: int = 0   # accepted samples of the run in the store, earlier runs included
     target_missed: str | None = None  # why the target was not reached although nothing stopped the run
+    pending: int = 0          # seeds of the run left pending in the store (a rerun starts or resumes them)
 
     @property
     def budget_exhausted(self) -> bool:
@@ -305,7 +306,8 @@ class Runner:
                     await self._generate(first, seeds, store)
             return RunResult(self.run_id, self.store_path, self.tally, self.admission.stop,
                              crashed=store.crashed_seeds(self.run_id), target=self.recipe.budget.target_accepted,
-                             accepted_total=self.admission.accepted, target_missed=self._target_missed())
+                             accepted_total=self.admission.accepted, target_missed=self._target_missed(),
+                             pending=store.pending_seeds(self.run_id))
         finally:
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):

@@ -77,6 +77,10 @@ class Store:
             "SELECT seed_id, error FROM seeds WHERE run_id = ? AND status = 'error' ORDER BY position, seed_id",
             [run_id]).fetchall()
 
+    def pending_seeds(self, run_id: str) -> int:
+        return self.con.execute("SELECT count(*) FROM seeds WHERE run_id = ? AND status = 'pending'",
+                                [run_id]).fetchone()[0]
+
     def accepted_samples(self, run_id: str) -> int:
         return self.con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'accepted'",
                                 [run_id]).fetchone()[0]

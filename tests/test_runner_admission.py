@@ -303,4 +303,4 @@ def test_cli_run_interrupted_prints_the_summary_and_the_resume_command_and_exits
     result = CliRunner().invoke(app, ["run", str(recipe), "--db", str(db), "--grace", "5"])
     assert result.exit_code == 130, result.output
     assert "interrupted by SIGINT: no new seeds were started" in result.output
-    assert f"to resume, run: synthgraph run {recipe} --db={db} --grace=5.0" in result.output
+    assert f"seeds left pending; to resume, run: synthgraph run {recipe} --db={db} --grace=5.0" in result.output
