@@ -275,6 +275,7 @@ class Runner:
         self._in_flight: set[asyncio.Task] = set()
         self._made_positions: dict[str, int] = {}  # seeds made by cycling the list: their place in the run
         self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
+        self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
 
     async def run(self) -> RunResult:
         selected = self.seeds[: self.limit] if self.limit is not None else self.seeds
@@ -403,12 +404,18 @@ class Runner:
                     self._in_flight.add(task)
                     task.add_done_callback(self._finished)
                 await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+            if self._failure is not None:
+                raise self._failure
         finally:
             if owns_pool:
                 pool.shutdown()
 
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            # The writer died (disk full, a bug): stop generating data that could not be saved, then raise it.
+            self._failure = task.exception()
+            self.admission.halt("failure", f"{type(self._failure).__name__}: {self._failure}")
         self.admission.changed.set()
         self.on_update(self.tally)
 

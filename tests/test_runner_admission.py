@@ -214,6 +214,22 @@ def test_a_dead_model_server_stops_the_run_and_leaves_its_seeds_pending(tmp_path
     assert rows(db, "SELECT status, count(*) FROM seeds GROUP BY 1") == [("pending", 5)]
 
 
+def test_a_dead_store_writer_stops_admission_and_the_run_raises(tmp_path, monkeypatch):
+    from synthgraph.store.db import Store
+
+    def disk_full(self, outcomes):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "write_outcomes", disk_full)
+    recipe = recipe_of(GOLD * 1 + [{"id": f"more-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)}
+                                   for i in range(6, 40)], concurrency=2)
+    seeds = load_seeds(recipe, base=Path("."), where="test")
+    runner = Runner(recipe, seeds, store_path=tmp_path / "s.duckdb", pool=ScriptedPool(ReasoningScript(solver=solver_reply)))
+    with pytest.raises(OSError, match="No space left"):
+        asyncio.run(runner.run())
+    assert runner.tally.seeds_started < 10  # it did not go on making data it could not save
+
+
 # ---------------------------------------------------------------------------------------------- lineage ids
 
 
