@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -54,15 +56,24 @@ def _note(message: str) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     recipe_path: Annotated[Path, typer.Argument(help="recipe YAML, e.g. demos/reasoning.yaml")],
     limit: Annotated[int | None, typer.Option(help="process only the first N seeds", min=1)] = None,
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB file (default: the recipe's, else ./synthgraph.duckdb)")] = None,
     model: Annotated[str | None, typer.Option(help="model spec for every role, e.g. vllm:smollm2-135m")] = None,
     concurrency: Annotated[int | None, typer.Option(help="graph instances in flight", min=1)] = None,
     retry_errors: Annotated[bool, typer.Option(help="also redo seeds that crashed in an earlier run")] = False,
+    target_accepted: Annotated[int | None, typer.Option(
+        help="run until the store holds N accepted samples of this run (topic seeds are run again as needed)",
+        min=1)] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="stop starting seeds after this many seconds", min=1)] = None,
+    max_seeds: Annotated[int | None, typer.Option(help="start at most this many seeds", min=1)] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="stop starting seeds past this many tokens", min=1)] = None,
+    grace: Annotated[float, typer.Option(help="seconds seeds in flight get to finish after Ctrl-C / SIGTERM",
+                                         min=0)] = 10.0,
     report: Annotated[Path | None, typer.Option("--report", help="write the run's HTML report here afterwards")] = None,
 ):
-    """Run a recipe; rerunning the same command resumes where it stopped."""
+    """Run a recipe; rerunning the same command resumes where it stopped (a seed in flight from its last step)."""
     from pydantic import ValidationError
 
     from synthgraph.graphs.recipe import RecipeError, load_recipe
@@ -94,6 +105,9 @@ def run(
                 problems.append(f"--{name} {overrides.get(name, '')}".rstrip() + ": "
                                 + error["msg"].removeprefix("Value error, "))
             _fail("; ".join(problems))
+    budget = {"target_accepted": target_accepted, "max_seconds": max_seconds, "max_seeds": max_seeds,
+              "max_tokens": max_tokens}
+    recipe.budget = recipe.budget.model_copy(update={k: v for k, v in budget.items() if v is not None})
     _check_models(recipe)
 
     progress = Progress(
@@ -111,30 +125,13 @@ def run(
                         rejected=tally.rejected, errors=tally.errors, tok_s=tally.tokens_per_s)
 
     runner = Runner(recipe, seeds, store_path=db, recipe_path=recipe_path, limit=limit,
-                    retry_errors=retry_errors, on_update=on_update)
+                    retry_errors=retry_errors, on_update=on_update, handle_signals=True, grace_s=grace)
     with progress:
         try:
             result = asyncio.run(runner.run())
         except (StoreError, RetrievalError, BenchmarkError) as exc:  # e.g. a corpus file that cannot be read
             _fail(str(exc))
-    tally = result.tally
-    summary = Table(title=f"run {result.run_id} ({recipe.name})", show_header=False)
-    summary.add_row("seeds", f"{tally.seeds_done} done, {tally.seeds_failed} crashed, "
-                             f"{tally.seeds_skipped} already done earlier, of {tally.seeds_total}")
-    summary.add_row("samples", f"{tally.accepted} accepted, {tally.rejected} rejected, {tally.errors} errors")
-    cleaning = tally.cleaning
-    summary.add_row("cleaning", f"{cleaning.contaminated_seeds} contaminated seeds skipped, {cleaning.contaminated} "
-                                f"contaminated and {cleaning.duplicates} duplicate samples ({cleaning.flagged} "
-                                "of them flagged, the rest rejected)")
-    for hint in cleaning.missing_benchmarks:
-        summary.add_row("not checked", f"[yellow]{hint}[/]")
-    summary.add_row("tokens", f"{tally.prompt_tokens} prompt, {tally.completion_tokens} generated in {tally.calls} calls")
-    summary.add_row("throughput", f"{tally.tokens_per_s:.1f} generated tok/s over {tally.generation_s:.0f} s "
-                                  f"(model load {tally.load_s:.0f} s)")
-    if result.budget_exhausted:
-        summary.add_row("budget", "[yellow]token budget reached: remaining seeds left pending[/]")
-    summary.add_row("store", str(result.store_path.resolve()))
-    out.print(summary)
+    print_run_summary(result, recipe.name, rerun=_command_line(ctx))
     if report is None:  # one unwrapped line, so it can be copied as it is
         out.print(f"report: synthgraph report --run {result.run_id} --db {result.store_path} --out report.html",
                   soft_wrap=True, markup=False, highlight=False)
@@ -145,6 +142,63 @@ def run(
             _fail(f"--report: {exc}")
         out.print(f"report: {written.path} ({written.html_bytes / 1e6:.1f} MB, {written.seconds:.1f} s)",
                   soft_wrap=True, highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _command_line(ctx: typer.Context, **changes) -> str:
+    """The command as given (options with their values), with `changes` applied: what to type to go on."""
+    words = ["synthgraph", ctx.info_name or "run"]
+    for param in ctx.command.params:
+        value = changes.get(param.name, ctx.params.get(param.name))
+        if param.param_type_name == "argument":
+            words.append(str(value))
+        elif value is not None and value != param.default and value is not False:
+            words.append(param.opts[0] if value is True else f"{param.opts[0]}={value}")
+    return shlex.join(words)
+
+
+def print_run_summary(result, name: str, *, rerun: str) -> None:
+    """The closing table: what was done, why the run stopped, every crashed seed, and the command to go on."""
+    tally = result.tally
+    summary = Table(title=f"run {result.run_id} ({name})", show_header=False)
+    summary.add_row("seeds", f"{tally.seeds_done} done, {tally.seeds_failed} crashed, "
+                             f"{tally.seeds_skipped} already done earlier, of {tally.seeds_total}"
+                             + (f"; {tally.seeds_resumed} resumed mid-seed" if tally.seeds_resumed else "")
+                             + (f"; {tally.seeds_abandoned} abandoned (left pending)" if tally.seeds_abandoned else ""))
+    summary.add_row("samples", f"{tally.accepted} accepted, {tally.rejected} rejected, {tally.errors} errors")
+    cleaning = tally.cleaning
+    summary.add_row("cleaning", f"{cleaning.contaminated_seeds} contaminated seeds skipped, {cleaning.contaminated} "
+                                f"contaminated and {cleaning.duplicates} duplicate samples ({cleaning.flagged} "
+                                "of them flagged, the rest rejected)")
+    for hint in cleaning.missing_benchmarks:
+        summary.add_row("not checked", f"[yellow]{hint}[/]")
+    summary.add_row("tokens", f"{tally.prompt_tokens} prompt, {tally.completion_tokens} generated in {tally.calls} calls")
+    summary.add_row("throughput", f"{tally.tokens_per_s:.1f} generated tok/s over {tally.generation_s:.0f} s "
+                                  f"(model load {tally.load_s:.0f} s)")
+    if result.target is not None:
+        summary.add_row("target", f"{result.accepted_total} of {result.target} accepted samples stored")
+    if result.stop is not None:
+        colour = "red" if result.exit_code else "yellow"
+        summary.add_row("stopped", f"[{colour}]{escape(result.stop.message)}: no new seeds were started[/]")
+    if result.target_missed:
+        summary.add_row("target", f"[yellow]{escape(result.target_missed)}[/]")
+    if result.crashed:
+        shown = ", ".join(f"{seed_id} ({error})" for seed_id, error in result.crashed[:5])
+        more = f" and {len(result.crashed) - 5} more" if len(result.crashed) > 5 else ""
+        summary.add_row("crashed", f"[red]{len(result.crashed)} seeds crashed (this run or earlier): "
+                                   f"{escape(shown)}{more}[/]")
+    summary.add_row("store", str(result.store_path.resolve()))
+    out.print(summary)
+    if result.stop is not None and result.stop.kind == "server":
+        console.print(f"[red]error:[/red] the model server is down: {escape(result.stop.message)}; "
+                      "the seeds it could not answer are left pending", highlight=False)
+    if result.pending and result.stop is not None and result.stop.kind != "target":
+        console.print(f"{result.pending} seeds left pending; to resume, run: {rerun}", highlight=False,
+                      markup=False, soft_wrap=True)
+    if result.crashed:
+        retry = rerun if "--retry-errors" in rerun else f"{rerun} --retry-errors"
+        console.print(f"to retry the crashed seeds, run: {retry}", highlight=False, markup=False, soft_wrap=True)
 
 
 class OutputFormat(str, Enum):

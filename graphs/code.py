@@ -87,6 +87,10 @@ class CodeSeed(SeedBase):
             raise ValueError(f"entry_point must be a Python function name (got {self.entry_point!r})")
         return self
 
+    @property
+    def generative(self) -> bool:
+        return self.prompt is None
+
 
 class CodeRecipe(RecipeBase):
     seed_model: ClassVar[type[SeedBase]] = CodeSeed

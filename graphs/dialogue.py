@@ -99,6 +99,10 @@ class DialogueSeed(SeedBase):
     goal: str | None = Field(None, min_length=1)
     twist: Twist | None = None
 
+    def again(self, round: int, stride: int) -> SeedBase:
+        seed = super().again(round, stride)
+        return seed if self.cell is None else seed.model_copy(update={"cell": self.cell + (round - 1) * stride})
+
 
 class DialogueRecipe(RecipeBase):
     seed_model: ClassVar[type[SeedBase]] = DialogueSeed

@@ -112,6 +112,14 @@ class DomainSeed(SeedBase):
     def question_kind(self) -> QuestionKind | None:
         return "unanswerable" if self.answerable is False else self.kind
 
+    @property
+    def generative(self) -> bool:
+        return self.question is None
+
+    def again(self, round: int, stride: int) -> SeedBase:
+        seed = super().again(round, stride)
+        return seed if self.slot is None else seed.model_copy(update={"slot": self.slot + (round - 1) * stride})
+
 
 class DomainRecipe(RecipeBase):
     seed_model: ClassVar[type[SeedBase]] = DomainSeed
@@ -273,7 +281,8 @@ def build_attempt() -> StateGraph:
     return g
 
 
-attempt_graph = build_attempt().compile()
+# One attempt is the unit a resumed seed redoes: the subgraph never inherits the runner's checkpointer.
+attempt_graph = build_attempt().compile(checkpointer=False)
 
 
 # --------------------------------------------------------------------------------------------- the recipe graph

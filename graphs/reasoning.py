@@ -62,6 +62,10 @@ class Seed(SeedBase):
             raise ValueError("a seed with a `problem` needs its gold `answer`")
         return self
 
+    @property
+    def generative(self) -> bool:
+        return self.problem is None
+
 
 class ReasoningRecipe(RecipeBase):
     seed_model: ClassVar[type[SeedBase]] = Seed

@@ -92,6 +92,17 @@ class SeedBase(BaseModel):
     def seed_id(self) -> str:
         return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True))
 
+    @property
+    def generative(self) -> bool:
+        """Whether running the seed again can give new data: it inspires a task rather than posing a fixed one.
+        `budget.target_accepted` cycles generative seeds when the seed list runs out."""
+        return True
+
+    def again(self, round: int, stride: int) -> SeedBase:
+        """The seed's `round`-th pass (2, 3, ...) as a seed of its own: a derived id gives it its own rows, seed
+        row and resume. `stride` (the length of the seed list) moves planned coverage on (a grid cell, a slot)."""
+        return self.model_copy(update={"id": f"{self.seed_id}#{round}"})
+
 
 class ReviseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -109,7 +120,16 @@ class VerifierSettings(BaseModel):
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Budgets bound one invocation of `synthgraph run`; the target counts what the store holds for the run, so a
+    # rerun of the same command picks up where the last one stopped. Each stops the run the same graceful way:
+    # no new seeds, the ones in flight finish.
     max_tokens: int | None = Field(None, ge=1, description="stop starting new seeds past this many tokens")
+    max_seconds: float | None = Field(None, gt=0, description="stop starting new seeds after this many seconds")
+    max_seeds: int | None = Field(None, ge=1, description="start at most this many seeds")
+    target_accepted: int | None = Field(
+        None, ge=1, description="run until the store holds this many accepted samples of the run, admitting seeds "
+                                "as needed; when the seed list runs out, generative seeds (a topic, not a fixed "
+                                "task) are run again as new seeds ID#2, ID#3, ...")
 
 
 class RecipeBase(BaseModel):

@@ -1,21 +1,38 @@
 """Drives a compiled graph over many seeds concurrently and hands every finished seed to the store's writer.
 
 Resume is by seed: a seed is written whole (samples, turns, verdicts, lineage) in one transaction together with
-its `done` mark, so after a kill the same command skips what was written and redoes only what was in flight.
+its `done` mark, so after a kill the same command skips what was written. A seed that was in flight resumes from
+its last finished node: LangGraph checkpoints each in-flight seed in `<store>.checkpoints.sqlite`, and a seed's
+checkpoints are dropped once the seed is in the store. (The lineage of the calls made before a kill is lost with
+the process: a resumed seed's `agent_calls` hold only the calls made after it resumed.)
+
+Admission is one seed at a time, at most `concurrency` in flight, until the seeds run out or something says stop:
+the target of accepted samples is met, a budget (tokens, seconds, seeds) is spent, SIGINT/SIGTERM arrives, or the
+model server is down. Then no new seed starts and the ones in flight finish (after a signal, within a grace
+period; the rest are abandoned and stay pending).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import signal
+import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgraph.agents.models import CallLog, CallRecord, ModelPool, current_call_log
-from synthgraph.graphs.family import family
+import aiosqlite
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from synthgraph.agents.models import CallLog, CallRecord, ModelPool, ModelServerDown, current_call_log
 from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
+from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
 from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
@@ -27,8 +44,11 @@ class RunTally:
 
     seeds_total: int = 0
     seeds_skipped: int = 0
+    seeds_started: int = 0
     seeds_done: int = 0
     seeds_failed: int = 0
+    seeds_abandoned: int = 0   # in flight when the run stopped: left pending, resumed by the next run
+    seeds_resumed: int = 0     # picked up from a checkpoint mid-seed
     accepted: int = 0
     rejected: int = 0
     errors: int = 0
@@ -62,11 +82,155 @@ class RunTally:
 
 
 @dataclass
+class Stop:
+    """Why the run stopped admitting seeds before they ran out."""
+
+    kind: str       # target, tokens, seconds, seeds, SIGINT, SIGTERM, server
+    message: str
+
+
+BUDGETS = ("tokens", "seconds", "seeds")
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
+EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3
+
+
+@dataclass
 class RunResult:
     run_id: str
     store_path: Path
     tally: RunTally
-    budget_exhausted: bool = False
+    stop: Stop | None = None
+    crashed: list[tuple[str, str | None]] = field(default_factory=list)  # every crashed seed of the run, earlier too
+    target: int | None = None
+    accepted_total: int = 0   # accepted samples of the run in the store, earlier runs included
+    target_missed: str | None = None  # why the target was not reached although nothing stopped the run
+    pending: int = 0          # seeds of the run left pending in the store (a rerun starts or resumes them)
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self.stop is not None and self.stop.kind in BUDGETS
+
+    @property
+    def exit_code(self) -> int:
+        """Non-zero when the data is not what was asked for: interrupted, a dead server, crashed seeds."""
+        if self.stop is not None and self.stop.kind in SIGNAL_EXIT:
+            return SIGNAL_EXIT[self.stop.kind]
+        if self.stop is not None and self.stop.kind == "server":
+            return EXIT_SERVER_DOWN
+        return EXIT_CRASHED if self.crashed else 0
+
+
+class Admission:
+    """Decides whether another seed may start: the first reason to stop wins and holds for the rest of the run."""
+
+    def __init__(self, budget, tally: RunTally, *, accepted_before: int):
+        self.budget = budget
+        self.tally = tally
+        self.accepted_before = accepted_before
+        self.stop: Stop | None = None
+        self.changed = asyncio.Event()  # a seed finished or a stop was called: admission looks again
+
+    def halt(self, kind: str, message: str) -> None:
+        if self.stop is None:
+            self.stop = Stop(kind, message)
+        self.changed.set()
+
+    @property
+    def accepted(self) -> int:
+        return self.accepted_before + self.tally.accepted
+
+    def may_start(self) -> bool:
+        budget, tally = self.budget, self.tally
+        tokens = tally.prompt_tokens + tally.completion_tokens
+        if budget.target_accepted is not None and self.accepted >= budget.target_accepted:
+            self.halt("target", f"target reached: {self.accepted} accepted samples stored "
+                                f"(target {budget.target_accepted})")
+        elif budget.max_tokens is not None and tokens >= budget.max_tokens:
+            self.halt("tokens", f"token budget reached: {tokens} tokens of {budget.max_tokens}")
+        elif budget.max_seconds is not None and time.perf_counter() - tally.started_at >= budget.max_seconds:
+            self.halt("seconds", f"time budget reached: {budget.max_seconds:g} s")
+        elif budget.max_seeds is not None and tally.seeds_started >= budget.max_seeds:
+            self.halt("seeds", f"seed budget reached: {tally.seeds_started} seeds started")
+        return self.stop is None
+
+    def covered(self, in_flight: int) -> bool:
+        """Whether the seeds in flight can be expected to meet the target: then wait for them rather than start
+        more, so a small target does not run a whole batch of seeds too many. The expectation is the accepted
+        samples per finished seed so far (one per seed before any has finished)."""
+        target = self.budget.target_accepted
+        if target is None or in_flight == 0:
+            return False
+        finished = self.tally.seeds_done + self.tally.seeds_failed
+        per_seed = self.tally.accepted / finished if finished else 1.0
+        return self.accepted + in_flight * per_seed >= target
+
+
+def checkpoint_path(store_path: Path) -> Path:
+    return Path(f"{store_path}.checkpoints.sqlite")
+
+
+def _checkpoint_types() -> set[tuple[str, str]]:
+    """The classes a checkpoint may bring back: synthgraph's own (the states hold its pydantic models) and
+    LangChain's messages. An explicit list, so the checkpointer's deserializer never builds anything else."""
+    from langchain_core import messages
+
+    allowed = set()
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "synthgraph" or name == "langchain_core.messages":
+            for value in list(vars(module).values()):
+                if isinstance(value, type) and value.__module__.split(".")[0] in ("synthgraph", "langchain_core"):
+                    allowed.add((value.__module__, value.__name__))
+    allowed |= {(cls.__module__, cls.__name__) for cls in vars(messages).values() if isinstance(cls, type)}
+    return allowed
+
+
+class SeedCheckpoints:
+    """LangGraph checkpoints of the seeds in flight, so a killed run resumes a seed from its last finished node.
+
+    One SQLite file beside the store; a seed's thread is `RUN:SEED` and is deleted once the seed is in the store.
+    The file is removed when no thread is left in it.
+    """
+
+    def __init__(self, store_path: Path):
+        self.path = checkpoint_path(store_path)
+        self._conn: aiosqlite.Connection | None = None
+        self.saver: AsyncSqliteSaver | None = None
+
+    async def __aenter__(self) -> SeedCheckpoints:
+        self._conn = await aiosqlite.connect(str(self.path))
+        self.saver = AsyncSqliteSaver(self._conn, serde=JsonPlusSerializer(allowed_msgpack_modules=_checkpoint_types()))
+        await self.saver.setup()
+        # WAL without an fsync per commit: a killed process loses nothing the OS has (only a power cut could), and
+        # the writes keep up with many seeds in flight (with fsync they lagged seconds behind on a busy disk).
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        assert self._conn is not None
+        async with self._conn.execute("SELECT count(*) FROM checkpoints") as cursor:
+            left = (await cursor.fetchone())[0]
+        await self._conn.close()
+        if left == 0:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def attach(self, graph):
+        """The family's compiled graph, checkpointing into this file (its own config, e.g. recursion limit, kept)."""
+        return graph.copy(update={"checkpointer": self.saver})
+
+    @staticmethod
+    def config(run_id: str, seed_id: str) -> dict:
+        return {"configurable": {"thread_id": f"{run_id}:{seed_id}"}}
+
+    async def forget(self, run_id: str, seed_ids: list[str]) -> None:
+        assert self.saver is not None
+        for seed_id in seed_ids:
+            await self.saver.adelete_thread(f"{run_id}:{seed_id}")
+
+
+class SeedAbandoned(Exception):
+    """A seed failed after the run was told to stop (vLLM's engine shares the terminal's Ctrl-C and dies with
+    it): the seed stays pending for the next run rather than being recorded as a crash."""
 
 
 class Runner:
@@ -82,6 +246,9 @@ class Runner:
         pool: ModelPool | None = None,
         on_update: Callable[[RunTally], None] | None = None,
         on_call: Callable[[CallRecord], None] | None = None,
+        handle_signals: bool = False,
+        grace_s: float = 10.0,
+        checkpoints: bool = True,
     ):
         self.recipe = recipe
         self.seeds = seeds
@@ -92,14 +259,23 @@ class Runner:
         self.pool = pool
         self.on_update = on_update or (lambda tally: None)
         self.on_call = on_call or (lambda record: None)
+        self.handle_signals = handle_signals
+        self.grace_s = grace_s
+        self.use_checkpoints = checkpoints
         self.run_id = recipe.run_id(seeds)
         self.family = family(recipe.graph)
-        self.graph = self.family.graph_for(recipe)
         self.tally = RunTally()
+        self.admission: Admission | None = None
+        self._in_flight: set[asyncio.Task] = set()
+        self._made_positions: dict[str, int] = {}  # seeds made by cycling the list: their place in the run
+        self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
+        self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
 
     async def run(self) -> RunResult:
         selected = self.seeds[: self.limit] if self.limit is not None else self.seeds
+        self.tally.started_at = time.perf_counter()  # the time budget counts from here
         store = Store(self.store_path)
+        loop = asyncio.get_running_loop()
         try:
             store.register_run(
                 RunRow(run_id=self.run_id, name=self.recipe.name, graph=self.recipe.graph,
@@ -108,81 +284,219 @@ class Runner:
                 [SeedRow(run_id=self.run_id, seed_id=s.seed_id, position=i, payload=s.model_dump(exclude_none=True))
                  for i, s in enumerate(selected)],
             )
-            unfinished = store.unfinished_seeds(self.run_id, retry_errors=self.retry_errors)
-            pending = [s for s in selected if s.seed_id in unfinished]
-            # Decontamination and dedup run in the writer's order against what is stored (graphs/cleaning.py).
+            finished = store.finished_seeds(self.run_id, retry_errors=self.retry_errors)
+            # Decontamination and dedup run in the writer's order against what is stored (graphs/cleaning.py);
+            # a contaminated seed is written as done before any model call.
             self.cleaner = SampleCleaner.for_run(self.recipe, store, self.run_id)
             self.tally.cleaning = self.cleaner.tally
-            pending = self.cleaner.skip_contaminated_seeds(pending, store)
+            pending = [s for s in selected if s.seed_id not in finished]
+            clean = {s.seed_id for s in self.cleaner.skip_contaminated_seeds(pending, store)}
+            finished |= {s.seed_id for s in pending if s.seed_id not in clean}
             self.tally.seeds_total = len(selected)
-            self.tally.seeds_skipped = len(selected) - len(pending)
+            self.tally.seeds_skipped = sum(s.seed_id in finished for s in selected)
+            self._recent_accepted = deque(maxlen=max(1, sum(s.generative for s in selected)))
+            self.admission = Admission(self.recipe.budget, self.tally,
+                                       accepted_before=store.accepted_samples(self.run_id))
+            if self.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.interrupt, sig.name)
             self.on_update(self.tally)
-            budget_exhausted = False
-            if pending:
-                budget_exhausted = await self._generate(pending, store)
-            return RunResult(self.run_id, self.store_path, self.tally, budget_exhausted)
+            seeds = self._seed_source(selected, finished)
+            if self.admission.may_start():
+                first = next(seeds, None)
+                if first is not None:
+                    await self._generate(first, seeds, store)
+            return RunResult(self.run_id, self.store_path, self.tally, self.admission.stop,
+                             crashed=store.crashed_seeds(self.run_id), target=self.recipe.budget.target_accepted,
+                             accepted_total=self.admission.accepted, target_missed=self._target_missed(),
+                             pending=store.pending_seeds(self.run_id))
         finally:
+            if self.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
             store.close()
 
-    async def _generate(self, pending: list[SeedBase], store: Store) -> bool:
+    def interrupt(self, signame: str = "SIGINT") -> None:
+        """SIGINT/SIGTERM: stop admitting; in-flight seeds get `grace_s` to finish, then are abandoned (they stay
+        pending, their checkpoints kept). A second signal abandons them at once."""
+        assert self.admission is not None
+        loop = asyncio.get_running_loop()
+        if self.admission.stop is not None and self.admission.stop.kind in SIGNAL_EXIT:
+            self._abandon_in_flight()
+            if self.handle_signals:  # a third signal gets Python's default: e.g. while a model is still loading
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            return
+        self.admission.stop = None  # a signal outranks a budget: the exit code must say the run was interrupted
+        self.admission.halt(signame, f"interrupted by {signame}")
+        loop.call_later(self.grace_s, self._abandon_in_flight)
+
+    def _abandon_in_flight(self) -> None:
+        for task in list(self._in_flight):
+            task.cancel()
+
+    def _seed_source(self, selected: list[SeedBase], finished: set[str]) -> Iterator[SeedBase]:
+        """The seeds to run, in order: the seed list, then — when a target asks for more and the seeds are
+        generative — further passes over them as new seeds (`ID#2`, ...), until the last pass's worth of finished
+        seeds accepted nothing (another pass would not either)."""
+        yield from (s for s in selected if s.seed_id not in finished)
+        generative = [(position, s) for position, s in enumerate(selected) if s.generative]
+        if self.recipe.budget.target_accepted is None or not generative:
+            return
+        for round in range(2, sys.maxsize):
+            for position, seed in generative:
+                again = seed.again(round, len(selected))
+                if again.seed_id in finished:
+                    continue
+                if len(self._recent_accepted) == len(generative) and not any(self._recent_accepted):
+                    return
+                self._made_positions[again.seed_id] = (round - 1) * len(selected) + position
+                self.tally.seeds_total += 1
+                yield again
+
+    def _target_missed(self) -> str | None:
+        target = self.recipe.budget.target_accepted
+        if target is None or self.admission.accepted >= target or self.admission.stop is not None:
+            return None
+        if not any(s.generative for s in self.seeds[: self.limit]):
+            return (f"target not reached: the seed list ran out at {self.admission.accepted} accepted samples of "
+                    f"{target} (its seeds pose fixed tasks, so they are not run again)")
+        return (f"target not reached: the last {len(self._recent_accepted)} seeds run accepted nothing "
+                f"({self.admission.accepted} of {target})")
+
+    async def _generate(self, first: SeedBase, seeds: Iterator[SeedBase], store: Store) -> None:
         owns_pool = self.pool is None
         pool = self.pool or ModelPool(self.recipe.engine, max_attempts=self.recipe.max_model_attempts)
         context = self.family.make_context(self.recipe, pool, store)
+        admission = self.admission
         try:
             t0 = time.perf_counter()
-            await pool.start()
+            try:
+                await pool.start()
+            except ModelServerDown as exc:
+                admission.halt("server", str(exc))
+                return
             self.tally.load_s = time.perf_counter() - t0
-            slots = asyncio.Semaphore(self.recipe.concurrency)
-            budget = self.recipe.budget.max_tokens
-            exhausted = False
-            async with StoreWriter(store) as writer:
+            checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
+            async with contextlib.AsyncExitStack() as stack:
+                graph = self.family.graph_for(self.recipe)
+                if checkpoints is not None:
+                    await stack.enter_async_context(checkpoints)
+                    graph = checkpoints.attach(graph)
 
-                async def one(seed: SeedBase) -> None:
-                    nonlocal exhausted
-                    async with slots:
-                        if budget is not None and self.tally.prompt_tokens + self.tally.completion_tokens >= budget:
-                            exhausted = True
-                            return
-                        outcome = self.cleaner.check(await self._run_seed(seed, context))
-                        await writer.put(outcome)
-                        self.tally.add_samples(outcome.samples)
-                        if outcome.status == "done":
-                            self.tally.seeds_done += 1
-                        else:
-                            self.tally.seeds_failed += 1
-                        self.on_update(self.tally)
+                async def written(outcomes: list[SeedOutcome]) -> None:
+                    if checkpoints is not None:
+                        await checkpoints.forget(self.run_id, [o.seed_id for o in outcomes])
 
-                await asyncio.gather(*(one(seed) for seed in pending))
-            return exhausted
+                writer = await stack.enter_async_context(StoreWriter(store, on_written=written))
+                seeds = itertools.chain([first], seeds)
+                while True:
+                    # A seed is drawn only when a slot is free, so the source decides on what has finished.
+                    while admission.stop is None and (len(self._in_flight) >= self.recipe.concurrency
+                                                      or admission.covered(len(self._in_flight))):
+                        admission.changed.clear()
+                        await admission.changed.wait()
+                    if not admission.may_start() or (seed := next(seeds, None)) is None:
+                        break
+                    self.tally.seeds_started += 1
+                    task = asyncio.create_task(self._seed_task(seed, graph, context, writer, checkpoints))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._finished)
+                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+            if self._failure is not None:
+                raise self._failure
         finally:
             if owns_pool:
                 pool.shutdown()
 
-    async def _run_seed(self, seed: SeedBase, context) -> SeedOutcome:
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            # The writer died (disk full, a bug): stop generating data that could not be saved, then raise it.
+            self._failure = task.exception()
+            self.admission.halt("failure", f"{type(self._failure).__name__}: {self._failure}")
+        self.admission.changed.set()
+        self.on_update(self.tally)
+
+    async def _seed_task(self, seed: SeedBase, graph, context, writer: StoreWriter,
+                         checkpoints: SeedCheckpoints | None) -> None:
+        try:
+            outcome = await self._run_seed(seed, graph, context, checkpoints)
+        except (asyncio.CancelledError, SeedAbandoned):
+            self.tally.seeds_abandoned += 1
+            return
+        except ModelServerDown as exc:
+            self.tally.seeds_abandoned += 1
+            self.admission.halt("server", str(exc))
+            return
+        position = self._made_positions.get(seed.seed_id)
+        if position is not None:
+            outcome.seed = SeedRow(run_id=self.run_id, seed_id=seed.seed_id, position=position,
+                                   payload=seed.model_dump(exclude_none=True))
+        outcome = self.cleaner.check(outcome)
+        await writer.put(outcome)
+        self.tally.add_samples(outcome.samples)
+        self._recent_accepted.append(sum(s.status == "accepted" for s in outcome.samples))
+        if outcome.status == "done":
+            self.tally.seeds_done += 1
+        else:
+            self.tally.seeds_failed += 1
+
+    async def _run_seed(self, seed: SeedBase, graph, context, checkpoints: SeedCheckpoints | None) -> SeedOutcome:
         log = CallLog(on_call=self._on_call)
-        current_call_log.set(log)  # this coroutine runs in its own task (gather), so the log is this seed's
+        current_call_log.set(log)  # this coroutine runs in its own task, so the log is this seed's
         seed_id = seed.seed_id
         try:
-            state = await self.graph.ainvoke(self.family.initial_state(seed), context=context)
+            state = await self._invoke(seed, graph, context, checkpoints)
             samples, messages, verdicts, sample_ids = self.family.to_rows(
                 state, run_id=self.run_id, seed_id=seed_id, context=context)
             status, error = "done", None
+        except ModelServerDown:
+            raise
         except Exception as exc:  # a bug or a dead engine must cost one seed, not the run
+            if self.admission.stop is not None and self.admission.stop.kind in SIGNAL_EXIT:
+                raise SeedAbandoned(seed_id) from exc
             error = f"{type(exc).__name__}: {exc}"
             sample_id = stable_id(self.run_id, seed_id, "seed_error")
             samples = [SampleRow(sample_id=sample_id, run_id=self.run_id, seed_id=seed_id,
                                  group_id=stable_id(self.run_id, seed_id), kind="seed_error", status="error",
                                  reason=error, payload={"traceback": traceback.format_exc()[-4000:]})]
             messages, verdicts, sample_ids, status = [], [], {}, "error"
-        calls = [self._call_row(r, seed_id, sample_ids.get(r.subject)) for r in log.records]
+        ordinals: Counter[tuple[str, str | None]] = Counter()
+        calls = []
+        for record in log.records:
+            ordinals[record.node, record.subject] += 1
+            calls.append(self._call_row(record, seed_id, sample_ids.get(record.subject),
+                                        ordinals[record.node, record.subject]))
         return SeedOutcome(run_id=self.run_id, seed_id=seed_id, status=status, error=error, samples=samples,
                            messages=messages, verdicts=verdicts, agent_calls=calls)
+
+    async def _invoke(self, seed: SeedBase, graph, context, checkpoints: SeedCheckpoints | None):
+        """Run the seed's graph; with checkpoints, a seed that was in flight when a run died goes on from its
+        last finished node."""
+        if checkpoints is None:
+            return await graph.ainvoke(self.family.initial_state(seed), context=context)
+        # LangGraph's default durability ("async": a step's checkpoint is written while the next step runs) loses
+        # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
+        # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
+        config = checkpoints.config(self.run_id, seed.seed_id)
+        saved = await graph.aget_state(config)
+        if saved.values:
+            # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
+            # short are applied, the rest run; a thread that had reached the end just gives its state back.
+            # (`saved.next` is no test of "finished": it is empty too when every node of the cut step had finished.)
+            self.tally.seeds_resumed += 1
+            return await graph.ainvoke(None, config, context=context)
+        return await graph.ainvoke(self.family.initial_state(seed), config, context=context)
 
     def _on_call(self, record: CallRecord) -> None:
         self.tally.add_call(record)
         self.on_call(record)
         self.on_update(self.tally)
 
-    def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None) -> AgentCallRow:
-        return AgentCallRow(**record.model_dump(exclude={"subject"}), run_id=self.run_id, seed_id=seed_id,
-                            sample_id=sample_id)
+    def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None, ordinal: int) -> AgentCallRow:
+        # The id derives from run, seed, node, subject and the call's place among that node's calls about that
+        # subject, so redoing a seed rewrites the same ids instead of leaving a second, orphaned lineage.
+        call_id = stable_id(self.run_id, seed_id, record.node, record.subject, ordinal)
+        return AgentCallRow(**record.model_dump(exclude={"subject", "call_id"}), call_id=call_id, run_id=self.run_id,
+                            seed_id=seed_id, sample_id=sample_id)

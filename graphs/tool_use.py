@@ -120,6 +120,10 @@ class ToolUseSeed(SeedBase):
     def inline_specs(self) -> list[dict[str, Any]]:
         return [t for t in self.tools or [] if isinstance(t, dict)]
 
+    @property
+    def generative(self) -> bool:
+        return self.request is None
+
 
 class ToolSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -337,7 +341,9 @@ def build_trajectory() -> StateGraph:
     return g
 
 
-trajectory_graph = build_trajectory().compile()
+# Its state holds a live ToolSession, so it never inherits the runner's checkpointer: a `solve` node is the unit
+# a resumed seed redoes.
+trajectory_graph = build_trajectory().compile(checkpointer=False)
 
 
 # --------------------------------------------------------------------------------------------- the recipe graph

@@ -7,7 +7,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -159,6 +159,28 @@ class Store:
                 [[s.run_id, s.seed_id, s.position, to_json(s.payload)] for s in seeds],
             )
 
+    def finished_seeds(self, run_id: str, *, retry_errors: bool = False) -> set[str]:
+        """Seeds of the run that a rerun skips: done ones, and crashed ones unless they are to be retried."""
+        statuses = ["done"] if retry_errors else ["done", "error"]
+        rows = self.con.execute(
+            "SELECT seed_id FROM seeds WHERE run_id = ? AND list_contains(?, status)", [run_id, statuses]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def crashed_seeds(self, run_id: str) -> list[tuple[str, str | None]]:
+        """(seed id, error) of every seed of the run whose last attempt crashed, in seed order."""
+        return self.con.execute(
+            "SELECT seed_id, error FROM seeds WHERE run_id = ? AND status = 'error' ORDER BY position, seed_id",
+            [run_id]).fetchall()
+
+    def pending_seeds(self, run_id: str) -> int:
+        return self.con.execute("SELECT count(*) FROM seeds WHERE run_id = ? AND status = 'pending'",
+                                [run_id]).fetchone()[0]
+
+    def accepted_samples(self, run_id: str) -> int:
+        return self.con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'accepted'",
+                                [run_id]).fetchone()[0]
+
     def unfinished_seeds(self, run_id: str, *, retry_errors: bool = False) -> set[str]:
         statuses = ["pending", "error"] if retry_errors else ["pending"]
         rows = self.con.execute(
@@ -176,11 +198,20 @@ class Store:
         verdicts = [v for o in outcomes for v in o.verdicts]
         calls = [c for o in outcomes for c in o.agent_calls]
         with self.transaction():
-            # A seed that crashed earlier and now succeeded (--retry-errors) drops its crash record.
+            self._many(
+                "INSERT INTO seeds (run_id, seed_id, position, payload) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [[o.seed.run_id, o.seed.seed_id, o.seed.position, to_json(o.seed.payload)]
+                 for o in outcomes if o.seed is not None],
+            )
+            # A seed retried after a crash (--retry-errors) replaces its crash record and the lineage of the crashed
+            # attempt: call ids derive from run, seed and call, so the retry's calls would otherwise collide with
+            # the old ones and be dropped, leaving lineage that belongs to no sample.
             self._many(
                 "DELETE FROM samples WHERE run_id = ? AND seed_id = ? AND kind = 'seed_error'",
-                [[o.run_id, o.seed_id] for o in outcomes if o.status == "done"],
+                [[o.run_id, o.seed_id] for o in outcomes],
             )
+            self._many("DELETE FROM agent_calls WHERE run_id = ? AND seed_id = ?",
+                       [[o.run_id, o.seed_id] for o in outcomes])
             self._insert(
                 "samples",
                 ["sample_id", "run_id", "seed_id", "group_id", "kind", "status", "reason", "score", "payload"],
@@ -255,10 +286,12 @@ class StoreWriter:
     last snapshot took, so copying a large store costs the writer at most a tenth of its time.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 64, snapshot_every_s: float = 15.0):
+    def __init__(self, store: Store, *, max_batch: int = 64, snapshot_every_s: float = 15.0,
+                 on_written: Callable[[list[SeedOutcome]], Awaitable[None]] | None = None):
         self.store = store
         self.max_batch = max_batch
         self.snapshot_every_s = snapshot_every_s
+        self.on_written = on_written  # after each committed batch: e.g. drop the seeds' resume checkpoints
         self._queue: asyncio.Queue[SeedOutcome | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._next_snapshot = 0.0
@@ -295,7 +328,10 @@ class StoreWriter:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             closing = None in batch
-            await asyncio.to_thread(self._write, [o for o in batch if o is not None], closing)
+            outcomes = [o for o in batch if o is not None]
+            await asyncio.to_thread(self._write, outcomes, closing)
+            if self.on_written is not None and outcomes:
+                await self.on_written(outcomes)
 
     def _write(self, outcomes: list[SeedOutcome], closing: bool) -> None:
         self.store.write_outcomes(outcomes)

@@ -109,6 +109,7 @@ class SeedOutcome(BaseModel):
     seed_id: str
     status: Literal["done", "error"]
     error: str | None = None
+    seed: SeedRow | None = None  # a seed the run made as it went (a generative seed's next pass): written with it
     samples: list[SampleRow] = Field(default_factory=list)
     messages: list[MessageRow] = Field(default_factory=list)
     verdicts: list[VerdictRow] = Field(default_factory=list)

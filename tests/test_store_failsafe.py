@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
-from synthgraph.store.db import Store, StoreDamaged, StoreError, StoreLocked, connect, query, snapshot_path
+from synthgraph.store.db import Store, StoreDamaged, StoreLocked, connect, query, snapshot_path
 from synthgraph.store.rows import MessageRow, RunRow, SampleRow, SeedOutcome, SeedRow
 
 
