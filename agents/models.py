@@ -469,9 +469,9 @@ class VLLMEngine:
 
     async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any],
                        tools: list[dict[str, Any]] | None = None) -> tuple[str, int, int, str | None]:
+        engine = await self.start()  # imports vLLM off the event loop (seconds of file IO) before the line below
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
-        engine = await self.start()
         # The model's own chat template renders offered tools (and earlier calls and results) its native way.
         text = self._tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
         token_ids = self._tokenizer.encode(text, add_special_tokens=False)
