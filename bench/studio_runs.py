@@ -50,11 +50,13 @@ def main() -> None:
     parser.add_argument("--langgraph", default="langgraph", help="the langgraph CLI (from langgraph-cli[inmem])")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--only", default=",".join(SEEDS), help="comma-separated graph names")
+    parser.add_argument("--log", default="langgraph-dev.log", help="the server's output (errors of failed runs)")
     args = parser.parse_args()
     base = f"http://127.0.0.1:{args.port}"
+    log = open(args.log, "w")
     server = subprocess.Popen([args.langgraph, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1",
                                "--port", str(args.port)], cwd=REPOSITORY, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=open("/tmp/langgraph-dev.log", "w"))
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_up(base, server)
         served = {a["graph_id"] for a in httpx.post(f"{base}/assistants/search", json={"limit": 100}).json()}
