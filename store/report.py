@@ -671,7 +671,7 @@ def _role_section(data: _ReportData) -> dict[str, Any]:
     section["tables"].append(_table("per role", ["role", "calls", "refused", "prompt tokens", "generated tokens",
                                                  "median latency s", "mean latency s"],
                                     [[r["role"], r["calls"], r["refused"], r["prompt_tokens"], r["completion_tokens"],
-                                      _round(r["q"][2], 2), _round(r["mean_latency"], 2)] for r in rows]))
+                                      _round(r["q"][2]), _round(r["mean_latency"])] for r in rows]))
     return section
 
 
@@ -694,7 +694,7 @@ def _samples(data: _ReportData, max_samples: int) -> tuple[list[dict[str, Any]],
     turns: dict[str, list[dict]] = defaultdict(list)
     for row in data.dicts("""SELECT sample_id, turn, role, content, tool_calls, tool_call_id, name FROM messages
                              WHERE sample_id IN (SELECT unnest($ids)) ORDER BY sample_id, turn""", ids=ids):
-        row["content"] = _clip(row["content"] or "")
+        row["content"] = _clip(_readable_tool_result(row["content"]) if row["role"] == "tool" else row["content"] or "")
         row["tool_calls"] = _clip(json.dumps(json.loads(row["tool_calls"]), indent=2)) if row["tool_calls"] else None
         turns[row["sample_id"]].append(row)
     verdicts: dict[str, list[dict]] = defaultdict(list)
@@ -715,6 +715,14 @@ def _samples(data: _ReportData, max_samples: int) -> tuple[list[dict[str, Any]],
             f"Showing {len(picked)} of {total} samples ({shown}), picked evenly across statuses; "
             "`synthgraph export` or `synthgraph sql` reach the rest.")
     return picked, note
+
+
+def _readable_tool_result(content: str | None) -> str:
+    """A tool's JSON result indented, so retrieved passages and records read as lines, not one long string."""
+    try:
+        return json.dumps(json.loads(content or ""), indent=2, ensure_ascii=False)
+    except ValueError:
+        return content or ""
 
 
 def _share(counts: dict[str, int], budget: int) -> dict[str, int]:

@@ -250,3 +250,42 @@ def test_report_of_a_run_that_wrote_nothing_yet(tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert (summary.samples, summary.samples_shown, summary.figures) == (0, 0, ["fig-funnel-dialogue"])
     assert "No model calls in scope." in html and "No accepted samples in scope." in html
+
+
+@pytest.fixture
+def scripted_runs(monkeypatch):
+    """`synthgraph run` on the scripted fake model: the CLI builds its Runner with a fake pool."""
+    import functools
+
+    from fakes import ReasoningScript, ScriptedPool
+
+    from synthgraph.graphs import runner
+
+    monkeypatch.setattr(runner, "Runner", functools.partial(runner.Runner, pool=ScriptedPool(ReasoningScript())))
+
+
+def inline_recipe(tmp_path) -> Path:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: unit\ngraph: reasoning\nroles: {solver: {samples: 2}}\n"
+                      "seeds: {inline: [{problem: 'What is 6 times 7?', answer: '42'}]}\n")
+    return recipe
+
+
+def test_run_prints_the_command_that_writes_its_report(scripted_runs, tmp_path):
+    db = tmp_path / "s.duckdb"
+    result = CliRunner().invoke(app, ["run", str(inline_recipe(tmp_path)), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("report: "))
+    command = line.removeprefix("report: ").split()
+    assert command[:3] == ["synthgraph", "report", "--run"] and command[4:] == ["--db", str(db), "--out", "report.html"]
+    assert CliRunner().invoke(app, command[1:-1] + [str(tmp_path / "report.html")]).exit_code == 0
+    assert (tmp_path / "report.html").exists()
+
+
+def test_run_with_report_writes_it_after_the_run(scripted_runs, tmp_path):
+    out = tmp_path / "run.html"
+    result = CliRunner().invoke(app, ["run", str(inline_recipe(tmp_path)), "--db", str(tmp_path / "s.duckdb"),
+                                      "--report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"report: {out}" in " ".join(result.output.split())
+    assert out.read_text().count('<details class="sample" data-status="accepted"') == 2
