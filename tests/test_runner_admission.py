@@ -320,3 +320,39 @@ def test_cli_run_interrupted_prints_the_summary_and_the_resume_command_and_exits
     assert result.exit_code == 130, result.output
     assert "interrupted by SIGINT: no new seeds were started" in result.output
     assert f"seeds left pending; to resume, run: synthgraph run {recipe} --db={db} --grace=5.0" in result.output
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize("family", ["reasoning", "code", "tool_use", "dialogue"])
+def test_every_family_state_comes_back_from_a_checkpoint_as_it_went_in(tmp_path, family, caplog):
+    """A resumed seed goes on from the state a checkpoint gives back: it must be the state that went in, pydantic
+    models and all, with nothing refused by the deserializer's allowlist."""
+    from fakes import CodeScript, ToolUseScript
+    from test_dialogue_graph import RECIPE as DIALOGUE_RECIPE, DialogueScript
+
+    from synthgraph.graphs import code, dialogue, reasoning, tool_use
+    from synthgraph.graphs.runner import SeedCheckpoints
+
+    module, script, raw = {
+        "reasoning": (reasoning, ReasoningScript(), {"graph": "reasoning", "seeds": {"inline": [{"topic": "t"}]}}),
+        "code": (code, CodeScript(), {"graph": "code", "seeds": {"inline": [{"topic": "strings"}]}}),
+        "tool_use": (tool_use, ToolUseScript(), {"graph": "tool_use",
+                                                  "seeds": {"inline": [{"kind": "single", "tools": ["convert_units"]}]}}),
+        "dialogue": (dialogue, DialogueScript(), {**DIALOGUE_RECIPE, "seeds": {"inline": [{"id": "a"}]}}),
+    }[family]
+    recipe = parse_recipe({"name": "t", **raw})
+    (seed,) = load_seeds(recipe, base=None, where="t")
+
+    async def roundtrip():
+        async with SeedCheckpoints(tmp_path / "s.duckdb") as checkpoints:
+            graph = checkpoints.attach(module.graph)
+            config = checkpoints.config("run", seed.seed_id)
+            context = module.make_context(recipe, ScriptedPool(script))
+            final = await graph.ainvoke(module.initial_state(seed), config, context=context)
+            return final, (await graph.aget_state(config)).values
+
+    final, restored = asyncio.run(roundtrip())
+    assert restored == final
+    assert "Blocked deserialization" not in caplog.text and "unregistered type" not in caplog.text
