@@ -375,6 +375,10 @@ class Runner:
             except ModelServerDown as exc:
                 admission.halt("server", str(exc))
                 return
+            except Exception:
+                if admission.stop is not None and admission.stop.kind in SIGNAL_EXIT:
+                    return  # the engine's processes died of the same Ctrl-C while loading: the run is interrupted
+                raise
             self.tally.load_s = time.perf_counter() - t0
             checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
             async with contextlib.AsyncExitStack() as stack:

@@ -182,6 +182,21 @@ def test_sigterm_exits_143_and_seeds_failing_after_the_signal_stay_pending(tmp_p
     assert rows(db, "SELECT count(*) FROM seeds WHERE status = 'error'") == [(0,)]
 
 
+def test_an_engine_that_dies_of_the_ctrl_c_while_loading_ends_the_run_as_interrupted(tmp_path):
+    box: list = []
+
+    class DyingPool(ScriptedPool):
+        async def start(self):
+            box[0].interrupt("SIGINT")  # the terminal's Ctrl-C reaches the engine's processes too
+            raise RuntimeError("Engine core initialization failed")
+
+    recipe = recipe_of(GOLD)
+    box.append(Runner(recipe, load_seeds(recipe, base=Path("."), where="t"), store_path=tmp_path / "s.duckdb",
+                      pool=DyingPool(ReasoningScript())))
+    result = asyncio.run(box[0].run())
+    assert result.exit_code == 130 and result.pending == 5
+
+
 # ------------------------------------------------------------------------------------ crashes and the server
 
 
