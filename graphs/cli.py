@@ -146,11 +146,11 @@ def run(
         raise typer.Exit(result.exit_code)
 
 
-def _command_line(ctx: typer.Context, **changes) -> str:
-    """The command as given (options with their values), with `changes` applied: what to type to go on."""
+def _command_line(ctx: typer.Context) -> str:
+    """The command as given, options with their values: what to type to go on."""
     words = ["synthgraph", ctx.info_name or "run"]
     for param in ctx.command.params:
-        value = changes.get(param.name, ctx.params.get(param.name))
+        value = ctx.params.get(param.name)
         if param.param_type_name == "argument":
             words.append(str(value))
         elif value is not None and value != param.default and value is not False:
@@ -184,7 +184,7 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
     if result.target_missed:
         summary.add_row("target", f"[yellow]{escape(result.target_missed)}[/]")
     if result.crashed:
-        shown = ", ".join(f"{seed_id} ({error})" for seed_id, error in result.crashed[:5])
+        shown = ", ".join(f"{seed_id} ({(error or '')[:80]})" for seed_id, error in result.crashed[:5])
         more = f" and {len(result.crashed) - 5} more" if len(result.crashed) > 5 else ""
         summary.add_row("crashed", f"[red]{len(result.crashed)} seeds crashed (this run or earlier): "
                                    f"{escape(shown)}{more}[/]")

@@ -85,7 +85,7 @@ class RunTally:
 class Stop:
     """Why the run stopped admitting seeds before they ran out."""
 
-    kind: str       # target, tokens, seconds, seeds, SIGINT, SIGTERM, server
+    kind: str       # target, tokens, seconds, seeds, SIGINT, SIGTERM, server, failure (raised after the stop)
     message: str
 
 
@@ -170,17 +170,15 @@ def checkpoint_path(store_path: Path) -> Path:
 
 
 def _checkpoint_types() -> set[tuple[str, str]]:
-    """The classes a checkpoint may bring back: synthgraph's own (the states hold its pydantic models) and
-    LangChain's messages. An explicit list, so the checkpointer's deserializer never builds anything else."""
+    """The classes a checkpoint may bring back: LangChain's messages and synthgraph's own (the states hold its
+    pydantic models). An explicit list, so the checkpointer's deserializer never builds anything else."""
     from langchain_core import messages
 
-    allowed = set()
+    allowed = {(cls.__module__, cls.__name__) for cls in vars(messages).values() if isinstance(cls, type)}
     for name, module in list(sys.modules.items()):
-        if name.split(".")[0] == "synthgraph" or name == "langchain_core.messages":
-            for value in list(vars(module).values()):
-                if isinstance(value, type) and value.__module__.split(".")[0] in ("synthgraph", "langchain_core"):
-                    allowed.add((value.__module__, value.__name__))
-    allowed |= {(cls.__module__, cls.__name__) for cls in vars(messages).values() if isinstance(cls, type)}
+        if name.split(".")[0] == "synthgraph":
+            allowed |= {(value.__module__, value.__name__) for value in list(vars(module).values())
+                        if isinstance(value, type) and value.__module__.split(".")[0] == "synthgraph"}
     return allowed
 
 
@@ -376,6 +374,10 @@ class Runner:
             except ModelServerDown as exc:
                 admission.halt("server", str(exc))
                 return
+            except Exception:
+                if admission.stop is not None and admission.stop.kind in SIGNAL_EXIT:
+                    return  # the engine's processes died of the same Ctrl-C while loading: the run is interrupted
+                raise
             self.tally.load_s = time.perf_counter() - t0
             checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
             async with contextlib.AsyncExitStack() as stack:

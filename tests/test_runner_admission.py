@@ -184,6 +184,21 @@ def test_sigterm_exits_143_and_seeds_failing_after_the_signal_stay_pending(tmp_p
     assert rows(db, "SELECT count(*) FROM seeds WHERE status = 'error'") == [(0,)]
 
 
+def test_an_engine_that_dies_of_the_ctrl_c_while_loading_ends_the_run_as_interrupted(tmp_path):
+    box: list = []
+
+    class DyingPool(ScriptedPool):
+        async def start(self):
+            box[0].interrupt("SIGINT")  # the terminal's Ctrl-C reaches the engine's processes too
+            raise RuntimeError("Engine core initialization failed")
+
+    recipe = recipe_of(GOLD)
+    box.append(Runner(recipe, load_seeds(recipe, base=Path("."), where="t"), store_path=tmp_path / "s.duckdb",
+                      pool=DyingPool(ReasoningScript())))
+    result = asyncio.run(box[0].run())
+    assert result.exit_code == 130 and result.pending == 5
+
+
 # ------------------------------------------------------------------------------------ crashes and the server
 
 
@@ -322,3 +337,39 @@ def test_cli_run_interrupted_prints_the_summary_and_the_resume_command_and_exits
     assert result.exit_code == 130, result.output
     assert "interrupted by SIGINT: no new seeds were started" in result.output
     assert f"seeds left pending; to resume, run: synthgraph run {recipe} --db={db} --grace=5.0" in result.output
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize("family", ["reasoning", "code", "tool_use", "dialogue"])
+def test_every_family_state_comes_back_from_a_checkpoint_as_it_went_in(tmp_path, family, caplog):
+    """A resumed seed goes on from the state a checkpoint gives back: it must be the state that went in, pydantic
+    models and all, with nothing refused by the deserializer's allowlist."""
+    from fakes import CodeScript, ToolUseScript
+    from test_dialogue_graph import RECIPE as DIALOGUE_RECIPE, DialogueScript
+
+    from synthgraph.graphs import code, dialogue, reasoning, tool_use
+    from synthgraph.graphs.runner import SeedCheckpoints
+
+    module, script, raw = {
+        "reasoning": (reasoning, ReasoningScript(), {"graph": "reasoning", "seeds": {"inline": [{"topic": "t"}]}}),
+        "code": (code, CodeScript(), {"graph": "code", "seeds": {"inline": [{"topic": "strings"}]}}),
+        "tool_use": (tool_use, ToolUseScript(), {"graph": "tool_use",
+                                                  "seeds": {"inline": [{"kind": "single", "tools": ["convert_units"]}]}}),
+        "dialogue": (dialogue, DialogueScript(), {**DIALOGUE_RECIPE, "seeds": {"inline": [{"id": "a"}]}}),
+    }[family]
+    recipe = parse_recipe({"name": "t", **raw})
+    (seed,) = load_seeds(recipe, base=None, where="t")
+
+    async def roundtrip():
+        async with SeedCheckpoints(tmp_path / "s.duckdb") as checkpoints:
+            graph = checkpoints.attach(module.graph)
+            config = checkpoints.config("run", seed.seed_id)
+            context = module.make_context(recipe, ScriptedPool(script))
+            final = await graph.ainvoke(module.initial_state(seed), config, context=context)
+            return final, (await graph.aget_state(config)).values
+
+    final, restored = asyncio.run(roundtrip())
+    assert restored == final
+    assert "Blocked deserialization" not in caplog.text and "unregistered type" not in caplog.text
