@@ -43,6 +43,8 @@ class Candidate(BaseModel):
 
     key: str                                   # r<visit>k<branch>, prefixed by its parent's key: stable across reruns
     born: int                                  # the fan-out (epoch) it came from; older ones are no longer live
+    maker: str                                 # the llm node that fanned it out
+    parent: str | None = None                  # the candidate it branched from (None: from the seed)
     outputs: dict[str, Any] = Field(default_factory=dict)
     verdicts: dict[str, Verdict] = Field(default_factory=dict)
     error: str | None = None                   # a model call of its own was refused on every try
@@ -55,6 +57,7 @@ class Branch(TypedDict):
     epoch: int
     visit: int
     parent: Candidate | None
+    bind: dict[str, Any]                       # the for_each value of this branch
 
 
 def _merge(left: dict, right: dict) -> dict:
@@ -182,9 +185,11 @@ def llm_node(name: str, spec: NodeSpec):
     async def fan_out_branch(state: PipelineState, runtime: Runtime[PipelineContext]) -> dict:
         branch = state["branch"]
         parent = branch["parent"]
-        output = await produce(state, parent, runtime.context, branch["key"])
-        base = parent.outputs if parent else {}
-        candidate = Candidate(key=branch["key"], born=branch["epoch"], verdicts=dict(parent.verdicts) if parent else {},
+        base = {**(parent.outputs if parent else {}), **branch["bind"]}
+        output = await produce(state, Candidate(key=branch["key"], born=0, maker=name, outputs=base),
+                               runtime.context, branch["key"])
+        candidate = Candidate(key=branch["key"], born=branch["epoch"], maker=name,
+                              parent=parent.key if parent else None, verdicts=dict(parent.verdicts) if parent else {},
                               outputs={**base, name: output} if isinstance(output, dict) else dict(base),
                               error=None if isinstance(output, dict) else output)
         expanded = [parent.model_copy(update={"expanded": True})] if parent else []
@@ -206,7 +211,7 @@ def llm_node(name: str, spec: NodeSpec):
         outcome = "passed" if any(isinstance(o, dict) for o in outputs) else "failed"
         return {**done, "candidates": updated, "outcomes": {name: outcome}}
 
-    return fan_out_branch if llm.samples > 1 else each
+    return fan_out_branch if llm.fans_out else each
 
 
 def check_node(name: str, spec: NodeSpec):
@@ -338,14 +343,21 @@ def terminal(outcome: Literal["accepted", "rejected", "review"]):
 
 
 def fan_out(recipe: PipelineRecipe, target: str, state: PipelineState) -> list[Send]:
-    """k Sends per live candidate (or for the seed): the target llm node's branches, one new epoch."""
-    k = recipe.nodes[target].llm.samples
+    """The target llm node's branches (k per for_each value) per live candidate, or for the seed: a new epoch. A
+    loop back to it branches again from the parents of its last round, not from that round's candidates."""
     visit = state.get("visits", {}).get(target, 0) + 1
     epoch = state.get("epoch", 0) + 1
-    parents = live(state) if state.get("epoch", 0) else [None]
+    candidates = state.get("candidates", [])
+    if visit > 1:
+        last_round = [c for c in candidates if c.maker == target and c.key.rsplit(".", 1)[-1].startswith(
+            f"r{visit - 2}k")]
+        by_key = {c.key: c for c in candidates}
+        parents = [by_key.get(key) for key in dict.fromkeys(c.parent for c in last_round)] or [None]
+    else:
+        parents = live(state) if state.get("epoch", 0) else [None]
     return [Send(target, {**state, "branch": Branch(key=f"{p.key + '.' if p else ''}r{visit - 1}k{i}", epoch=epoch,
-                                                    visit=visit, parent=p)})
-            for p in parents for i in range(k)]
+                                                    visit=visit, parent=p, bind=bind)})
+            for p in parents for i, bind in enumerate(recipe.nodes[target].llm.branches)]
 
 
 def router(recipe: PipelineRecipe, name: str):
@@ -365,7 +377,7 @@ def router(recipe: PipelineRecipe, name: str):
 
     def route_after(state: PipelineState):
         target = next_step(state)
-        if target in recipe.nodes and recipe.nodes[target].llm and recipe.nodes[target].llm.samples > 1:
+        if target in recipe.nodes and recipe.nodes[target].llm and recipe.nodes[target].llm.fans_out:
             return fan_out(recipe, target, state)
         return target
 
@@ -381,7 +393,7 @@ def build(recipe: PipelineRecipe) -> StateGraph:
     model_retry = RetryPolicy(max_attempts=3)  # transport errors; refused outputs are retried per call
     g = StateGraph(PipelineState, context_schema=PipelineContext)
     makers = {"llm": llm_node, "check": check_node, "judge": judge_node}
-    fanned = {n for n, spec in recipe.nodes.items() if spec.llm and spec.llm.samples > 1}
+    fanned = {n for n, spec in recipe.nodes.items() if spec.llm and spec.llm.fans_out}
     for name, spec in recipe.nodes.items():
         g.add_node(name, makers[spec.kind](name, spec), retry_policy=model_retry if spec.kind != "check" else None)
     for outcome in ("accepted", "rejected", "review"):

@@ -68,6 +68,30 @@ class LlmSpec(BaseModel):
     output: Literal["text"] | dict[str, Any] = Field(
         "text", description="text, a JSON Schema (type: object), or fields {name: str|int|float|bool|list[str]|[choices]}")
     samples: int = Field(1, ge=1, le=64, description="independent candidates (k): a fan-out")
+    for_each: dict[str, list[Any]] | None = Field(
+        None, description="{name: [values]}: a fan-out with one candidate per value (times samples), the value "
+                          "seen as {{ name }} by this node and every later one (e.g. styles to rewrite in)")
+
+    @field_validator("for_each")
+    @classmethod
+    def _one_binding(cls, for_each):
+        if for_each is not None:
+            if len(for_each) != 1:
+                raise ValueError(f"for_each binds one name to a list of values (got {len(for_each)} names)")
+            [(name, values)] = for_each.items()
+            if not _NAME.match(name) or not values:
+                raise ValueError(f"for_each: {name!r} must be an identifier bound to a non-empty list of values")
+        return for_each
+
+    @property
+    def fans_out(self) -> bool:
+        return self.samples > 1 or self.for_each is not None
+
+    @property
+    def branches(self) -> list[dict[str, Any]]:
+        """The bindings of each branch of the fan-out, in order."""
+        [(name, values)] = (self.for_each or {"": [None]}).items()
+        return [({name: value} if name else {}) for value in values for _ in range(self.samples)]
 
     @cached_property
     def json_schema(self) -> dict[str, Any] | None:
@@ -98,7 +122,7 @@ class LlmSpec(BaseModel):
         for name, kind in output.items():
             if not _NAME.match(name):
                 raise ValueError(f"field {name!r} must be an identifier (later templates refer to it)")
-            if not (kind in COMPACT_TYPES or (isinstance(kind, list) and kind)):
+            if not ((isinstance(kind, str) and kind in COMPACT_TYPES) or (isinstance(kind, list) and kind)):
                 raise ValueError(f"field {name}: type must be one of {', '.join(COMPACT_TYPES)} or a list of "
                                  f"choices (got {kind!r})")
         return output
@@ -306,14 +330,22 @@ class PipelineRecipe(RecipeBase):
             if name in common:
                 raise ValueError(f"nodes.{name}: a seed field has the same name; rename the node")
         shape = self.shape
+        bound = {n: set(spec.llm.for_each) for n, spec in self.nodes.items() if spec.llm and spec.llm.for_each}
+        for name, variables in bound.items():
+            clash = variables & (set(common) | set(self.nodes))
+            if clash:
+                raise ValueError(f"nodes.{name}.llm.for_each: {sorted(clash)[0]!r} is already a seed field or a "
+                                 "node name; choose another name")
         for name, node in self.nodes.items():
-            available = set(common) | shape.before[name]
+            available = set(common) | shape.before[name] | {v for n in shape.before[name] | {name}
+                                                             for v in bound.get(n, ())}
             for where, template in node.templates(name):
                 check_template(where, template, available, self.nodes)
+        everything = set(common) | set(self.nodes) | {v for variables in bound.values() for v in variables}
         for i, (role, template) in enumerate(self.emit.turns()):
-            check_template(f"emit.messages[{i}]", template, set(common) | set(self.nodes), self.nodes)
+            check_template(f"emit.messages[{i}]", template, everything, self.nodes)
         for key, template in self.emit.payload.items():
-            check_template(f"emit.payload.{key}", as_template(template), set(common) | set(self.nodes), self.nodes)
+            check_template(f"emit.payload.{key}", as_template(template), everything, self.nodes)
 
 
 def check_template(where: str, template: str, available: set[str], node_specs: Mapping[str, NodeSpec]) -> None:
