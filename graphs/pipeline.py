@@ -333,7 +333,8 @@ def select(state: PipelineState, name: str, rule: str, candidates: list[Candidat
 
 
 def terminal(outcome: Literal["accepted", "rejected", "review"]):
-    def end(state: PipelineState) -> dict:
+    # Async, like the routing functions: LangGraph runs a sync function in a worker thread, a hop per seed.
+    async def end(state: PipelineState) -> dict:
         return {"outcome": outcome}
     end.__name__ = {"accepted": "accept", "rejected": "reject", "review": "review"}[outcome]
     return end
@@ -375,7 +376,7 @@ def router(recipe: PipelineRecipe, name: str):
             return route.exhausted
         return target
 
-    def route_after(state: PipelineState):
+    async def route_after(state: PipelineState):
         target = next_step(state)
         if target in recipe.nodes and recipe.nodes[target].llm and recipe.nodes[target].llm.fans_out:
             return fan_out(recipe, target, state)
@@ -400,7 +401,10 @@ def build(recipe: PipelineRecipe) -> StateGraph:
         g.add_node(terminal(outcome))
         g.add_edge(terminal(outcome).__name__, END)
     if shape.entry in fanned:
-        g.add_conditional_edges(START, lambda state: fan_out(recipe, shape.entry, state), [shape.entry])
+        async def fan_out_first(state: PipelineState) -> list[Send]:
+            return fan_out(recipe, shape.entry, state)
+
+        g.add_conditional_edges(START, fan_out_first, [shape.entry])
     else:
         g.add_edge(START, shape.entry)
     for name in recipe.nodes:
