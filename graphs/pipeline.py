@@ -137,6 +137,7 @@ PROMPT_TEXT = {"judge_system": JUDGE_SYSTEM, "pairwise_system": PAIRWISE_SYSTEM}
 class PipelineContext:
     recipe: PipelineRecipe
     roles: dict[str, tuple[ModelClient, Sampling]] = field(default_factory=dict)
+    _validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)  # per node, built once
 
     async def ask(self, node: str, role: str, system: str | None, user: str, schema: dict[str, Any] | None,
                   subject: str) -> dict[str, Any]:
@@ -147,7 +148,8 @@ class PipelineContext:
         if schema is None:
             completion = await client.complete(messages, role=role, sampling=sampling, subject=subject)
             return {"text": completion.text}
-        validator = jsonschema.Draft202012Validator(schema)
+        validator = self._validators.get(node) or self._validators.setdefault(
+            node, jsonschema.Draft202012Validator(schema))
 
         def fits(text: str) -> str | None:
             error = jsonschema.exceptions.best_match(validator.iter_errors(json.loads(text)))
@@ -410,10 +412,7 @@ def build(recipe: PipelineRecipe) -> StateGraph:
     for name in recipe.nodes:
         if name in fanned:
             # After its k branches the graph goes on once (the step barrier); routing happens at the next node.
-            target = shape.next[name]
-            if target in fanned:
-                raise ValueError(f"edges: {name} -> {target}: two fan-outs in a row; put a check between them")
-            g.add_edge(name, target)
+            g.add_edge(name, shape.next[name])
         else:
             route_after, destinations = router(recipe, name)
             g.add_conditional_edges(name, route_after, destinations)

@@ -307,7 +307,18 @@ class PipelineRecipe(RecipeBase):
                                  "checks.allow_python: true to trust it, or use a `python` check (sandboxed)")
             if node.select != "all" and node.kind == "llm":
                 raise ValueError(f"nodes.{name}.select: selection follows a check or judge node, not an llm node")
-        self.shape  # noqa: B018 — edges, reachability and loop bounds are checked as the shape is drawn
+        shape = self.shape  # edges, reachability and loop bounds are checked as the shape is drawn
+        for name, node in self.nodes.items():
+            if node.llm is None or not node.llm.fans_out:
+                continue
+            # Its k branches meet at the next node (the step barrier); a route per branch would multiply them.
+            if name in shape.routes:
+                raise ValueError(f"edges: {name} fans out (samples / for_each), so it continues with a plain edge "
+                                 f"('{name} -> NEXT'); route on the outcome of the check after it")
+            after = self.nodes.get(shape.next[name])
+            if after is not None and after.llm is not None and after.llm.fans_out:
+                raise ValueError(f"edges: {name} -> {shape.next[name]}: two fan-outs in a row; put a check or a "
+                                 "single-sample llm node between them")
 
     def role_model(self, role: str):
         from synthgraph.agents.models import ModelSpec

@@ -29,7 +29,7 @@ def recipe_of(nodes, edges=(), emit=None, seeds=SEEDS, **fields):
         path.write_text(yaml.safe_dump({
             "name": "unit", "graph": "pipeline", "seeds": {"inline": seeds},
             "roles": {"asker": {"temperature": 0.7}, "solver": {}, "critic": {"temperature": 0}},
-            "nodes": nodes, "edges": list(edges), "emit": emit or {"messages": ["ask.text", "answer.text"]}, **fields},
+            **fields, "nodes": nodes, "edges": list(edges), "emit": emit or {"messages": ["ask.text", "answer.text"]}},
             sort_keys=False))
         return load_recipe(path)
 
@@ -310,6 +310,18 @@ def test_a_loop_without_a_bound_is_refused():
                                              {"verify": {"passed": "accept", "failed": "answer"}}])
     assert "edges: the loop answer -> verify -> answer has no bound; add max_visits: N to the route of verify" \
         in message
+
+
+def test_a_fan_out_continues_with_a_plain_edge_not_a_route():
+    nodes = {"ask": ASK, "answer": {"llm": {**ANSWER["llm"], "samples": 2}}}
+    message = load_error(nodes=nodes, edges=["ask -> answer", {"answer": {"passed": "accept", "failed": "reject"}}])
+    assert "edges: answer fans out (samples / for_each), so it continues with a plain edge" in message
+
+
+def test_cli_model_override_applies_to_every_role():
+    recipe, _ = recipe_of({"ask": ASK, "answer": ANSWER}, ["ask -> answer"],
+                          roles={"asker": {"model": "vllm:smollm2-135m"}, "solver": {}, "critic": {}})
+    assert str(recipe.with_overrides(model="openai:http://h:1/v1:m").role_model("asker")) == "openai:http://h:1/v1:m"
 
 
 def test_an_unreachable_node_is_refused():
