@@ -385,8 +385,9 @@ def router(recipe: PipelineRecipe, name: str):
         return target
 
     route_after.__name__ = f"route_after_{name}"
+    llm = recipe.nodes[name].kind == "llm"  # an llm node passes or fails (refused); it is never unchecked
     destinations = (list(dict.fromkeys([*route.targets().values(), route.exhausted])) if route
-                    else [shape.next[name], "reject", "review"])
+                    else [shape.next[name], "reject"] if llm else [shape.next[name], "reject", "review"])
     return route_after, list(dict.fromkeys(destinations))
 
 
