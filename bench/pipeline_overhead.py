@@ -45,12 +45,14 @@ def start_server(port: int) -> subprocess.Popen:
                "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", "4096", "--enforce-eager", "--seed", "0"]
     print("server:", " ".join(command), flush=True)
-    server = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    log = tempfile.NamedTemporaryFile(prefix="vllm-server-", suffix=".log", delete=False)  # a pipe could fill and stall it
+    server = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the vLLM server exited ({server.returncode}): {server.stderr.read().decode()[-2000:]}")
+            raise SystemExit(f"the vLLM server exited ({server.returncode}): "
+                             f"{Path(log.name).read_text(errors='replace')[-2000:]}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
             return server
