@@ -423,3 +423,15 @@ def test_demo_runs_end_to_end_on_the_embedded_model(tmp_path, demo):
     assert rows(db, "SELECT count(*) > 0, count(*) FILTER (WHERE status = 'error') FROM samples") == [(True, 0)]
     assert rows(db, "SELECT count(*) > 0 FROM messages") == [(True,)]
     assert rows(db, "SELECT count(DISTINCT role) FROM agent_calls") == [(len(recipe.roles),)]
+
+
+def test_a_node_prompt_is_part_of_the_run_id():
+    recipe, seeds = recipe_of({"ask": ASK, "answer": ANSWER}, ["ask -> answer"])
+    edited, _ = recipe_of({"ask": {"llm": {**ASK["llm"], "user": "Ask about {{ topic }}."}}, "answer": ANSWER},
+                          ["ask -> answer"])
+    assert recipe.run_id(seeds) != edited.run_id(seeds)
+
+
+def test_a_python_snippet_may_print_a_json_verdict_with_a_score():
+    verdict = check("python", code="import json; print(json.dumps({'outcome': 'passed', 'reason': 'ok', 'score': 0.7}))")
+    assert (verdict.outcome, verdict.reason, verdict.score) == ("passed", "ok", 0.7)
