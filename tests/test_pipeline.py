@@ -422,7 +422,10 @@ def test_demo_runs_end_to_end_on_the_embedded_model(tmp_path, demo):
     assert result.tally.seeds_done == 2
     assert rows(db, "SELECT count(*) > 0, count(*) FILTER (WHERE status = 'error') FROM samples") == [(True, 0)]
     assert rows(db, "SELECT count(*) > 0 FROM messages") == [(True,)]
-    assert rows(db, "SELECT count(DISTINCT role) FROM agent_calls") == [(len(recipe.roles),)]
+    roles = {role for (role,) in rows(db, "SELECT DISTINCT role FROM agent_calls WHERE sample_id IS NOT NULL")}
+    assert roles and roles <= set(recipe.roles)
+    if any(node.kind != "llm" for node in recipe.nodes.values()):
+        assert rows(db, "SELECT count(*) > 0 FROM verdicts") == [(True,)]
 
 
 def test_a_node_prompt_is_part_of_the_run_id():
