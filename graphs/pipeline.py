@@ -140,13 +140,14 @@ class PipelineContext:
     _validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)  # per node, built once
 
     async def ask(self, node: str, role: str, system: str | None, user: str, schema: dict[str, Any] | None,
-                  subject: str) -> dict[str, Any]:
+                  subject: str, keep_truncated: bool = False) -> dict[str, Any]:
         """One model call through the shared call path (lineage, retries), as the node's output."""
         client, sampling = self.roles[role]
         messages = RenderedPrompt(f"pipeline_{node}", [*([SystemMessage(content=system)] if system else []),
                                                        HumanMessage(content=user)])
         if schema is None:
-            completion = await client.complete(messages, role=role, sampling=sampling, subject=subject)
+            completion = await client.complete(messages, role=role, sampling=sampling, subject=subject,
+                                               keep_truncated=keep_truncated)
             return {"text": completion.text}
         validator = self._validators.get(node) or self._validators.setdefault(
             node, jsonschema.Draft202012Validator(schema))
@@ -180,7 +181,8 @@ def llm_node(name: str, spec: NodeSpec):
         except jinja2.UndefinedError as exc:
             return f"nodes.{name}.llm: {exc.message}"
         try:
-            return await ctx.ask(name, llm.role, system, user, llm.json_schema, key)
+            return await ctx.ask(name, llm.role, system, user, llm.json_schema, key,
+                                 keep_truncated=llm.at_max_tokens == "keep" and llm.json_schema is None)
         except ModelOutputError as exc:
             return str(exc)
 

@@ -68,9 +68,17 @@ class LlmSpec(BaseModel):
     output: Literal["text"] | dict[str, Any] = Field(
         "text", description="text, a JSON Schema (type: object), or fields {name: str|int|float|bool|list[str]|[choices]}")
     samples: int = Field(1, ge=1, le=64, description="independent candidates (k): a fan-out")
+    at_max_tokens: Literal["retry", "keep"] = Field(
+        "retry", description="an output cut off at max_tokens: refused and asked again (the default), or kept as it is")
     for_each: dict[str, list[Any]] | None = Field(
         None, description="{name: [values]}: a fan-out with one candidate per value (times samples), the value "
                           "seen as {{ name }} by this node and every later one (e.g. styles to rewrite in)")
+
+    @model_validator(mode="after")
+    def _keep_only_text(self):
+        if self.at_max_tokens == "keep" and self.output != "text":
+            raise ValueError("at_max_tokens: keep is for text output; a structured output cut off is not valid JSON")
+        return self
 
     @field_validator("for_each")
     @classmethod

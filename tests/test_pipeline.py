@@ -12,6 +12,7 @@ import yaml
 from fakes import RoleScript, ScriptedPool
 from readback import rows
 
+from synthgraph.agents.models import ScriptedChatModel
 from synthgraph.graphs.family import family
 from synthgraph.graphs.pipeline_checks import majority, run_check
 from synthgraph.graphs.pipeline_spec import ChecksSettings
@@ -90,6 +91,24 @@ def test_an_llm_node_refused_on_every_try_rejects_with_the_reason(tmp_path):
     db, _ = run(tmp_path, recipe, seeds, RoleScript({"asker": "not json", "solver": "x"}))
     assert rows(db, "SELECT DISTINCT status, reason LIKE 'ask: asker: no usable output%' FROM samples") == [
         ("error", True)]
+
+
+class CutOffPool(ScriptedPool):
+    """Every reply stops at max_tokens."""
+
+    def _build(self, spec):
+        return ScriptedChatModel(respond=self.script, finish_reason="length")
+
+
+def test_an_output_cut_off_at_max_tokens_is_asked_again_unless_the_node_keeps_it(tmp_path):
+    for keep, status, calls in ((False, "error", 2), (True, "accepted", 1)):
+        node = {"llm": {**ASK["llm"], **({"at_max_tokens": "keep"} if keep else {})}}
+        recipe, seeds = recipe_of({"ask": node}, emit={"messages": ["ask.text"]}, seeds=SEEDS[:1])
+        script = RoleScript({"asker": "Write about"})
+        (tmp_path / str(keep)).mkdir()
+        asyncio.run(Runner(recipe, seeds, store_path=tmp_path / str(keep) / "p.duckdb", pool=CutOffPool(script)).run())
+        assert script.calls["asker"] == calls
+        assert rows(tmp_path / str(keep) / "p.duckdb", "SELECT status FROM samples") == [(status,)]
 
 
 # ------------------------------------------------------------------------------------------------ check nodes
