@@ -283,6 +283,7 @@ class ModelClient:
         tools: list[dict[str, Any]] | None = None,
         check: Callable[[str], str | None] | None = None,
         subject: str | None = None,
+        keep_truncated: bool = False,
     ) -> Completion:
         """Call the model until its output is usable, at most `max_attempts` times.
 
@@ -290,6 +291,7 @@ class ModelClient:
         is held to instead of `schema`'s own (tighter: e.g. only the tools on offer, with their arguments), and
         the output is still parsed with `schema`. `tools` (OpenAI specs) offers the model's native tool calling:
         its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None).
+        `keep_truncated` takes an output cut off at max_tokens as it is instead of refusing it as runaway.
         """
         prompt = _message_dicts(messages)
         prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
@@ -310,7 +312,7 @@ class ModelClient:
                         call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
                     completion = await self._attempt(
                         messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, json_schema, tools,
-                        check)
+                        check, keep_truncated)
                     if completion.record.error:
                         last_reason = completion.record.error
                         raise OutputRefused(last_reason)
@@ -320,7 +322,7 @@ class ModelClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, json_schema,
-                       tools, check) -> Completion:
+                       tools, check, keep_truncated=False) -> Completion:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
@@ -353,7 +355,7 @@ class ModelClient:
         if error is None:
             if not text.strip() and not tool_calls:
                 error = "empty output"
-            elif finish_reason == "length":
+            elif finish_reason == "length" and not keep_truncated:
                 error = f"runaway output: stopped at max_tokens={sampling.max_tokens} without finishing"
             elif schema is not None and not tool_calls:
                 try:

@@ -28,6 +28,8 @@ SEEDS = {
     "tool_use": {"kind": "single"},
     "dialogue": {"cell": 0},
     "domain": {"kind": "factual"},
+    "two_step": {"topic": "apples"},                                  # demo pipelines (demos/*.yaml)
+    "label_reviews": {"id": "r1", "review": "The kettle broke after a week and support never answered."},
 }
 
 

@@ -6,7 +6,6 @@ A recipe is validated completely — seeds included — before any model loads, 
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from synthgraph.agents.models import EngineSettings, ModelSpec, Sampling
 from synthgraph.agents.prompting import PromptOverride
 from synthgraph.graphs.cleaning import DecontaminationSettings, DedupSettings
+from synthgraph.graphs.seed_files import SeedFileError, read_rows, select_rows
 from synthgraph.store.rows import stable_id
 from synthgraph.tools.retrieval import BUILTIN_CORPORA, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 
@@ -71,8 +71,15 @@ class CriticSettings(RoleSettings):
 class SeedSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    file: Path | None = Field(None, description="JSONL (or .jsonl.gz), one seed object per line; relative to the recipe")
+    file: Path | None = Field(None, description="JSONL (.jsonl, .jsonl.gz), CSV, Parquet, or a `datasets` folder made "
+                                                "with save_to_disk; relative to the recipe")
     inline: list[dict[str, Any]] | None = None
+    split: str | None = Field(None, description="the split of a `datasets` folder that holds several")
+    fields: dict[str, str] | None = Field(None, description="seed field -> the file's column, e.g. {topic: Subject}; "
+                                                           "when given, only these fields are kept")
+    sample: int | None = Field(None, ge=1, description="use this many rows, drawn at random with `seed`")
+    shuffle: bool = Field(False, description="use the rows in a random order drawn with `seed`")
+    seed: int = Field(0, description="the random seed of `sample` / `shuffle`: the same seed draws the same rows")
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -269,21 +276,12 @@ def load_recipe(path: Path) -> tuple[RecipeBase, list[SeedBase]]:
 def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[SeedBase]:
     recipe._base = base
     source = recipe.seeds
-    if source.inline is not None:
-        items = [(f"{where}: seeds.inline[{i}]", item) for i, item in enumerate(source.inline)]
-    else:
-        file = recipe.resolve(source.file)
-        if not file.is_file():
-            raise RecipeError(f"{where}: seeds.file: {file} does not exist")
-        items = []
-        text = gzip.decompress(file.read_bytes()).decode() if file.suffix == ".gz" else file.read_text()
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"seed file {file}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise RecipeError(f"seed file {file}:{number}: not valid JSON ({exc.msg})") from None
+    try:
+        items = (read_rows(recipe.resolve(source.file), split=source.split) if source.inline is None
+                 else [(f"{where}: seeds.inline[{i}]", item) for i, item in enumerate(source.inline)])
+        items = select_rows(items, fields=source.fields, sample=source.sample, shuffle=source.shuffle, seed=source.seed)
+    except SeedFileError as exc:
+        raise RecipeError(f"{where}: {exc}" if str(exc).startswith("seeds.") else str(exc)) from None
     seeds = []
     for label, item in items:
         try:

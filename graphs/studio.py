@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, TypedDict
 
+import platformdirs
+import yaml
+
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -24,6 +27,8 @@ from synthgraph.graphs.recipe import RecipeBase, load_recipe
 from synthgraph.store.db import Store
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+# A graph's retrieval corpus and tool data live in a store; Studio's runs keep theirs out of the repository.
+STUDIO_STORES = Path(platformdirs.user_cache_dir("synthgraph")) / "studio"
 
 
 class StudioInput(TypedDict):
@@ -35,10 +40,18 @@ _contexts: dict[tuple[str, str], Any] = {}  # (family, recipe path) -> context
 _pools: dict[str, ModelPool] = {}           # engine settings -> the pool whose engines those contexts share
 
 
-def recipe_path(fam: Family, config: RunnableConfig | None) -> Path:
+def demo_pipelines() -> dict[str, Path]:
+    """The demo recipes that declare a pipeline (`graph: pipeline`), by file name: each is a graph of its own."""
+    demos = sorted((REPOSITORY / "demos").glob("*.yaml"))
+    return {path.stem: path for path in demos if (yaml.safe_load(path.read_text()) or {}).get("graph") == "pipeline"}
+
+
+def recipe_path(fam: Family, config: RunnableConfig | None, default: Path | None = None) -> Path:
     named = ((config or {}).get("configurable") or {}).get("recipe") or os.environ.get("SYNTHGRAPH_RECIPE")
     if named:
         return Path(named)
+    if default is not None:
+        return default
     if fam.studio_recipe is None:
         raise ValueError(f"family {fam.name!r} has no demo recipe: name one as configurable.recipe")
     return REPOSITORY / fam.studio_recipe
@@ -51,7 +64,8 @@ def context_for(fam: Family, path: Path, pool: ModelPool | None = None) -> tuple
         if pool is None:
             pool = _pools.setdefault(recipe.engine.model_dump_json(),
                                      ModelPool(recipe.engine, max_attempts=recipe.max_model_attempts))
-        store = Store(recipe.resolve(recipe.store) if recipe.store else path.with_suffix(".studio.duckdb"))
+        STUDIO_STORES.mkdir(parents=True, exist_ok=True)
+        store = Store(recipe.resolve(recipe.store) if recipe.store else STUDIO_STORES / f"{path.stem}.duckdb")
         _contexts[key] = fam.make_context(recipe, pool, store)  # engines load on their first call
     return recipe, _contexts[key]
 
@@ -71,10 +85,10 @@ def studio_context_schema(context: Any) -> type:
     return StudioContext
 
 
-def studio_graph(name: str, config: RunnableConfig | None = None, *, pool: ModelPool | None = None
-                 ) -> CompiledStateGraph:
+def studio_graph(name: str, config: RunnableConfig | None = None, *, pool: ModelPool | None = None,
+                 recipe: Path | None = None) -> CompiledStateGraph:
     fam = family(name)
-    recipe, context = context_for(fam, recipe_path(fam, config), pool)
+    recipe, context = context_for(fam, recipe_path(fam, config, recipe), pool)
     inner = fam.builder_for(recipe)
 
     def seed(state: StudioInput) -> dict[str, Any]:
@@ -91,14 +105,15 @@ def studio_graph(name: str, config: RunnableConfig | None = None, *, pool: Model
     return outer.compile(name=fam.name).with_config(**fam.config)
 
 
-def _factory(name: str):
+def _factory(family_name: str, recipe: Path | None = None):
     def make_graph(config: RunnableConfig) -> CompiledStateGraph:
-        return studio_graph(name, config)
+        return studio_graph(family_name, config, recipe=recipe)
 
-    make_graph.__name__ = name
+    make_graph.__name__ = recipe.stem if recipe else family_name
     return make_graph
 
 
 # `./graphs/studio.py:reasoning` in langgraph.json: the server reads the module's own names, so every registered
 # family (plugins too) gets one here.
 globals().update({name: _factory(name) for name in families()})
+globals().update({name: _factory("pipeline", path) for name, path in demo_pipelines().items()})

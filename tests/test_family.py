@@ -41,12 +41,13 @@ def test_every_builtin_family_is_registered_with_its_recipe_and_prompts():
             assert prompt.startswith(f"{name}_") and all(shipped_template(prompt))
 
 
-def test_langgraph_json_lists_one_studio_factory_per_registered_family():
+def test_langgraph_json_lists_a_studio_graph_per_registered_family_and_demo_pipeline():
+    from synthgraph.graphs import studio
+
     config = json.loads((REPOSITORY / "langgraph.json").read_text())
-    families_in_json = {name for name, target in config["graphs"].items() if target.startswith("./graphs/studio.py:")}
-    assert families_in_json == set(families())
-    for name in families_in_json:
-        assert config["graphs"][name] == f"./graphs/studio.py:{name}"
+    assert set(config["graphs"]) == set(families()) | set(studio.demo_pipelines())
+    for name, target in config["graphs"].items():
+        assert target == f"./graphs/studio.py:{name}" and callable(getattr(studio, name))
 
 
 def test_unknown_graph_names_the_registered_families(tmp_path):

@@ -1,0 +1,119 @@
+"""Seed rows from the user's own data: JSONL (or .jsonl.gz), CSV, Parquet, or a Hugging Face `datasets` folder
+made with `save_to_disk` (read locally; nothing is downloaded). Each row keeps a label (`file:line`, or
+`file: row N` where a format has no lines) so a bad row is reported where the user can find it.
+
+A recipe may map its seed fields from the file's columns (`fields: {topic: Subject}`) and draw a seeded random
+sample of the rows (`sample: 100, seed: 7`) or shuffle them all (`shuffle: true`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, dict[str, Any]]
+FORMATS = "JSONL (.jsonl, .jsonl.gz), CSV (.csv), Parquet (.parquet) or a `datasets` folder made with save_to_disk"
+
+
+class SeedFileError(ValueError):
+    """A seed file that cannot be read, or a row that does not fit the recipe; the message names the place."""
+
+
+def read_rows(file: Path, *, split: str | None = None) -> list[Row]:
+    """Every row of `file` as (label, mapping), in file order."""
+    name = file.name.lower()
+    if file.is_dir():
+        return _datasets_folder(file, split)
+    if not file.is_file():
+        raise SeedFileError(f"seeds.file: {file} does not exist")
+    if name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")) or name.endswith(".json"):
+        return _jsonl(file)
+    if name.endswith((".csv", ".csv.gz")):
+        return _csv(file)
+    if name.endswith(".parquet"):
+        return _parquet(file)
+    raise SeedFileError(f"seeds.file: {file} is not a format synthgraph reads; use {FORMATS}")
+
+
+def select_rows(rows: list[Row], *, fields: Mapping[str, str] | None, sample: int | None, shuffle: bool,
+                seed: int) -> list[Row]:
+    """The rows a run uses: a seeded shuffle or sample (the same seed draws the same rows), then each row reduced
+    to the recipe's fields, renamed from the file's columns. A row lacking a mapped column names its place."""
+    if sample is not None or shuffle:
+        rng = random.Random(seed)
+        rows = rng.sample(rows, min(sample, len(rows)) if sample is not None else len(rows))
+    if not fields:
+        return rows
+    mapped = []
+    for label, row in rows:
+        missing = [column for column in fields.values() if column not in row or row[column] is None]
+        if missing:
+            columns = ", ".join(sorted(map(str, row))) or "none"
+            raise SeedFileError(f"{label}: has no column {missing[0]!r} (mapped by seeds.fields); "
+                                f"its columns: {columns}")
+        mapped.append((label, {name: row[column] for name, column in fields.items()}))
+    return mapped
+
+
+def _text(file: Path) -> str:
+    data = file.read_bytes()
+    return gzip.decompress(data).decode() if file.name.lower().endswith(".gz") else data.decode()
+
+
+def _jsonl(file: Path) -> list[Row]:
+    rows = []
+    for number, line in enumerate(_text(file).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SeedFileError(f"seed file {file}:{number}: not valid JSON ({exc.msg})") from None
+        rows.append((f"seed file {file}:{number}", value))
+    return rows
+
+
+def _csv(file: Path) -> list[Row]:
+    reader = csv.DictReader(io.StringIO(_text(file), newline=""))
+    rows = []
+    for row in reader:
+        # A short row gets None for its missing cells: absent, as a row lacking a mapped field should read.
+        rows.append((f"seed file {file}:{reader.line_num}",
+                     {k: v for k, v in row.items() if k is not None and v is not None}))
+    return rows
+
+
+def _parquet(file: Path) -> list[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(file)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise SeedFileError(f"seeds.file: {file} is not a readable Parquet file ({exc})") from None
+    return [(f"seed file {file}: row {i}", row) for i, row in enumerate(table.to_pylist())]
+
+
+def _datasets_folder(folder: Path, split: str | None) -> list[Row]:
+    if not any((folder / marker).is_file() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        raise SeedFileError(f"seeds.file: {folder} is a folder but not a `datasets` folder made with save_to_disk "
+                            f"(no dataset_info.json / dataset_dict.json); use {FORMATS}")
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as exc:  # datasets raises FileNotFoundError / ValueError variants for a broken folder
+        raise SeedFileError(f"seeds.file: {folder} could not be loaded with datasets.load_from_disk ({exc})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is None or split not in loaded:
+            raise SeedFileError(f"seeds.split: {folder} holds the splits {', '.join(loaded)}; "
+                                f"name one as seeds.split (got {split!r})")
+        loaded = loaded[split]
+    elif split is not None:
+        raise SeedFileError(f"seeds.split: {folder} is a single dataset without splits; remove seeds.split")
+    return [(f"seed file {folder}: row {i}", dict(row)) for i, row in enumerate(loaded)]
