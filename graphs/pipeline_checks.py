@@ -75,7 +75,7 @@ async def run_tests(*, solution: str, tests: str, entry_point: str | None = None
 
 
 async def validate_call(*, call: str, spec: dict[str, Any] | str, settings: ChecksSettings) -> Verdict:
-    from synthgraph.tools.functions import validate_call as problems_of
+    from synthgraph.tools.tool_calls import validate_call as problems_of
 
     try:
         parsed = json.loads(call) if isinstance(call, str) else call
@@ -90,7 +90,7 @@ async def validate_call(*, call: str, spec: dict[str, Any] | str, settings: Chec
 
 async def grounded(*, answer: str, passages: str | Sequence[str], min_support: float = 0.8,
                    settings: ChecksSettings) -> Verdict:
-    from synthgraph.graphs.domain import support
+    from synthgraph.tools.grounding_checks import support
 
     share, missing_words, missing_literals = support(answer, [passages] if isinstance(passages, str) else passages)
     if share is None:

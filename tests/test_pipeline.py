@@ -24,11 +24,12 @@ SEEDS = [{"id": "s1", "topic": "apples"}, {"id": "s2", "topic": "trains"}]
 
 
 def recipe_of(nodes, edges=(), emit=None, seeds=SEEDS, **fields):
-    """The recipe as a user's YAML file, loaded the way `synthgraph run` loads it."""
+    """The recipe as a user's YAML file, loaded the way `synthgraph run` loads it. Dedup is off unless a test
+    turns it on: the scripted roles answer every seed alike, which dedup would rightly reject."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "recipe.yaml"
         path.write_text(yaml.safe_dump({
-            "name": "unit", "graph": "pipeline", "seeds": {"inline": seeds},
+            "name": "unit", "graph": "pipeline", "seeds": {"inline": seeds}, "dedup": False,
             "roles": {"asker": {"temperature": 0.7}, "solver": {}, "critic": {"temperature": 0}},
             **fields, "nodes": nodes, "edges": list(edges), "emit": emit or {"messages": ["ask.text", "answer.text"]}},
             sort_keys=False))
