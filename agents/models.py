@@ -237,13 +237,16 @@ class ModelClient:
         tools: list[dict[str, Any]] | None = None,
         check: Callable[[str], str | None] | None = None,
         subject: str | None = None,
+        stop: list[str] | None = None,
     ) -> Completion:
         """Call the model until its output is usable, at most `max_attempts` times.
 
         `schema` asks for structured output and parses it; `json_schema`, when given, is the grammar the model
         is held to instead of `schema`'s own (tighter: e.g. only the tools on offer, with their arguments), and
         the output is still parsed with `schema`. `tools` (OpenAI specs) offers the model's native tool calling:
-        its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None).
+        its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None). `stop`
+        ends the generation at any of these strings (not included in the text): a caller that acts between turns
+        (runs a code block) stops the model where its own part begins.
         """
         prompt = _message_dicts(messages)
         prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
@@ -264,7 +267,7 @@ class ModelClient:
                         call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
                     completion = await self._attempt(
                         messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, json_schema, tools,
-                        check)
+                        check, stop)
                     if completion.record.error:
                         last_reason = completion.record.error
                         raise OutputRefused(last_reason)
@@ -274,7 +277,7 @@ class ModelClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, json_schema,
-                       tools, check) -> Completion:
+                       tools, check, stop=None) -> Completion:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
@@ -286,7 +289,7 @@ class ModelClient:
         try:
             # The role and template travel as run metadata: tracing shows them, and test fakes answer per role.
             config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
-            message: AIMessage = await self.chat.ainvoke(list(messages), config=config, **kwargs)
+            message: AIMessage = await self.chat.ainvoke(list(messages), config=config, stop=stop, **kwargs)
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}
             finish_reason = (message.response_metadata or {}).get("finish_reason")
@@ -321,7 +324,7 @@ class ModelClient:
             completion_tokens=usage.get("output_tokens"),
             latency_s=time.perf_counter() - t0,
             finish_reason=finish_reason,
-            sampling=sampling.model_dump(),
+            sampling={**sampling.model_dump(), **({"stop": stop} if stop else {})},
             error=error,
             started_at=started,
         )
