@@ -1,0 +1,91 @@
+"""How well the reasoning critic's score separates right from wrong solutions (AUROC), on gold problems.
+
+Reads the reasoning traces of a store whose seeds carry gold answers (e.g. a run of demos/reasoning_gold.yaml),
+labels each correct or incorrect by math-verify against the gold answer, has the recipe's critic score every
+one (the pipeline itself only judges verified traces, so it never sees a wrong one), and prints the AUROC of
+the score: 0.5 is chance, 1.0 a perfect separation. Prints figures, asserts nothing.
+
+    .venv/bin/python bench/critic_auroc.py --db gold.duckdb [--recipe demos/reasoning_gold.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import duckdb
+
+from synthgraph.agents.models import ModelOutputError, ModelPool
+from synthgraph.agents.reasoning_roles import Critic
+from synthgraph.graphs.reasoning import FAMILY
+from synthgraph.graphs.recipe import load_recipe
+from synthgraph.tools.math_answers import answers_match
+
+GOLD = Path(__file__).resolve().parents[1] / "demos" / "reasoning_gold.yaml"
+
+TRACES = """
+    SELECT s.sample_id, s.payload->>'problem', d.payload->>'answer',
+           list(struct_pack(role := m.role, content := m.content, tool_calls := m.tool_calls) ORDER BY m.turn)
+    FROM samples s JOIN seeds d USING (run_id, seed_id) JOIN messages m USING (sample_id)
+    WHERE s.kind = 'reasoning_trace' AND s.status <> 'error' AND (d.payload->>'answer') IS NOT NULL
+    GROUP BY ALL"""
+
+
+def transcript(turns) -> str:
+    """The solution as the critic reads it in the pipeline: reasoning, code, outputs, final answer."""
+    parts = []
+    for turn in turns[1:]:                          # turn 0 is the problem
+        if turn["role"] == "tool":
+            parts.append(f"```output\n{turn['content']}\n```")
+            continue
+        text = turn["content"] or ""
+        for call in json.loads(turn["tool_calls"] or "[]"):
+            text += f"\n```python\n{json.loads(call['function']['arguments'])['code']}\n```"
+        parts.append(text.strip())
+    return "\n\n".join(parts)
+
+
+def auroc(positives: list[float], negatives: list[float]) -> float:
+    """P(a correct trace scores above an incorrect one), ties counting half (the Mann-Whitney U statistic)."""
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    return sum(pairs) / len(pairs)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--recipe", type=Path, default=GOLD, help="whose critic (model, sampling, prompts) to measure")
+    args = parser.parse_args()
+    con = duckdb.connect(str(args.db), read_only=True)
+    rows = con.execute(TRACES).fetchall()
+    con.close()
+    labelled = [(problem, transcript(turns), answers_match(transcript(turns), gold)) for _, problem, gold, turns in rows]
+    recipe, _ = load_recipe(args.recipe)
+    pool = ModelPool(recipe.engine)
+    critic = Critic(pool.client(recipe.role_model("critic")), recipe.roles.critic.sampling(),
+                    prompts=FAMILY.prompt_set(recipe))
+
+    async def score(problem: str, solution: str, gold: str) -> float | None:
+        try:
+            return (await critic.judge(problem=problem, solution=solution, reference=gold)).score
+        except ModelOutputError:
+            return None
+
+    try:
+        await pool.start()
+        golds = [g for _, _, g, _ in rows]
+        scores = await asyncio.gather(*(score(p, s, g) for (p, s, _), g in zip(labelled, golds)))
+    finally:
+        pool.shutdown()
+    right = [s for (_, _, ok), s in zip(labelled, scores) if ok and s is not None]
+    wrong = [s for (_, _, ok), s in zip(labelled, scores) if not ok and s is not None]
+    print(f"traces: {len(rows)} ({len(right)} correct, {len(wrong)} incorrect, "
+          f"{sum(s is None for s in scores)} unscored)")
+    print(f"mean critic score: correct {sum(right) / max(len(right), 1):.2f}, incorrect {sum(wrong) / max(len(wrong), 1):.2f}")
+    print(f"critic AUROC: {auroc(right, wrong):.3f}" if right and wrong else "critic AUROC: n/a (needs both labels)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
