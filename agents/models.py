@@ -161,6 +161,9 @@ class Completion:
     parsed: BaseModel | None
     record: CallRecord
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # LangChain form: name, args, id
+    # When asked for (`top_logprobs`): per generated token, OpenAI's form {"token", "logprob", "top_logprobs":
+    # [{"token", "logprob"}, ...]}. None when the back end gives none (the test fake).
+    logprobs: list[dict[str, Any]] | None = None
 
 
 def _message_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
@@ -238,6 +241,7 @@ class ModelClient:
         check: Callable[[str], str | None] | None = None,
         subject: str | None = None,
         stop: list[str] | None = None,
+        top_logprobs: int | None = None,
     ) -> Completion:
         """Call the model until its output is usable, at most `max_attempts` times.
 
@@ -246,7 +250,8 @@ class ModelClient:
         the output is still parsed with `schema`. `tools` (OpenAI specs) offers the model's native tool calling:
         its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None). `stop`
         ends the generation at any of these strings (not included in the text): a caller that acts between turns
-        (runs a code block) stops the model where its own part begins.
+        (runs a code block) stops the model where its own part begins. `top_logprobs` asks for the log
+        probabilities of that many most likely tokens at each position (`Completion.logprobs`).
         """
         prompt = _message_dicts(messages)
         prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
@@ -267,7 +272,7 @@ class ModelClient:
                         call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
                     completion = await self._attempt(
                         messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, json_schema, tools,
-                        check, stop)
+                        check, stop, top_logprobs)
                     if completion.record.error:
                         last_reason = completion.record.error
                         raise OutputRefused(last_reason)
@@ -277,7 +282,7 @@ class ModelClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, json_schema,
-                       tools, check, stop=None) -> Completion:
+                       tools, check, stop=None, top_logprobs=None) -> Completion:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
@@ -285,7 +290,9 @@ class ModelClient:
             kwargs.update(structured_output_kwargs(self.chat, schema, json_schema))
         if tools:
             kwargs["tools"] = tools
-        text, usage, finish_reason, error, tool_calls = "", {}, None, None, []
+        if top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)   # OpenAI's names; ChatVLLM reads the same
+        text, usage, finish_reason, error, tool_calls, logprobs = "", {}, None, None, [], None
         try:
             # The role and template travel as run metadata: tracing shows them, and test fakes answer per role.
             config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
@@ -293,6 +300,7 @@ class ModelClient:
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}
             finish_reason = (message.response_metadata or {}).get("finish_reason")
+            logprobs = ((message.response_metadata or {}).get("logprobs") or {}).get("content")
             tool_calls = list(message.tool_calls)
             if message.invalid_tool_calls:
                 error = f"malformed tool call: {message.invalid_tool_calls[0].get('error') or message.invalid_tool_calls[0]}"
@@ -331,7 +339,7 @@ class ModelClient:
         log = current_call_log.get()
         if log is not None:
             log.add(record)
-        return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls)
+        return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls, logprobs=logprobs)
 
 
 def structured_output_kwargs(chat: BaseChatModel, schema: type[BaseModel],
@@ -390,7 +398,10 @@ class VLLMEngine:
         return engine, engine.get_tokenizer()
 
     async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any],
-                       tools: list[dict[str, Any]] | None = None) -> tuple[str, int, int, str | None]:
+                       tools: list[dict[str, Any]] | None = None
+                       ) -> tuple[str, int, int, str | None, list[dict[str, Any]] | None]:
+        """(text, prompt tokens, completion tokens, finish reason, logprobs). `sampling` may hold `top_logprobs`:
+        then logprobs is, per generated token, OpenAI's {"token", "logprob", "top_logprobs": [...]}."""
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         engine = await self.start()
@@ -401,9 +412,11 @@ class VLLMEngine:
             raise PromptTooLong(f"prompt of {len(token_ids)} tokens exceeds max_model_len={self.settings.max_model_len}")
         schema = sampling.pop("json_schema", None)
         max_tokens = min(sampling.pop("max_tokens", 512), self.settings.max_model_len - len(token_ids))
+        top_logprobs = sampling.pop("top_logprobs", None)
         params = SamplingParams(
             **sampling,
             max_tokens=max_tokens,
+            logprobs=top_logprobs,
             output_kind=RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(json=schema) if schema else None,
         )
@@ -411,7 +424,16 @@ class VLLMEngine:
         async for output in engine.generate({"prompt_token_ids": token_ids}, params, uuid.uuid4().hex):
             final = output
         out = final.outputs[0]
-        return out.text, len(token_ids), len(out.token_ids), out.finish_reason
+        logprobs = None
+        if top_logprobs and out.logprobs is not None:
+            decode = self._tokenizer.decode
+            logprobs = [
+                {"token": decode([token_id]), "logprob": position[token_id].logprob,
+                 "top_logprobs": [{"token": decode([t]), "logprob": lp.logprob}
+                                  for t, lp in sorted(position.items(), key=lambda item: -item[1].logprob)]}
+                for token_id, position in zip(out.token_ids, out.logprobs)
+            ]
+        return out.text, len(token_ids), len(out.token_ids), out.finish_reason, logprobs
 
     def shutdown(self) -> None:
         if self._engine is not None:
@@ -437,7 +459,8 @@ def _configure_vllm_env(settings: EngineSettings) -> None:
 
 
 def chat_result(text: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
-                model_name: str, *, tools: list[dict[str, Any]] | None = None) -> ChatResult:
+                model_name: str, *, tools: list[dict[str, Any]] | None = None,
+                logprobs: list[dict[str, Any]] | None = None) -> ChatResult:
     """A reply in LangChain's form, with the usage and finish reason the lineage records. When tools were
     offered, Hermes-format calls in the text become the message's `tool_calls`."""
     tool_calls, invalid = [], []
@@ -450,7 +473,8 @@ def chat_result(text: str, prompt_tokens: int, completion_tokens: int, finish_re
         invalid_tool_calls=invalid,
         usage_metadata={"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
                         "total_tokens": prompt_tokens + completion_tokens},
-        response_metadata={"finish_reason": finish_reason, "model_name": model_name},
+        response_metadata={"finish_reason": finish_reason, "model_name": model_name,
+                           **({"logprobs": {"content": logprobs}} if logprobs is not None else {})},
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -473,14 +497,16 @@ class ChatVLLM(BaseChatModel):
         raise NotImplementedError("ChatVLLM is async-only: use ainvoke (the graphs do)")
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        sampling = {k: v for k, v in kwargs.items() if k in {"temperature", "top_p", "max_tokens", "seed", "json_schema"}}
+        sampling = {k: v for k, v in kwargs.items()
+                    if k in {"temperature", "top_p", "max_tokens", "seed", "json_schema", "top_logprobs"}}
         if stop:
             sampling["stop"] = list(stop)
         tools = kwargs.get("tools")
-        text, prompt_tokens, completion_tokens, finish_reason = await self._engine.generate(
+        text, prompt_tokens, completion_tokens, finish_reason, logprobs = await self._engine.generate(
             _message_dicts(messages), sampling, tools=tools
         )
-        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name, tools=tools)
+        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name, tools=tools,
+                           logprobs=logprobs)
 
 
 # ------------------------------------------------------------------------------------------- the fake

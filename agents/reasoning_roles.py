@@ -4,6 +4,7 @@ the reference writer that corroborates a proposed problem's answer. Prompt + cal
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -81,6 +82,40 @@ def _too_close(problem: str, example: str | None) -> bool:
 class Critique(BaseModel):
     reason: str = Field(max_length=600)
     score: int = Field(ge=0, le=10)
+
+
+_SCORE_VALUE = re.compile(r'"score"\s*:\s*(\d)')
+
+
+def expected_score(text: str, logprobs: list[dict] | None) -> float | None:
+    """G-Eval's score: the probability-weighted mean over 0..10 at the token where the critic wrote its score,
+    instead of the one number it sampled. None without logprobs or a score in the text.
+
+    Qwen tokenizers write one digit per token, so 10 is "1" then "0": a leading "1" counts as 10 with the
+    probability that "0" follows it. That is known when the sampled score began with "1"; otherwise it is not
+    observed and the "1" branch counts as the mean of 1 and 10.
+    """
+    match = _SCORE_VALUE.search(text)
+    if not logprobs or match is None:
+        return None
+    offset, index = 0, None
+    for i, position in enumerate(logprobs):
+        if offset <= match.start(1) < offset + len(position["token"]):
+            index = i
+            break
+        offset += len(position["token"])
+    if index is None or logprobs[index]["token"].strip() != match.group(1):
+        return None
+    digits = {c["token"].strip(): math.exp(c["logprob"]) for c in logprobs[index]["top_logprobs"]
+              if len(c["token"].strip()) == 1 and c["token"].strip().isdigit()}
+    if not digits:
+        return None
+    ten_after_one = 0.5
+    if match.group(1) == "1" and index + 1 < len(logprobs):
+        following = {c["token"]: math.exp(c["logprob"]) for c in logprobs[index + 1]["top_logprobs"]}
+        ten_after_one = following.get("0", 0.0) / max(sum(following.values()), 1e-12)
+    values = {d: float(d) for d in digits} | ({"1": 1 + 9 * ten_after_one} if "1" in digits else {})
+    return sum(p * values[d] for d, p in digits.items()) / sum(digits.values())
 
 
 class Diagnosis(BaseModel):
@@ -291,14 +326,21 @@ class Critic:
     prompts: Prompts = DEFAULT_PROMPTS
 
     async def judge(self, *, problem: str, solution: str, reference: str, subject: str | None = None) -> Critique:
+        return (await self.judge_with_expectation(problem=problem, solution=solution, reference=reference,
+                                                  subject=subject, top_logprobs=None))[0]
+
+    async def judge_with_expectation(self, *, problem: str, solution: str, reference: str, subject: str | None = None,
+                                     top_logprobs: int | None = 20) -> tuple[Critique, float | None]:
+        """The critique, and G-Eval's expected score from the score token's probabilities (`expected_score`)."""
         completion = await self.client.complete(
             self.prompts.render("reasoning_critic", problem=problem, solution=solution, reference=reference),
             role="critic",
             sampling=self.sampling,
             schema=Critique,
             subject=subject,
+            top_logprobs=top_logprobs,
         )
-        return completion.parsed
+        return completion.parsed, expected_score(completion.text, completion.logprobs)
 
     async def diagnose(self, *, problem: str, solution: str, subject: str | None = None) -> str:
         completion = await self.client.complete(

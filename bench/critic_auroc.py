@@ -3,7 +3,8 @@
 Reads the reasoning traces of a store whose seeds carry gold answers (e.g. a run of demos/reasoning_gold.yaml),
 labels each correct or incorrect by math-verify against the gold answer, has the recipe's critic score every
 one (the pipeline itself only judges verified traces, so it never sees a wrong one), and prints the AUROC of
-the score: 0.5 is chance, 1.0 a perfect separation. Prints figures, asserts nothing.
+the sampled score and of G-Eval's expected score (probability-weighted over 0..10 from the score token's
+logprobs): 0.5 is chance, 1.0 a perfect separation. Prints figures, asserts nothing.
 
     .venv/bin/python bench/critic_auroc.py --db gold.duckdb [--recipe demos/reasoning_gold.yaml]
 """
@@ -67,11 +68,12 @@ async def main() -> None:
     critic = Critic(pool.client(recipe.role_model("critic")), recipe.roles.critic.sampling(),
                     prompts=FAMILY.prompt_set(recipe))
 
-    async def score(problem: str, solution: str, gold: str) -> float | None:
+    async def score(problem: str, solution: str, gold: str) -> tuple[float | None, float | None]:
         try:
-            return (await critic.judge(problem=problem, solution=solution, reference=gold)).score
+            critique, expected = await critic.judge_with_expectation(problem=problem, solution=solution, reference=gold)
+            return critique.score, expected
         except ModelOutputError:
-            return None
+            return None, None
 
     try:
         await pool.start()
@@ -79,13 +81,17 @@ async def main() -> None:
         scores = await asyncio.gather(*(score(p, s, g) for (p, s, _), g in zip(labelled, golds)))
     finally:
         pool.shutdown()
-    right = [s for (_, _, ok), s in zip(labelled, scores) if ok and s is not None]
-    wrong = [s for (_, _, ok), s in zip(labelled, scores) if not ok and s is not None]
-    print(f"traces: {len(rows)} ({len(right)} correct, {len(wrong)} incorrect, "
-          f"{sum(s is None for s in scores)} unscored)")
-    print(f"mean critic score: correct {sum(right) / max(len(right), 1):.2f}, incorrect {sum(wrong) / max(len(wrong), 1):.2f}")
-    print(f"critic AUROC: {auroc(right, wrong):.3f}" if right and wrong else "critic AUROC: n/a (needs both labels)")
-
+    labels = [ok for _, _, ok in labelled]
+    print(f"traces: {len(rows)} ({sum(labels)} correct, {len(labels) - sum(labels)} incorrect, "
+          f"{sum(sampled is None for sampled, _ in scores)} unscored)")
+    for name, column in (("sampled score", 0), ("expected score (G-Eval)", 1)):
+        right = [s[column] for ok, s in zip(labels, scores) if ok and s[column] is not None]
+        wrong = [s[column] for ok, s in zip(labels, scores) if not ok and s[column] is not None]
+        if not (right and wrong):
+            print(f"{name}: AUROC n/a ({len(right)} correct, {len(wrong)} incorrect scored)")
+            continue
+        print(f"{name}: AUROC {auroc(right, wrong):.3f} over {len(right)} correct / {len(wrong)} incorrect; "
+              f"mean {sum(right) / len(right):.2f} vs {sum(wrong) / len(wrong):.2f}")
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import pytest
 from fakes import ReasoningScript, ScriptedPool, by_step, proposal
 
-from synthgraph.agents.reasoning_roles import FINAL_ANSWER_NOW, PYTHON_TOOL, cumulative_program, parse_tir_step
+from synthgraph.agents.reasoning_roles import (FINAL_ANSWER_NOW, PYTHON_TOOL, cumulative_program, expected_score,
+                                               parse_tir_step)
 from synthgraph.graphs import reasoning
 from synthgraph.graphs.reasoning import Seed
 from synthgraph.graphs.recipe import parse_recipe
@@ -182,3 +184,33 @@ def _check(outcome):
 ])
 def test_solvers_majority_rule(outcomes, corroborated):
     assert reasoning.solvers_corroborate([_check(o) for o in outcomes]) is corroborated
+
+
+# ------------------------------------------------------------------------------ G-Eval expected score
+
+
+def _position(token: str, **top: float) -> dict:
+    tops = [{"token": t, "logprob": math.log(p)} for t, p in top.items()]
+    return {"token": token, "logprob": math.log(top.get(token.strip(), 1.0)), "top_logprobs": tops}
+
+
+def _critique_logprobs(score_positions: list[dict]) -> tuple[str, list[dict]]:
+    head = '{"reason":"ok","score":'
+    tokens = [{"token": head, "logprob": 0.0, "top_logprobs": []}, *score_positions,
+              {"token": "}", "logprob": 0.0, "top_logprobs": []}]
+    return "".join(t["token"] for t in tokens), tokens
+
+
+def test_expected_score_weighs_each_score_by_its_probability():
+    text, logprobs = _critique_logprobs([_position("8", **{"8": 0.5, "6": 0.25, "2": 0.25})])
+    assert expected_score(text, logprobs) == pytest.approx(0.5 * 8 + 0.25 * 6 + 0.25 * 2)
+
+
+def test_expected_score_reads_ten_from_the_token_after_a_leading_one():
+    text, logprobs = _critique_logprobs([_position("1", **{"1": 0.8, "9": 0.2}), _position("0", **{"0": 0.75, "}": 0.25})])
+    assert expected_score(text, logprobs) == pytest.approx(0.8 * (0.75 * 10 + 0.25 * 1) + 0.2 * 9)
+
+
+def test_expected_score_is_none_without_logprobs_or_a_score():
+    assert expected_score('{"reason":"ok","score":7}', None) is None
+    assert expected_score('{"reason":"ok"}', [_position("x", x=1.0)]) is None
