@@ -6,7 +6,7 @@ one (the pipeline itself only judges verified traces, so it never sees a wrong o
 the sampled score and of G-Eval's expected score (probability-weighted over 0..10 from the score token's
 logprobs): 0.5 is chance, 1.0 a perfect separation. Prints figures, asserts nothing.
 
-    .venv/bin/python bench/critic_auroc.py --db gold.duckdb [--recipe demos/reasoning_gold.yaml]
+    .venv/bin/python bench/critic_auroc.py --db gold.duckdb [--db more.duckdb ...] [--recipe demos/reasoning_gold.yaml]
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ def auroc(positives: list[float], negatives: list[float]) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--db", type=Path, action="append", required=True, help="a store; repeat to pool several")
     parser.add_argument("--recipe", type=Path, default=GOLD, help="whose critic (model, sampling, prompts) to measure")
     args = parser.parse_args()
-    con = duckdb.connect(str(args.db), read_only=True)
-    rows = con.execute(TRACES).fetchall()
-    con.close()
+    rows = []
+    for db in args.db:
+        con = duckdb.connect(str(db), read_only=True)
+        rows += con.execute(TRACES).fetchall()
+        con.close()
     labelled = [(problem, transcript(turns), answers_match(transcript(turns), gold)) for _, problem, gold, turns in rows]
     recipe, _ = load_recipe(args.recipe)
     pool = ModelPool(recipe.engine)
