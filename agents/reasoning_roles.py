@@ -24,9 +24,11 @@ EXAMPLE_BLOCK = "An example of the style only (write a different situation with 
 FEEDBACK_BLOCK = "\nAn earlier attempt at this problem was wrong. A reviewer said: {feedback}\nSolve it again carefully."
 # Tool-integrated reasoning: how a code block's output is shown to the solver, and the turn that asks for the
 # answer once its code runs are used up.
-TOOL_OUTPUT = "```output\n{output}\n```\nContinue from this output. When it answers the problem, end with `#### <answer>`."
-FINAL_ANSWER_NOW = ("You cannot run more code. Using the outputs above, give the final answer now, on its own last "
-                    "line as `#### <answer>`.")
+# A `#### <answer>` placeholder was copied literally by the 0.5B model ("#### <answer>36</answer>"): say it in words.
+TOOL_OUTPUT = ("```output\n{output}\n```\nContinue from this output. When it answers the problem, end with a last line "
+               "of `####` followed by the number alone.")
+FINAL_ANSWER_NOW = ("You cannot run more code. Using the outputs above, give the final answer now: a last line of `####` "
+                    "followed by the number alone.")
 PROMPT_TEXT = {"default_style": DEFAULT_STYLE, "example_block": EXAMPLE_BLOCK, "feedback_block": FEEDBACK_BLOCK,
                "tool_output": TOOL_OUTPUT, "final_answer_now": FINAL_ANSWER_NOW}
 

@@ -21,7 +21,7 @@ def test_tir_traces_run_code_in_the_sandbox_and_accept_only_gold_answers(tmp_pat
     assert run.returncode == 0, run.stdout + run.stderr
 
     con = duckdb.connect(str(db), read_only=True)
-    traces = con.execute("SELECT count(*) FROM samples WHERE kind = 'reasoning_trace' AND payload->>'mode' = 'tir'"
+    traces = con.execute("SELECT count(*) FROM samples WHERE kind = 'reasoning_trace' AND (payload->>'mode') = 'tir'"
                          ).fetchone()[0]
     assert traces >= 3
     # the solver wrote code that ran: python tool calls, each answered by a tool turn with its id
