@@ -171,15 +171,26 @@ class ReasoningContext:
 PROGRAM_PRELUDE = "import math\nfrom fractions import Fraction\n"
 
 
+PROPOSER_DRAFTS = 2   # a draft whose program fails or prints no single answer gets one fresh draft
+
+
 async def propose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
     seed = state["seed"]
     if seed.problem is not None:
         return {"problem": Problem(text=seed.problem, source="gold", reference=seed.answer)}
-    try:
-        draft = await runtime.context.proposer.write_problem(topic=seed.topic, style=seed.style, example=seed.example)
-    except ModelOutputError as exc:
-        return {"problem": None, "problem_error": str(exc)}
-    ctx = runtime.context
+    for _ in range(PROPOSER_DRAFTS):
+        try:
+            draft = await runtime.context.proposer.write_problem(topic=seed.topic, style=seed.style, example=seed.example)
+        except ModelOutputError as exc:
+            return {"problem": None, "problem_error": str(exc)}
+        outcome = await run_reference(draft, runtime.context)
+        if not outcome.get("problem_error"):
+            break
+    return outcome
+
+
+async def run_reference(draft, ctx: ReasoningContext) -> dict:
+    """The problem with the answer its program prints, or with why the program gave none."""
     # The usual imports up front: a forgotten `from fractions import Fraction` is not a wrong reference.
     run = await arun_python(PROGRAM_PRELUDE + draft.program, timeout_s=ctx.sandbox_timeout_s,
                             memory_mb=ctx.sandbox_memory_mb)

@@ -214,3 +214,11 @@ def test_expected_score_reads_ten_from_the_token_after_a_leading_one():
 def test_expected_score_is_none_without_logprobs_or_a_score():
     assert expected_score('{"reason":"ok","score":7}', None) is None
     assert expected_score('{"reason":"ok"}', [_position("x", x=1.0)]) is None
+
+
+def test_a_draft_whose_program_prints_no_single_answer_gets_one_fresh_draft():
+    drafts = iter([proposal("Ann has 6 bags of 7 apples. How many apples?", "print('bags', 6, 'apples', 42)"),
+                   proposal("Ann has 6 bags of 7 apples. How many apples?", "print(6 * 7)")])
+    script = ReasoningScript(proposer=lambda messages: next(drafts))
+    state = run_graph(TOPIC, make_context(script, mode="cot"))
+    assert script.calls["proposer"] == 2 and state["problem"].reference == "42" and state["outcome"] == "accepted"
