@@ -1,7 +1,8 @@
 """How well the reasoning critic's score separates right from wrong solutions (AUROC), on gold problems.
 
-Reads the reasoning traces of a store whose seeds carry gold answers (e.g. a run of demos/reasoning_gold.yaml),
-labels each correct or incorrect by math-verify against the gold answer, has the recipe's critic score every
+Reads the reasoning traces of stores whose seeds carry gold answers (a run of demos/reasoning_gold.yaml; proposed
+problems count too once their reference was corroborated), labels each correct or incorrect by math-verify
+against that answer, has the recipe's critic score every
 one (the pipeline itself only judges verified traces, so it never sees a wrong one), and prints the AUROC of
 the sampled score and of G-Eval's expected score (probability-weighted over 0..10 from the score token's
 logprobs): 0.5 is chance, 1.0 a perfect separation. Prints figures, asserts nothing.
@@ -27,11 +28,15 @@ from synthgraph.tools.math_answers import answers_match
 GOLD = Path(__file__).resolve().parents[1] / "demos" / "reasoning_gold.yaml"
 
 TRACES = """
-    SELECT s.sample_id, s.payload->>'problem', d.payload->>'answer',
-           list(struct_pack(role := m.role, content := m.content, tool_calls := m.tool_calls) ORDER BY m.turn)
-    FROM samples s JOIN seeds d USING (run_id, seed_id) JOIN messages m USING (sample_id)
-    WHERE s.kind = 'reasoning_trace' AND s.status <> 'error' AND (d.payload->>'answer') IS NOT NULL
-    GROUP BY ALL"""
+    SELECT * FROM (
+        SELECT s.sample_id, s.payload->>'problem' AS problem,
+               coalesce(d.payload->>'answer', CASE WHEN (s.payload->'validation'->>'status') = 'corroborated'
+                                                   THEN s.payload->>'reference' END) AS gold,
+               list(struct_pack(role := m.role, content := m.content, tool_calls := m.tool_calls) ORDER BY m.turn)
+        FROM samples s JOIN seeds d USING (run_id, seed_id) JOIN messages m USING (sample_id)
+        WHERE s.kind = 'reasoning_trace' AND s.status <> 'error'
+        GROUP BY ALL)
+    WHERE gold IS NOT NULL"""
 
 
 def transcript(turns) -> str:
