@@ -24,12 +24,13 @@ EXAMPLE_BLOCK = "An example of the style only (write a different situation with 
 FEEDBACK_BLOCK = "\nAn earlier attempt at this problem was wrong. A reviewer said: {feedback}\nSolve it again carefully."
 # Tool-integrated reasoning: how a code block's output is shown to the solver, and the turn that asks for the
 # answer once its code runs are used up.
-# A `#### <answer>` placeholder was copied literally by the 0.5B model ("#### <answer>36</answer>"), and a `####` in
-# backticks came back as "#### 60`": the answer line is described in words, without markup.
+# Measured on the 0.5B model: a `#### <answer>` placeholder was copied literally ("#### <answer>36</answer>"), an
+# example answer ("like this: #### 0.75") was copied as the answer by most solutions, and a `####` in backticks
+# came back with one ("#### 60`"). So the answer line is described in words, with no placeholder or example.
 TOOL_OUTPUT = ("```output\n{output}\n```\nContinue from this output. When it answers the problem, finish with a last "
-               "line of four hash signs and the number alone, like this: #### 0.75")
-FINAL_ANSWER_NOW = ("You cannot run more code. Using the outputs above, give the final answer now: a last line of four "
-                    "hash signs and the number alone, like this: #### 0.75")
+               "line that is #### followed by the number alone.")
+FINAL_ANSWER_NOW = ("You cannot run more code. Using the outputs above, give the final answer now: a last line that is "
+                    "#### followed by the number alone.")
 PROMPT_TEXT = {"default_style": DEFAULT_STYLE, "example_block": EXAMPLE_BLOCK, "feedback_block": FEEDBACK_BLOCK,
                "tool_output": TOOL_OUTPUT, "final_answer_now": FINAL_ANSWER_NOW}
 
