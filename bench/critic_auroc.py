@@ -69,7 +69,8 @@ async def main() -> None:
         con = duckdb.connect(str(db), read_only=True)
         rows += con.execute(TRACES).fetchall()
         con.close()
-    labelled = [(problem, transcript(turns), answers_match(transcript(turns), gold)) for _, problem, gold, turns in rows]
+    labelled = [(problem, transcript(turns), answers_match(transcript(turns), gold))
+                for _, problem, gold, turns in rows]
     recipe, _ = load_recipe(args.recipe)
     pool = ModelPool(recipe.engine)
     critic = Critic(pool.client(recipe.role_model("critic")), recipe.roles.critic.sampling(),

@@ -47,8 +47,9 @@ class ReasoningSolverSettings(SolverSettings):
         "cot", description="cot: chain of thought; tir: reasoning interleaved with Python run in the sandbox "
                            "(ToRA); both: `samples` solutions of each kind per problem")
     tir_steps: int = Field(4, ge=1, le=16, description="code blocks one TIR solution may run")
-    tir_sandbox_s: float = Field(30, gt=0, le=600, description="sandbox seconds all blocks of one TIR solution "
-                                                               "may use together (each run also within the verifier's timeout)")
+    tir_sandbox_s: float = Field(30, gt=0, le=600,
+                                 description="sandbox seconds all blocks of one TIR solution may use together "
+                                             "(each run also within the verifier's timeout)")
 
 
 class ReasoningRoles(BaseModel):
@@ -403,7 +404,8 @@ def make_context(recipe: ReasoningRecipe, pool: ModelPool, store: Store | None =
                                sandbox_budget_s=roles.solver.tir_sandbox_s, run_timeout_s=verifier.sandbox_timeout_s,
                                memory_mb=verifier.sandbox_memory_mb),
         # The second program is a proposer call at a low temperature: it should compute, not invent.
-        reference_writer=ReferenceWriter(proposer_model, roles.proposer.sampling().model_copy(update={"temperature": 0.2}),
+        reference_writer=ReferenceWriter(proposer_model,
+                                         roles.proposer.sampling().model_copy(update={"temperature": 0.2}),
                                          prompts=prompts) if recipe.validate_references else None,
         modes=("cot", "tir") if roles.solver.mode == "both" else (roles.solver.mode,),
         samples=roles.solver.samples,
@@ -505,9 +507,10 @@ def trace_messages(sample_id: str, problem: str, attempt: Attempt) -> list[Messa
     turns = [MessageRow(sample_id=sample_id, turn=0, role="user", content=problem)]
     for i, step in enumerate(attempt.steps):
         call_id = f"call_{i}"
+        arguments = json.dumps({"code": step.code}, ensure_ascii=False)
         turns.append(MessageRow(sample_id=sample_id, turn=len(turns), role="assistant", content=step.text or None,
-                                tool_calls=[{"id": call_id, "type": "function", "function": {
-                                    "name": "python", "arguments": json.dumps({"code": step.code}, ensure_ascii=False)}}]))
+                                tool_calls=[{"id": call_id, "type": "function",
+                                             "function": {"name": "python", "arguments": arguments}}]))
         turns.append(MessageRow(sample_id=sample_id, turn=len(turns), role="tool", content=step.output,
                                 tool_call_id=call_id, name="python"))
     if attempt.solution is not None:

@@ -21,11 +21,13 @@ GOLD = Seed(problem="Ann has 6 bags of 7 apples. How many apples?", answer="42")
 TOPIC = Seed(topic="apples in bags")
 
 
-def make_context(script: ReasoningScript, *, mode="tir", steps=4, budget_s=30.0, **limits) -> reasoning.ReasoningContext:
+def make_context(script: ReasoningScript, *, mode="tir", steps=4, budget_s=30.0, **limits
+                 ) -> reasoning.ReasoningContext:
     recipe = parse_recipe({"name": "t", "graph": "reasoning", "seeds": {"inline": [{"topic": "x"}]},
                            "roles": {"solver": {"mode": mode, "tir_steps": steps, "tir_sandbox_s": budget_s}}})
     context = reasoning.make_context(recipe, ScriptedPool(script))
-    for name, value in {"samples": 2, "revise_rounds": 0, "critic_threshold": 6, "sandbox_timeout_s": 5, **limits}.items():
+    settings = {"samples": 2, "revise_rounds": 0, "critic_threshold": 6, "sandbox_timeout_s": 5, **limits}
+    for name, value in settings.items():
         setattr(context, name, value)
     return context
 
@@ -207,7 +209,8 @@ def test_expected_score_weighs_each_score_by_its_probability():
 
 
 def test_expected_score_reads_ten_from_the_token_after_a_leading_one():
-    text, logprobs = _critique_logprobs([_position("1", **{"1": 0.8, "9": 0.2}), _position("0", **{"0": 0.75, "}": 0.25})])
+    text, logprobs = _critique_logprobs([_position("1", **{"1": 0.8, "9": 0.2}),
+                                         _position("0", **{"0": 0.75, "}": 0.25})])
     assert expected_score(text, logprobs) == pytest.approx(0.8 * (0.75 * 10 + 0.25 * 1) + 0.2 * 9)
 
 
