@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgraph.agents import reasoning_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.agents.reasoning_roles import (PYTHON_TOOL, Critic, Critique, Proposer, ReferenceWriter, Solver,
-                                               ToolSolver, ToolStep)
+from synthgraph.agents.reasoning_roles import (PYTHON_TOOL, Critic, Critique, ProblemDraft, Proposer, ReferenceWriter,
+                                               Solver, ToolSolver, ToolStep)
 from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
@@ -190,7 +190,7 @@ async def propose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict
     return outcome
 
 
-async def run_reference(draft, ctx: ReasoningContext) -> dict:
+async def run_reference(draft: ProblemDraft, ctx: ReasoningContext) -> dict:
     """The problem with the answer its program prints, or with why the program gave none."""
     # The usual imports up front: a forgotten `from fractions import Fraction` is not a wrong reference.
     run = await arun_python(PROGRAM_PRELUDE + draft.program, timeout_s=ctx.sandbox_timeout_s,
