@@ -200,6 +200,9 @@ class Completion:
     parsed: BaseModel | None
     record: CallRecord
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # LangChain form: name, args, id
+    # When asked for (`top_logprobs`): per generated token, OpenAI's form {"token", "logprob", "top_logprobs":
+    # [{"token", "logprob"}, ...]}. None when the back end gives none (the test fake).
+    logprobs: list[dict[str, Any]] | None = None
 
 
 def _message_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
@@ -284,13 +287,18 @@ class ModelClient:
         check: Callable[[str], str | None] | None = None,
         subject: str | None = None,
         keep_truncated: bool = False,
+        stop: list[str] | None = None,
+        top_logprobs: int | None = None,
     ) -> Completion:
         """Call the model until its output is usable, at most `max_attempts` times.
 
         `schema` asks for structured output and parses it; `json_schema`, when given, is the grammar the model
         is held to instead of `schema`'s own (tighter: e.g. only the tools on offer, with their arguments), and
         the output is still parsed with `schema`. `tools` (OpenAI specs) offers the model's native tool calling:
-        its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None).
+        its calls come back in `Completion.tool_calls`. `check` returns a problem with the text (or None). `stop`
+        ends the generation at any of these strings (not included in the text): a caller that acts between turns
+        (runs a code block) stops the model where its own part begins. `top_logprobs` asks for the log
+        probabilities of that many most likely tokens at each position (`Completion.logprobs`).
         `keep_truncated` takes an output cut off at max_tokens as it is instead of refusing it as runaway.
         """
         prompt = _message_dicts(messages)
@@ -312,7 +320,7 @@ class ModelClient:
                         call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
                     completion = await self._attempt(
                         messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, json_schema, tools,
-                        check, keep_truncated)
+                        check, keep_truncated, stop, top_logprobs)
                     if completion.record.error:
                         last_reason = completion.record.error
                         raise OutputRefused(last_reason)
@@ -322,7 +330,7 @@ class ModelClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, json_schema,
-                       tools, check, keep_truncated=False) -> Completion:
+                       tools, check, keep_truncated=False, stop=None, top_logprobs=None) -> Completion:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
@@ -330,14 +338,16 @@ class ModelClient:
             kwargs.update(structured_output_kwargs(self.chat, schema, json_schema))
         if tools:
             kwargs["tools"] = tools
-        text, usage, finish_reason, error, tool_calls = "", {}, None, None, []
+        if top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)   # OpenAI's names; ChatVLLM reads the same
+        text, usage, finish_reason, error, tool_calls, logprobs = "", {}, None, None, [], None
         if self.server_down is not None:
             raise ModelServerDown(self.server, self.server_down.failures, "the breaker is open")
         try:
             try:
                 # The role and template travel as run metadata: tracing shows them, test fakes answer per role.
                 config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
-                message: AIMessage = await self.chat.ainvoke(list(messages), config=config, **kwargs)
+                message: AIMessage = await self.chat.ainvoke(list(messages), config=config, stop=stop, **kwargs)
             except Exception as exc:
                 if (converted := self._server_error(exc)) is exc:
                     raise
@@ -346,6 +356,7 @@ class ModelClient:
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}
             finish_reason = (message.response_metadata or {}).get("finish_reason")
+            logprobs = ((message.response_metadata or {}).get("logprobs") or {}).get("content")
             tool_calls = list(message.tool_calls)
             if message.invalid_tool_calls:
                 error = f"malformed tool call: {message.invalid_tool_calls[0].get('error') or message.invalid_tool_calls[0]}"
@@ -377,14 +388,14 @@ class ModelClient:
             completion_tokens=usage.get("output_tokens"),
             latency_s=time.perf_counter() - t0,
             finish_reason=finish_reason,
-            sampling=sampling.model_dump(),
+            sampling={**sampling.model_dump(), **({"stop": stop} if stop else {})},
             error=error,
             started_at=started,
         )
         log = current_call_log.get()
         if log is not None:
             log.add(record)
-        return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls)
+        return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls, logprobs=logprobs)
 
     def _server_error(self, exc: Exception) -> Exception:
         """What a failed call to a model server becomes: PromptTooLong (a refused output, recorded per call,
@@ -470,7 +481,10 @@ class VLLMEngine:
         return engine, engine.get_tokenizer()
 
     async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any],
-                       tools: list[dict[str, Any]] | None = None) -> tuple[str, int, int, str | None]:
+                       tools: list[dict[str, Any]] | None = None
+                       ) -> tuple[str, int, int, str | None, list[dict[str, Any]] | None]:
+        """(text, prompt tokens, completion tokens, finish reason, logprobs). `sampling` may hold `top_logprobs`:
+        then logprobs is, per generated token, OpenAI's {"token", "logprob", "top_logprobs": [...]}."""
         engine = await self.start()  # imports vLLM off the event loop (seconds of file IO) before the line below
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
@@ -481,9 +495,11 @@ class VLLMEngine:
             raise PromptTooLong(f"prompt of {len(token_ids)} tokens exceeds max_model_len={self.settings.max_model_len}")
         schema = sampling.pop("json_schema", None)
         max_tokens = min(sampling.pop("max_tokens", 512), self.settings.max_model_len - len(token_ids))
+        top_logprobs = sampling.pop("top_logprobs", None)
         params = SamplingParams(
             **sampling,
             max_tokens=max_tokens,
+            logprobs=top_logprobs,
             output_kind=RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(json=schema) if schema else None,
         )
@@ -491,7 +507,16 @@ class VLLMEngine:
         async for output in engine.generate({"prompt_token_ids": token_ids}, params, uuid.uuid4().hex):
             final = output
         out = final.outputs[0]
-        return out.text, len(token_ids), len(out.token_ids), out.finish_reason
+        logprobs = None
+        if top_logprobs and out.logprobs is not None:
+            decode = self._tokenizer.decode
+            logprobs = [
+                {"token": decode([token_id]), "logprob": position[token_id].logprob,
+                 "top_logprobs": [{"token": decode([t]), "logprob": lp.logprob}
+                                  for t, lp in sorted(position.items(), key=lambda item: -item[1].logprob)]}
+                for token_id, position in zip(out.token_ids, out.logprobs)
+            ]
+        return out.text, len(token_ids), len(out.token_ids), out.finish_reason, logprobs
 
     def shutdown(self) -> None:
         if self._engine is not None:
@@ -520,7 +545,8 @@ def _configure_vllm_env(settings: EngineSettings) -> None:
 
 
 def chat_result(text: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
-                model_name: str, *, tools: list[dict[str, Any]] | None = None) -> ChatResult:
+                model_name: str, *, tools: list[dict[str, Any]] | None = None,
+                logprobs: list[dict[str, Any]] | None = None) -> ChatResult:
     """A reply in LangChain's form, with the usage and finish reason the lineage records. When tools were
     offered, Hermes-format calls in the text become the message's `tool_calls`."""
     tool_calls, invalid = [], []
@@ -533,7 +559,8 @@ def chat_result(text: str, prompt_tokens: int, completion_tokens: int, finish_re
         invalid_tool_calls=invalid,
         usage_metadata={"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
                         "total_tokens": prompt_tokens + completion_tokens},
-        response_metadata={"finish_reason": finish_reason, "model_name": model_name},
+        response_metadata={"finish_reason": finish_reason, "model_name": model_name,
+                           **({"logprobs": {"content": logprobs}} if logprobs is not None else {})},
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -556,14 +583,16 @@ class ChatVLLM(BaseChatModel):
         raise NotImplementedError("ChatVLLM is async-only: use ainvoke (the graphs do)")
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        sampling = {k: v for k, v in kwargs.items() if k in {"temperature", "top_p", "max_tokens", "seed", "json_schema"}}
+        sampling = {k: v for k, v in kwargs.items()
+                    if k in {"temperature", "top_p", "max_tokens", "seed", "json_schema", "top_logprobs"}}
         if stop:
             sampling["stop"] = list(stop)
         tools = kwargs.get("tools")
-        text, prompt_tokens, completion_tokens, finish_reason = await self._engine.generate(
+        text, prompt_tokens, completion_tokens, finish_reason, logprobs = await self._engine.generate(
             _message_dicts(messages), sampling, tools=tools
         )
-        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name, tools=tools)
+        return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name, tools=tools,
+                           logprobs=logprobs)
 
 
 # ------------------------------------------------------------------------------------------- the fake

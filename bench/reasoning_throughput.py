@@ -32,6 +32,8 @@ def scripted_team(messages, kwargs) -> str:
     system = messages[0].content
     if "You write new" in system:
         return "Problem: Ann has 6 bags of 7 apples. How many apples?\n```python\nprint(6 * 7)\n```"
+    if "You write short Python programs" in system:      # the second program that corroborates the reference
+        return "```python\nprint(6 * 7)\n```"
     if "You review worked" in system:
         return json.dumps({"reason": "Each step follows.", "score": 8})
     if "math teacher" in system:

@@ -1,16 +1,21 @@
-"""Verified reasoning traces: propose -> solve k ways -> verify -> critique -> (diagnose -> revise) -> accept.
+"""Verified reasoning traces: propose -> corroborate -> solve k ways -> verify -> critique -> (diagnose -> revise)
+-> accept.
 
 The verified rejection-sampling loop of STaR / RFT / ReST-EM with program-of-thought references: the proposer
 writes a problem and a program whose printed output is the reference answer (or a seed brings a gold answer),
-k solver branches answer independently, math-verify checks each final answer against the reference, and the
-critic scores the reasoning of the verified ones. When none verifies, the critic diagnoses a failed attempt
-and the solver tries again with that feedback, for a bounded number of rounds. Every attempt becomes a sample:
-accepted ones are training data, rejected ones are tomorrow's preference negatives.
+and a second program written from the problem text alone must print the same answer (else the solvers'
+majority must reach it; a reference neither corroborates is rejected as `unvalidated_reference`). k solver
+branches answer independently — in chain of thought, or tool-integrated (ToRA / NuminaMath-TIR: reasoning
+interleaved with Python blocks run in the sandbox) — math-verify checks each final answer against the
+reference, and the critic scores the reasoning of the verified ones. When none verifies, the critic diagnoses a
+failed attempt and the solver tries again with that feedback, for a bounded number of rounds. Every attempt
+becomes a sample: accepted ones are training data, rejected ones are tomorrow's preference negatives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, TypedDict
@@ -22,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgraph.agents import reasoning_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.agents.reasoning_roles import Critic, Critique, Proposer, Solver
+from synthgraph.agents.reasoning_roles import (PYTHON_TOOL, Critic, Critique, ProblemDraft, Proposer, ReferenceWriter,
+                                               Solver, ToolSolver, ToolStep)
 from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
@@ -30,18 +36,28 @@ from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBa
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
 from synthgraph.store.rows import CheckOutcome, MessageRow, VerdictRow
-from synthgraph.tools.math_answers import AnswerCheck, check_answer
+from synthgraph.tools.math_answers import AnswerCheck, answers_match, check_answer
 from synthgraph.tools.sandbox import arun_python
 
 
 # ------------------------------------------------------------------------------------------------ recipe
 
 
+class ReasoningSolverSettings(SolverSettings):
+    mode: Literal["cot", "tir", "both"] = Field(
+        "cot", description="cot: chain of thought; tir: reasoning interleaved with Python run in the sandbox "
+                           "(ToRA); both: `samples` solutions of each kind per problem")
+    tir_steps: int = Field(4, ge=1, le=16, description="code blocks one TIR solution may run")
+    tir_sandbox_s: float = Field(30, gt=0, le=600,
+                                 description="sandbox seconds all blocks of one TIR solution may use together "
+                                             "(each run also within the verifier's timeout)")
+
+
 class ReasoningRoles(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     proposer: ProposerSettings = Field(default_factory=ProposerSettings)
-    solver: SolverSettings = Field(default_factory=SolverSettings)
+    solver: ReasoningSolverSettings = Field(default_factory=ReasoningSolverSettings)
     critic: CriticSettings = Field(default_factory=CriticSettings)
 
 
@@ -74,7 +90,9 @@ class ReasoningRecipe(RecipeBase):
     roles: ReasoningRoles = Field(default_factory=ReasoningRoles)
     revise: ReviseSettings = Field(default_factory=ReviseSettings)
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
-
+    validate_references: bool = Field(
+        True, description="a proposed problem's reference must be corroborated by a second program written from "
+                          "the problem alone, or by the solvers' majority; else the problem is rejected")
 
 
 class Problem(BaseModel):
@@ -85,21 +103,43 @@ class Problem(BaseModel):
     program_output: str | None = None
 
 
+class Validation(BaseModel):
+    """How a proposed problem's reference was corroborated, or why it was not."""
+
+    status: Literal["corroborated", "pending", "unvalidated"]
+    by: Literal["program", "solvers"] | None = None
+    second_program: str | None = None
+    second_answer: str | None = None      # what the second program printed (None: it wrote or ran nothing usable)
+    solver_answers: list[str | None] = Field(default_factory=list)
+    detail: str = ""
+
+
 class Attempt(BaseModel):
-    key: str                              # r<round>k<branch>: stable, so sample ids survive a rerun
+    key: str                              # r<round>k<branch> (chain of thought) or r<round>t<branch> (TIR): stable
     round: int
+    mode: Literal["cot", "tir"] = "cot"
     feedback: str | None = None           # the critic's diagnosis this attempt was revised with
-    solution: str | None = None
+    solution: str | None = None           # the whole reply (cot) or the closing message with the answer (tir)
+    steps: list[ToolStep] = Field(default_factory=list)   # tir: the code runs before the closing message
+    stop_reason: str | None = None        # tir: answered, step_limit or time_limit
     error: str | None = None              # the solver's output was refused on every try
     check: AnswerCheck | None = None
     critique: Critique | None = None
     critique_error: str | None = None
+
+    def transcript(self) -> str | None:
+        """The solution as one text, code and outputs included: what the critic reads."""
+        if self.solution is None or not self.steps:
+            return self.solution
+        parts = [f"{s.text}\n```python\n{s.code}\n```\n```output\n{s.output}\n```".strip() for s in self.steps]
+        return "\n\n".join([*parts, self.solution])
 
 
 class TraceState(TypedDict, total=False):
     seed: Seed
     problem: Problem | None
     problem_error: str | None             # the proposer gave no usable problem, or its program failed
+    validation: Validation | None         # proposed problems: how the reference was corroborated
     attempts: Annotated[list[Attempt], merge_by_key]
     revisions: int
     feedback: str | None
@@ -111,6 +151,7 @@ class SolveTask(TypedDict):
     key: str
     round: int
     feedback: str | None
+    mode: Literal["cot", "tir"]
 
 
 @dataclass
@@ -120,6 +161,9 @@ class ReasoningContext:
     proposer: Proposer
     solver: Solver
     critic: Critic
+    tool_solver: ToolSolver | None = None
+    reference_writer: ReferenceWriter | None = None   # None: proposed references are taken as they are
+    modes: tuple[Literal["cot", "tir"], ...] = ("cot",)
     samples: int = 4
     revise_rounds: int = 1
     critic_threshold: float = 6
@@ -133,15 +177,26 @@ class ReasoningContext:
 PROGRAM_PRELUDE = "import math\nfrom fractions import Fraction\n"
 
 
+PROPOSER_DRAFTS = 2   # a draft whose program fails or prints no single answer gets one fresh draft
+
+
 async def propose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
     seed = state["seed"]
     if seed.problem is not None:
         return {"problem": Problem(text=seed.problem, source="gold", reference=seed.answer)}
-    try:
-        draft = await runtime.context.proposer.write_problem(topic=seed.topic, style=seed.style, example=seed.example)
-    except ModelOutputError as exc:
-        return {"problem": None, "problem_error": str(exc)}
-    ctx = runtime.context
+    for _ in range(PROPOSER_DRAFTS):
+        try:
+            draft = await runtime.context.proposer.write_problem(topic=seed.topic, style=seed.style, example=seed.example)
+        except ModelOutputError as exc:
+            return {"problem": None, "problem_error": str(exc)}
+        outcome = await run_reference(draft, runtime.context)
+        if not outcome.get("problem_error"):
+            break
+    return outcome
+
+
+async def run_reference(draft: ProblemDraft, ctx: ReasoningContext) -> dict:
+    """The problem with the answer its program prints, or with why the program gave none."""
     # The usual imports up front: a forgotten `from fractions import Fraction` is not a wrong reference.
     run = await arun_python(PROGRAM_PRELUDE + draft.program, timeout_s=ctx.sandbox_timeout_s,
                             memory_mb=ctx.sandbox_memory_mb)
@@ -173,32 +228,90 @@ def reference_from_output(stdout: str) -> str | None:
     return numbers[0].replace(",", "") if len(numbers) == 1 else None
 
 
+def route_after_propose(state: TraceState, runtime: Runtime[ReasoningContext]
+                        ) -> list[Send] | Literal["corroborate", "reject"]:
+    if state.get("problem_error"):
+        return "reject"
+    if state["problem"].source == "proposed" and runtime.context.reference_writer is not None:
+        return "corroborate"
+    return fan_out(state, runtime)
+
+
+async def corroborate(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
+    """A second program, written from the problem text alone, must print the reference answer. When it does not
+    (or gives no answer), the problem is still solved, and the solvers' majority decides (see `verify`)."""
+    ctx, problem = runtime.context, state["problem"]
+    try:
+        program = await ctx.reference_writer.write_program(problem.text, subject="reference")
+    except ModelOutputError as exc:
+        return {"validation": Validation(status="pending", detail=f"no second program: {exc}")}
+    run = await arun_python(PROGRAM_PRELUDE + program, timeout_s=ctx.sandbox_timeout_s, memory_mb=ctx.sandbox_memory_mb)
+    answer = reference_from_output(run.stdout) if run.returncode == 0 and not run.timed_out else None
+    agrees = answer is not None and await asyncio.to_thread(answers_match, f"#### {answer}", problem.reference)
+    return {"validation": Validation(
+        status="corroborated" if agrees else "pending", by="program" if agrees else None, second_program=program,
+        second_answer=answer,
+        detail="a second program printed the same answer" if agrees else
+        f"a second program printed {answer!r}, the reference is {problem.reference!r}" if answer is not None else
+        f"the second program gave no answer (exit {run.returncode}{', timed out' if run.timed_out else ''})")}
+
+
 def fan_out(state: TraceState, runtime: Runtime[ReasoningContext]) -> list[Send] | Literal["reject"]:
     if state.get("problem_error"):
         return "reject"
     round_ = state.get("revisions", 0)
     return [
-        Send("solve", SolveTask(problem=state["problem"], key=f"r{round_}k{i}", round=round_,
-                                feedback=state.get("feedback")))
-        for i in range(runtime.context.samples)
+        Send("solve", SolveTask(problem=state["problem"], key=f"r{round_}{'k' if mode == 'cot' else 't'}{i}",
+                                round=round_, feedback=state.get("feedback"), mode=mode))
+        for mode in runtime.context.modes for i in range(runtime.context.samples)
     ]
 
 
 async def solve(task: SolveTask, runtime: Runtime[ReasoningContext]) -> dict:
-    attempt = Attempt(key=task["key"], round=task["round"], feedback=task["feedback"])
+    attempt = Attempt(key=task["key"], round=task["round"], feedback=task["feedback"], mode=task["mode"])
     try:
-        solution = await runtime.context.solver.solve(task["problem"].text, feedback=task["feedback"], subject=attempt.key)
-        attempt.solution = solution
+        if task["mode"] == "tir":
+            trace = await runtime.context.tool_solver.solve(task["problem"].text, feedback=task["feedback"],
+                                                            subject=attempt.key)
+            attempt.solution, attempt.steps, attempt.stop_reason = trace.final, trace.steps, trace.stop_reason
+        else:
+            attempt.solution = await runtime.context.solver.solve(task["problem"].text, feedback=task["feedback"],
+                                                                  subject=attempt.key)
     except ModelOutputError as exc:
         attempt.error = str(exc)
     return {"attempts": [attempt]}
+
+
+def solvers_corroborate(checks: list[AnswerCheck | None]) -> bool:
+    """The solvers' majority rule: more than half of a round's attempts (failed ones included) match the reference."""
+    return 2 * sum(c is not None and c.outcome == "match" for c in checks) > len(checks)
 
 
 async def verify(state: TraceState) -> dict:
     reference = state["problem"].reference
     unchecked = [a for a in state["attempts"] if a.solution is not None and a.check is None]
     checks = await asyncio.gather(*(asyncio.to_thread(check_answer, a.solution, reference) for a in unchecked))
-    return {"attempts": [a.model_copy(update={"check": c}) for a, c in zip(unchecked, checks)]}
+    update: dict = {"attempts": [a.model_copy(update={"check": c}) for a, c in zip(unchecked, checks)]}
+    validation = state.get("validation")
+    if validation is not None and validation.status == "pending":
+        # The second program disagreed (or gave nothing): the first round's solvers decide, by majority.
+        checked = {a.key: c for a, c in zip(unchecked, checks)}
+        first_round = [checked.get(a.key, a.check) for a in state["attempts"] if a.round == 0]
+        answers = [c.extracted if c is not None else None for c in first_round]
+        if solvers_corroborate(first_round):
+            update["validation"] = validation.model_copy(update={
+                "status": "corroborated", "by": "solvers", "solver_answers": answers,
+                "detail": f"{validation.detail}; the solvers' majority reached the reference"})
+        else:
+            update["validation"] = validation.model_copy(update={
+                "status": "unvalidated", "solver_answers": answers,
+                "detail": f"{validation.detail}; the solvers' majority did not reach it either"})
+    return update
+
+
+def unvalidated(state: TraceState) -> bool:
+    validation = state.get("validation")
+    return validation is not None and validation.status == "unvalidated"
 
 
 def _verified(state: TraceState) -> list[Attempt]:
@@ -206,6 +319,8 @@ def _verified(state: TraceState) -> list[Attempt]:
 
 
 def route_after_verify(state: TraceState, runtime: Runtime[ReasoningContext]) -> Literal["judge", "diagnose", "reject"]:
+    if unvalidated(state):
+        return "reject"
     if _verified(state):
         return "judge"
     revisable = any(a.solution is not None for a in state["attempts"])
@@ -220,7 +335,7 @@ async def judge(state: TraceState, runtime: Runtime[ReasoningContext]) -> dict:
 
     async def judge_one(attempt: Attempt) -> Attempt:
         try:
-            critique = await critic.judge(problem=problem.text, solution=attempt.solution,
+            critique = await critic.judge(problem=problem.text, solution=attempt.transcript(),
                                           reference=problem.reference, subject=attempt.key)
             return attempt.model_copy(update={"critique": critique})
         except ModelOutputError as exc:
@@ -249,7 +364,7 @@ async def diagnose(state: TraceState, runtime: Runtime[ReasoningContext]) -> dic
     round_ = state.get("revisions", 0)
     failed = next(a for a in state["attempts"] if a.round == round_ and a.solution is not None)
     try:
-        feedback = await runtime.context.critic.diagnose(problem=state["problem"].text, solution=failed.solution,
+        feedback = await runtime.context.critic.diagnose(problem=state["problem"].text, solution=failed.transcript(),
                                                          subject=failed.key)
     except ModelOutputError:
         feedback = None  # revise anyway: a fresh attempt is still worth a try without the critic's words
@@ -268,6 +383,7 @@ def build() -> StateGraph:
     model_retry = RetryPolicy(max_attempts=3)  # transport errors; refused outputs are retried per call
     g = StateGraph(TraceState, context_schema=ReasoningContext)
     g.add_node(propose, retry_policy=model_retry)
+    g.add_node(corroborate, retry_policy=model_retry)
     g.add_node(solve, input_schema=SolveTask, retry_policy=model_retry)
     g.add_node(verify)
     g.add_node(judge, retry_policy=model_retry)
@@ -275,7 +391,8 @@ def build() -> StateGraph:
     g.add_node(accept)
     g.add_node(reject)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("propose", route_after_propose, ["corroborate", "solve", "reject"])
+    g.add_conditional_edges("corroborate", fan_out, ["solve", "reject"])
     g.add_edge("solve", "verify")
     g.add_conditional_edges("verify", route_after_verify, ["judge", "diagnose", "reject"])
     g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
@@ -291,11 +408,21 @@ def build() -> StateGraph:
 
 def make_context(recipe: ReasoningRecipe, pool: ModelPool, store: Store | None = None) -> ReasoningContext:
     prompts = FAMILY.prompt_set(recipe)
-    roles = recipe.roles
+    roles, verifier = recipe.roles, recipe.verifier
+    solver_model = pool.client(recipe.role_model("solver"))
+    proposer_model = pool.client(recipe.role_model("proposer"))
     return ReasoningContext(
-        proposer=Proposer(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
-        solver=Solver(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
+        proposer=Proposer(proposer_model, roles.proposer.sampling(), prompts=prompts),
+        solver=Solver(solver_model, roles.solver.sampling(), prompts=prompts),
         critic=Critic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
+        tool_solver=ToolSolver(solver_model, roles.solver.sampling(), prompts=prompts, max_steps=roles.solver.tir_steps,
+                               sandbox_budget_s=roles.solver.tir_sandbox_s, run_timeout_s=verifier.sandbox_timeout_s,
+                               memory_mb=verifier.sandbox_memory_mb),
+        # The second program is a proposer call at a low temperature: it should compute, not invent.
+        reference_writer=ReferenceWriter(proposer_model,
+                                         roles.proposer.sampling().model_copy(update={"temperature": 0.2}),
+                                         prompts=prompts) if recipe.validate_references else None,
+        modes=("cot", "tir") if roles.solver.mode == "both" else (roles.solver.mode,),
         samples=roles.solver.samples,
         revise_rounds=recipe.revise.rounds,
         critic_threshold=roles.critic.threshold,
@@ -335,34 +462,43 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
     """The samples, chat turns and verdicts of one finished graph instance, plus attempt key -> sample id."""
     threshold = context.critic_threshold
     problem = state.get("problem")
+    validation = state.get("validation")
     problem_fields = {} if problem is None else {
         "problem": problem.text, "reference": problem.reference, "reference_source": problem.source,
         "program": problem.program, "program_output": problem.program_output,
+        **({} if validation is None else {"validation": validation.model_dump(include={
+            "status", "by", "second_answer", "solver_answers", "detail"})}),
     }
     samples, messages, verdicts, sample_ids = [], [], [], {}
-    if state.get("problem_error"):
+    problem_reason = state.get("problem_error") or (
+        f"unvalidated_reference: {validation.detail}" if unvalidated(state) else None)
+    if problem_reason:
+        payload = {**problem_fields, **({"second_program": validation.second_program} if unvalidated(state) else {})}
         sample = sample_row(run_id, seed_id, "problem", kind="reasoning_problem",
-                            status="rejected" if problem is not None else "error", reason=state["problem_error"],
-                            payload=problem_fields)
+                            status="rejected" if problem is not None else "error", reason=problem_reason,
+                            payload=payload)
         samples.append(sample)
         sample_id = sample_ids["problem"] = sample.sample_id
         if problem is not None:
             messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="reference_program", outcome="failed",
-                                       detail=state["problem_error"]))
-        return Rows(samples, messages, verdicts, sample_ids)
+            verifier = "reference_validation" if unvalidated(state) else "reference_program"
+            verdicts.append(VerdictRow(sample_id=sample_id, verifier=verifier, outcome="failed", detail=problem_reason))
+        if state.get("problem_error"):
+            return Rows(samples, messages, verdicts, sample_ids)
     for attempt in sorted(state.get("attempts", []), key=lambda a: (a.round, a.key)):
         status, reason = attempt_verdict(attempt, threshold)
+        if unvalidated(state) and status != "error":
+            status, reason = "rejected", "unvalidated_reference: the problem's reference answer was not corroborated"
+        tir = {} if attempt.mode == "cot" else {
+            "mode": "tir", "tools": [PYTHON_TOOL], "code_runs": len(attempt.steps), "stop_reason": attempt.stop_reason}
         sample = sample_row(
             run_id, seed_id, attempt.key, kind="reasoning_trace", status=status, reason=reason,
             score=attempt.critique.score if attempt.critique else None,
             payload={**problem_fields, "attempt": attempt.key, "round": attempt.round, "feedback": attempt.feedback,
-                     "final_answer": attempt.check.extracted if attempt.check else None})
+                     "final_answer": attempt.check.extracted if attempt.check else None, **tir})
         samples.append(sample)
         sample_id = sample_ids[attempt.key] = sample.sample_id
-        messages.append(MessageRow(sample_id=sample_id, turn=0, role="user", content=problem.text))
-        if attempt.solution is not None:
-            messages.append(MessageRow(sample_id=sample_id, turn=1, role="assistant", content=attempt.solution))
+        messages += trace_messages(sample_id, problem.text, attempt)
         if attempt.check is not None:
             outcome = {"match": "passed", "mismatch": "failed", "unparseable": "unchecked"}[attempt.check.outcome]
             verdicts.extend(check_rows(sample_id, {"math_verify": CheckOutcome(outcome, attempt.check.reason)}))
@@ -374,10 +510,28 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
     return Rows(samples, messages, verdicts, sample_ids)
 
 
+def trace_messages(sample_id: str, problem: str, attempt: Attempt) -> list[MessageRow]:
+    """The chat turns of one attempt. A TIR trace keeps each code run as an assistant `python` tool call and a
+    `tool` turn with its output (OpenAI format), so it exports as tool-use chat data."""
+    turns = [MessageRow(sample_id=sample_id, turn=0, role="user", content=problem)]
+    for i, step in enumerate(attempt.steps):
+        call_id = f"call_{i}"
+        arguments = json.dumps({"code": step.code}, ensure_ascii=False)
+        turns.append(MessageRow(sample_id=sample_id, turn=len(turns), role="assistant", content=step.text or None,
+                                tool_calls=[{"id": call_id, "type": "function",
+                                             "function": {"name": "python", "arguments": arguments}}]))
+        turns.append(MessageRow(sample_id=sample_id, turn=len(turns), role="tool", content=step.output,
+                                tool_call_id=call_id, name="python"))
+    if attempt.solution is not None:
+        turns.append(MessageRow(sample_id=sample_id, turn=len(turns), role="assistant", content=attempt.solution))
+    return turns
+
+
 FAMILY = Family(
     name="reasoning", recipe=ReasoningRecipe, build=build, make_context=make_context, initial_state=initial_state,
     to_rows=to_rows,
-    prompts=("reasoning_proposer", "reasoning_solver", "reasoning_critic", "reasoning_diagnose"),
+    prompts=("reasoning_proposer", "reasoning_solver", "reasoning_tir", "reasoning_reference", "reasoning_critic",
+             "reasoning_diagnose"),
     prompt_text=reasoning_roles.PROMPT_TEXT, studio_recipe="demos/reasoning.yaml",
 )
 graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -28,13 +28,23 @@ def proposal(problem: str, program: str) -> str:
     return f"Problem: {problem}\n```python\n{program}\n```"
 
 
+def by_step(*replies: str) -> Callable:
+    """A stepped reply: the n-th reply for the n-th turn of a multi-turn role (TIR), the last one after that."""
+    return lambda messages: replies[min(solver_step(messages), len(replies) - 1)]
+
+
 class ReasoningScript:
-    """Scripted replies per role; each may be a string or a function of the prompt messages."""
+    """Scripted replies per role (or per template: `tir`, `reference`, `diagnose`); each may be a string or a
+    function of the prompt messages."""
 
     def __init__(self, **replies: str | Callable):
         self.replies = {
             "proposer": proposal("Ann has 6 bags of 7 apples. How many apples?", "print(6 * 7)"),
+            "reference": "```python\nbags = 6\napples_per_bag = 7\nprint(bags * apples_per_bag)\n```",
             "solver": "6 bags times 7 apples is 42 apples.\n#### 42",
+            # The model is stopped at the closing fence on a real engine; a fake's imagined output is dropped.
+            "tir": by_step("Multiply the bags by the apples per bag.\n```python\nprint(6 * 7)\n```\n```output\n41\n```",
+                           "The program printed 42.\n#### 42"),
             "critic": json.dumps({"reason": "Each step follows.", "score": 8}),
             "diagnose": json.dumps({"feedback": "Multiply, do not add."}),
             **replies,

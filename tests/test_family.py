@@ -146,7 +146,7 @@ def test_a_prompt_file_override_is_read_relative_to_the_recipe(tmp_path):
      r"prompts.solver.user: unknown field \{probem\}; this prompt is filled with \{feedback_block\}, \{problem\}"),
     ({"solver": {"user": "Solve it."}}, r"prompts.solver: must use \{problem\}"),
     ({"poet": {"user": "x"}}, r"prompts.poet: the reasoning family has no such prompt \(its prompts: critic, "
-                              r"diagnose, proposer, solver\)"),
+                              r"diagnose, proposer, reference, solver, tir\)"),
     ({"critic": {"file": "nope.md"}}, r"prompts.critic.file: cannot read .*nope.md"),
     ({"solver": {"user": "{problem"}}, r"prompts.solver.user: .*brace"),
 ])
