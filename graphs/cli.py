@@ -105,7 +105,7 @@ def sql(
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
     write: Annotated[bool, typer.Option("--write", help="open the store read-write (default: read-only)")] = False,
 ):
-    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats."""
+    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats, preference_pairs."""
     try:
         columns, rows = query(db, statement, read_only=not write)
     except StoreError as exc:
@@ -148,6 +148,26 @@ def export(
     except StoreError as exc:
         _fail(str(exc))
     out.print(f"wrote {count} samples to {out_path}")
+
+
+@app.command()
+def pairs(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None):
+    """Count the preference pairs in the store per source (verified, judged, critique_revision); the pairs
+    themselves are the `preference_pairs` view (synthgraph sql) and `synthgraph export --format dpo|kto`."""
+    from synthgraph.store.pairs import pair_counts
+
+    try:
+        columns, rows = pair_counts(db, run_id=run_id)
+    except StoreError as exc:
+        _fail(str(exc))
+    if not rows:
+        out.print("no preference pairs" + (f" in run {run_id}" if run_id else "") + ": a pair needs an accepted and "
+                  "a rejected sample of the same prompt (reasoning, code, tool_use, judged_pairs, critique_revise)")
+        return
+    table = Table(*columns, title="preference pairs")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
 
 
 @app.command()
