@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from synthgraph.store.db import Store
 
 ENTRY_POINT_GROUP = "synthgraph.families"
-BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "judged_pairs")
+BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "judged_pairs", "critique_revise")
 
 
 class Rows(NamedTuple):
