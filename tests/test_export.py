@@ -187,3 +187,28 @@ def test_hf_folder_loads_with_datasets_and_carries_its_card(db, tmp_path):
 def test_push_needs_the_hf_format(db, tmp_path):
     result = export(db, "--out", str(tmp_path / "x.jsonl"), "--push", "me/data")
     assert result.exit_code == 2 and "--push needs --format hf" in result.output
+
+
+def qwen_tokenizer():
+    """The embedded model's tokenizer (its own chat template), when the model was prepared on this machine."""
+    from synthgraph.agents import shipped_models
+
+    if not shipped_models.is_prepared(shipped_models.DEFAULT_MODEL):
+        pytest.skip("the embedded model is not prepared here (synthgraph models --prepare qwen2.5-coder-0.5b)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(shipped_models.model_dir(shipped_models.DEFAULT_MODEL)))
+
+
+@pytest.mark.slow  # imports transformers
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_qwen_chat_template_renders_exported_arguments_as_an_object(db, tmp_path, format):
+    import datasets
+
+    tokenizer = qwen_tokenizer()
+    out = tmp_path / f"chat.{format}"
+    assert export(db, "--out", str(out), "--format", format).exit_code == 0
+    (record,) = datasets.load_dataset("json" if format == "jsonl" else "parquet", data_files=str(out), split="train")
+    text = tokenizer.apply_chat_template(record["messages"], tools=record["tools"], tokenize=False)
+    assert '"arguments": {"a": 2, "b": 3}' in text
+    assert '"arguments": "' not in text
