@@ -88,3 +88,16 @@ def test_an_unusable_rating_leaves_the_response_out_of_every_pair(tmp_path):
         ("rejected", True)]
     assert rows(db, "SELECT count(*) FROM preference_pairs") == [(2,)]
     assert rows(db, "SELECT outcome FROM verdicts WHERE verifier = 'judge'") == [("unchecked",)]
+
+
+def test_studio_runs_one_json_instruction_through_the_judged_graph(tmp_path):
+    from synthgraph.graphs import studio
+
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps({"name": "t", "graph": "judged_pairs", "store": str(tmp_path / "s.duckdb"),
+                                "seeds": {"inline": [{"instruction": "Say hi."}]},
+                                "roles": {"responders": [{"samples": 2}]}}))
+    script = RoleScript({"respond": responses("great", "bad"), "judge": rating})
+    graph = studio.studio_graph("judged_pairs", {"configurable": {"recipe": str(path)}}, pool=ScriptedPool(script))
+    state = asyncio.run(graph.ainvoke({"seed": {"instruction": "Say hello."}}, context=graph.context_schema()))
+    assert len(state["responses"]) == 2 and state["best"] == "p0s0"
