@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from synthgraph.store.db import Store
 
 ENTRY_POINT_GROUP = "synthgraph.families"
-BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "judged_pairs", "critique_revise")
+BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "judged_pairs", "critique_revise",
+           "self_instruct")
 
 
 class Rows(NamedTuple):
