@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "synthgraph.families"
 BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "judged_pairs", "critique_revise",
-           "self_instruct")
+           "self_instruct", "evol_instruct")
 
 
 class Rows(NamedTuple):
