@@ -23,7 +23,7 @@ from synthgraph.agents.judged_pairs_roles import ASPECTS, AspectRating, Judge, R
 from synthgraph.agents.models import ModelOutputError, ModelPool, ModelSpec
 from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows
-from synthgraph.graphs.recipe import CriticSettings, RecipeBase, RoleSettings, SeedBase
+from synthgraph.graphs.recipe import RecipeBase, RoleSettings, SeedBase
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
 
@@ -36,7 +36,8 @@ class ResponderSettings(RoleSettings):
     max_tokens: int = Field(512, ge=1, le=32768)
 
 
-class JudgeSettings(CriticSettings):
+class JudgeSettings(RoleSettings):
+    temperature: float = Field(0.0, ge=0, le=2)
     aspects: list[str] = Field(default_factory=lambda: list(ASPECTS), min_length=1,
                                description=f"rubric aspects, any of {', '.join(ASPECTS)}")
     max_tokens: int = Field(400, ge=1, le=32768)
