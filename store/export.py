@@ -15,7 +15,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from synthgraph.store.db import connect
+from synthgraph.store.db import StoreError, connect
 
 if TYPE_CHECKING:
     import pyarrow
@@ -245,7 +245,8 @@ def to_dataset(records: list[dict[str, Any]], kind: str):
                 row[column] = [_typed_turn(m) for m in row[column]]
         row["tools"] = row["tools"] or []
         rows.append(row)
-    return Dataset.from_list(rows, features=features)
+    # column-wise: from_list cannot take an empty export (it reads the columns off the first row)
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
 
 
 _TURN_COLUMNS = ("messages", "prompt", "chosen", "rejected", "completion")
@@ -266,6 +267,10 @@ def export_hf(db: Path, out_dir: Path, *, records: HfRecords = "chat", status: s
             con.close()
     else:
         rows = pair_records(db, records, run_id=run_id)
+    if not rows:  # `datasets` saves an empty dataset as a folder it cannot load back
+        what = {"chat": f"{status or 'any'} samples", "dpo": "preference pairs", "kto": "preference pairs"}[records]
+        raise StoreError(f"nothing to export: no {what}" + (f" in run {run_id}" if run_id else "") +
+                         " (synthgraph stats / synthgraph pairs show what the store has)")
     dataset = to_dataset(rows, records)
     dataset.save_to_disk(str(out_dir))
     card = dataset_card(db, records=records, rows=rows, run_id=run_id, status=status, license=license,

@@ -212,3 +212,16 @@ def test_qwen_chat_template_renders_exported_arguments_as_an_object(db, tmp_path
     text = tokenizer.apply_chat_template(record["messages"], tools=record["tools"], tokenize=False)
     assert '"arguments": {"a": 2, "b": 3}' in text
     assert '"arguments": "' not in text
+
+
+def test_an_empty_hf_export_is_refused_and_an_empty_parquet_keeps_its_schema(db, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "empty"
+    result = export(db, "--out", str(out), "--format", "hf", "--records", "kto", "--run", "no-such-run")
+    assert result.exit_code == 2 and "nothing to export: no preference pairs in run no-such-run" in result.output
+    assert not out.exists()
+    parquet = tmp_path / "none.parquet"
+    assert export(db, "--out", str(parquet), "--format", "parquet", "--status", "error").exit_code == 0
+    table = pq.read_table(parquet)
+    assert table.num_rows == 0 and table.column_names[:2] == ["messages", "tools"]
