@@ -144,7 +144,7 @@ def export(
     format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl,
     status: Annotated[str, typer.Option(help="accepted, rejected, error or all (default: accepted)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
-    source: Annotated[str | None, typer.Option(help="dpo / kto: only pairs of this source (verified, judged, "
+    source: Annotated[str | None, typer.Option(help="dpo / kto (and hf of them): only pairs of this source (verified, judged, "
                                                     "critique_revision)")] = None,
     records: Annotated[HfRecords, typer.Option(help="hf: which records the folder holds")] = HfRecords.chat,
     license: Annotated[str | None, typer.Option(help="hf: the card's license (default: the models' own when all "
@@ -175,7 +175,7 @@ def export(
         if format is ExportFormat.hf:
             if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
                 _fail(f"--out {out_path} exists and is not an empty folder: name a new folder for the dataset")
-            dataset, _ = export_hf(db, out_path, records=records.value, status=wanted, run_id=run_id,
+            dataset, _ = export_hf(db, out_path, records=records.value, status=wanted, run_id=run_id, source=source,
                                    license=license or _models_license(db, run_id))
             out.print(f"wrote {len(dataset)} {records.value} records to {out_path} (datasets folder + README.md card)")
             if push is not None:

@@ -254,7 +254,7 @@ HfRecords = Literal["chat", "dpo", "kto"]
 
 
 def export_hf(db: Path, out_dir: Path, *, records: HfRecords = "chat", status: str | None = "accepted",
-              run_id: str | None = None, license: str = "other"):
+              run_id: str | None = None, source: str | None = None, license: str = "other"):
     """A `datasets` folder (`save_to_disk`) of chat, DPO or KTO records with a dataset card as its README.md;
     returns (the dataset, the card text)."""
     from synthgraph.store.card import dataset_card
@@ -266,7 +266,7 @@ def export_hf(db: Path, out_dir: Path, *, records: HfRecords = "chat", status: s
         finally:
             con.close()
     else:
-        rows = pair_records(db, records, run_id=run_id)
+        rows = pair_records(db, records, run_id=run_id, source=source)
     if not rows:  # `datasets` saves an empty dataset as a folder it cannot load back
         what = {"chat": f"{status or 'any'} samples", "dpo": "preference pairs", "kto": "preference pairs"}[records]
         raise StoreError(f"nothing to export: no {what}" + (f" in run {run_id}" if run_id else "") +
