@@ -11,7 +11,6 @@ TRL is not a synthgraph dependency: run it in a scratch environment that has `tr
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import tempfile
 

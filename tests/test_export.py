@@ -41,7 +41,6 @@ def test_sharegpt_single_call_is_an_object_not_a_list():
 # ----------------------------------------------------------------------------------- exports from a store
 
 import pytest  # noqa: E402
-import yaml  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from synthgraph.graphs.cli import app  # noqa: E402
