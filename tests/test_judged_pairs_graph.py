@@ -101,3 +101,12 @@ def test_studio_runs_one_json_instruction_through_the_judged_graph(tmp_path):
     graph = studio.studio_graph("judged_pairs", {"configurable": {"recipe": str(path)}}, pool=ScriptedPool(script))
     state = asyncio.run(graph.ainvoke({"seed": {"instruction": "Say hello."}}, context=graph.context_schema()))
     assert len(state["responses"]) == 2 and state["best"] == "p0s0"
+
+
+def test_model_override_reaches_every_responder_and_the_judge():
+    recipe = parse_recipe({"name": "t", "graph": "judged_pairs", "seeds": {"inline": [{"instruction": "x"}]},
+                           "roles": {"responders": [{"model": "vllm:qwen2.5-coder-0.5b"}, {"samples": 1}],
+                                     "judge": {"model": "vllm:qwen2.5-coder-0.5b"}}})
+    moved = recipe.with_overrides(model="openai:http://localhost:8000/v1:big")
+    assert {str(moved.role_model(r)) for r in ("responder0", "responder1", "judge")} == {
+        str(moved.role_model("judge"))} and "big" in str(moved.role_model("responder0"))
