@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from synthgraph.store.db import DEFAULT_STORE, StoreError, query
-from synthgraph.store.export import ExportFormat
+from synthgraph.store.export import ExportFormat, HfRecords, PairFormat
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -214,7 +214,7 @@ def sql(
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
     write: Annotated[bool, typer.Option("--write", help="open the store read-write (default: read-only)")] = False,
 ):
-    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats."""
+    """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats, preference_pairs."""
     try:
         columns, rows = query(db, statement, read_only=not write, notice=_note)
     except StoreError as exc:
@@ -233,31 +233,110 @@ def sql(
 
 
 # The formats are the store's (store/export.py); an Enum of them is what every supported typer lists as choices.
-ExportChoice = Enum("ExportChoice", {name: name for name in get_args(ExportFormat)}, type=str)
+ExportChoice = Enum("ExportChoice", {name: name for name in (*get_args(ExportFormat), *get_args(PairFormat), "hf")},
+                    type=str)
+HfChoice = Enum("HfChoice", {name: name for name in get_args(HfRecords)}, type=str)
 
 
 @app.command()
 def export(
-    out_path: Annotated[Path, typer.Option("--out", help="file to write")],
+    out_path: Annotated[Path, typer.Option("--out", help="file to write (a folder for --format hf)")],
     format: Annotated[ExportChoice, typer.Option("--format")] = ExportChoice.jsonl,
-    status: Annotated[str | None, typer.Option(help="accepted, rejected or error (default: all)")] = "accepted",
+    status: Annotated[str, typer.Option(help="accepted, rejected, error or all (default: accepted)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     exclude_flagged: Annotated[bool, typer.Option(help="leave out samples flagged by dedup / decontamination")] = False,
+    source: Annotated[str | None, typer.Option(help="dpo / kto (and hf of them): only pairs of this source (verified, judged, "
+                                                    "critique_revision)")] = None,
+    records: Annotated[HfChoice, typer.Option(help="hf: which records the folder holds")] = HfChoice.chat,
+    license: Annotated[str | None, typer.Option(help="hf: the card's license (default: the models' own when all "
+                                                     "are shipped models that share one, else 'other')")] = None,
+    push: Annotated[str | None, typer.Option(metavar="REPO", help="hf: also push to the Hub as this dataset repo "
+                                                                  "(needs huggingface_hub and a token)")] = None,
     db: DbOption = DEFAULT_STORE,
     force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
 ):
     """Write samples as chat records: OpenAI {"messages": [...], "tools": [...]} plus metadata (jsonl, parquet),
-    or ShareGPT {"conversations": [...], "system", "tools"} (sharegpt, JSON lines)."""
-    from synthgraph.store.export import export_samples
+    or ShareGPT {"conversations": [...], "system", "tools"} (sharegpt, JSON lines); preference pairs as TRL's
+    conversational DPO {"prompt", "chosen", "rejected"} or KTO {"prompt", "completion", "label"} JSON lines;
+    or any of these as a `datasets` folder with a dataset card (hf; --records chat|dpo|kto)."""
+    from synthgraph.store.export import export_hf, export_pairs, export_samples
+    from synthgraph.store.pairs import PAIR_SOURCES
 
-    if status not in (None, "accepted", "rejected", "error"):
-        _fail(f"--status must be accepted, rejected or error (got {status!r})")
+    if status not in ("accepted", "rejected", "error", "all"):
+        _fail(f"--status must be accepted, rejected, error or all (got {status!r})")
+    if source is not None and source not in PAIR_SOURCES:
+        _fail(f"--source must be one of {', '.join(PAIR_SOURCES)} (got {source!r})")
+    if push is not None and format.value != "hf":
+        _fail("--push needs --format hf (it pushes the dataset folder with its card)")
+    wanted = None if status == "all" else status
     try:
-        count = export_samples(db, out_path, format=format.value, status=status, run_id=run_id,
+        if format.value in get_args(PairFormat):
+            count = export_pairs(db, out_path, format=format.value, run_id=run_id, source=source, force=force)
+            out.print(f"wrote {count} {format.value} records to {out_path}")
+            return
+        if format.value == "hf":
+            if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
+                _fail(f"--out {out_path} exists and is not an empty folder: name a new folder for the dataset")
+            dataset, _ = export_hf(db, out_path, records=records.value, status=wanted, run_id=run_id, source=source,
+                                   license=license or _models_license(db, run_id))
+            out.print(f"wrote {len(dataset)} {records.value} records to {out_path} (datasets folder + README.md card)")
+            if push is not None:
+                _push_to_hub(out_path, push)
+            return
+        count = export_samples(db, out_path, format=format.value, status=wanted, run_id=run_id,
                                exclude_flagged=exclude_flagged, force=force, notice=_note)
     except StoreError as exc:
         _fail(str(exc))
     out.print(f"wrote {count} samples to {out_path}")
+
+
+def _models_license(db: Path, run_id: str | None) -> str:
+    """The license the card states: the models' own, when every model of the run is a shipped model and they agree."""
+    from synthgraph.agents.shipped_models import SHIPPED
+
+    _, rows = query(db, "SELECT DISTINCT model FROM agent_calls WHERE $run IS NULL OR run_id = $run", {"run": run_id})
+    licenses = {SHIPPED[name].license.lower() if name in SHIPPED else None
+                for (model,) in rows for name in [model.removeprefix("vllm:")]}
+    return licenses.pop() if len(licenses) == 1 and None not in licenses else "other"
+
+
+def _push_to_hub(folder: Path, repo: str) -> None:
+    """Push the exported folder (data, then its card) to a Hub dataset repo; needs a token (HF_TOKEN or login)."""
+    try:
+        from datasets import load_from_disk
+        from huggingface_hub import DatasetCard, get_token
+    except ImportError:
+        _fail("--push needs huggingface_hub and datasets: pip install huggingface_hub datasets")
+    if get_token() is None:
+        _fail("--push needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    load_from_disk(str(folder)).push_to_hub(repo, private=True)
+    card = DatasetCard((folder / "README.md").read_text())
+    pushed = DatasetCard.load(repo, repo_type="dataset")  # push_to_hub wrote dataset_info / configs: keep them
+    for key in ("dataset_info", "configs"):
+        if key in pushed.data.to_dict():
+            setattr(card.data, key, pushed.data.to_dict()[key])
+    card.push_to_hub(repo, repo_type="dataset")
+    out.print(f"pushed to https://huggingface.co/datasets/{repo} (private)")
+
+
+@app.command()
+def pairs(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None):
+    """Count the preference pairs in the store per source (verified, judged, critique_revision); the pairs
+    themselves are the `preference_pairs` view (synthgraph sql) and `synthgraph export --format dpo|kto`."""
+    from synthgraph.store.pairs import pair_counts
+
+    try:
+        columns, rows = pair_counts(db, run_id=run_id)
+    except StoreError as exc:
+        _fail(str(exc))
+    if not rows:
+        out.print("no preference pairs" + (f" in run {run_id}" if run_id else "") + ": a pair needs an accepted and "
+                  "a rejected sample of the same prompt (reasoning, code, tool_use, judged_pairs, critique_revise)")
+        return
+    table = Table(*columns, title="preference pairs")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
 
 
 @app.command()

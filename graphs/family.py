@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from synthgraph.store.db import Store
 
 ENTRY_POINT_GROUP = "synthgraph.families"
-BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "pipeline")
+BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "pipeline", "judged_pairs", "critique_revise",
+           "self_instruct", "evol_instruct")
 
 
 class Rows(NamedTuple):

@@ -128,3 +128,66 @@ CREATE TABLE IF NOT EXISTS chunks (
     text        VARCHAR NOT NULL,
     chars       INTEGER NOT NULL
 );
+
+-- Preference pairs (DPO / KTO / reward-model data), one row per (chosen, rejected) pair, from three sources:
+--   verified          an accepted and a rejected attempt at the same generated problem (reasoning traces, code
+--                     solutions, tool trajectories: same group_id); the rejected one failed a computed check or
+--                     the critic (a `failed` verdict: an attempt only rejected because it could not be checked is
+--                     not a worse answer, so it is left out). Problems (reasoning_problem, ...) are not attempts.
+--   judged            responses to one prompt rated by a judge on a rubric (graphs/judged_pairs.py).
+--   critique_revision a revision written after a critique against principles, judged better than the original
+--                     (graphs/critique_revise.py).
+-- The rule, the same for all three: each rejected sample is paired with the best accepted sample of its group
+-- (highest score, then lowest sample_id), and kept when the score margin reaches the `min_margin` the recipe
+-- stored in the rejected sample's payload (none for verified pairs: the check decided). Ties therefore never pair.
+-- prompt / chosen / rejected are OpenAI message lists (JSON): the turns before the first assistant turn, and the
+-- assistant's side from there on (tool calls and tool results included).
+CREATE OR REPLACE VIEW preference_pairs AS
+WITH pair_kinds (source, chosen_kind, rejected_kind) AS (
+    VALUES ('verified', 'reasoning_trace', 'reasoning_trace'), ('verified', 'code_solution', 'code_solution'),
+           ('verified', 'tool_trajectory', 'tool_trajectory'), ('judged', 'judged_response', 'judged_response'),
+           ('critique_revision', 'revised_response', 'original_response')
+),
+turns AS (
+    SELECT m.sample_id, m.turn, m.role,
+           CASE WHEN m.tool_calls IS NOT NULL
+                THEN json_object('role', m.role, 'content', m.content, 'tool_calls', m.tool_calls)
+                WHEN m.role = 'tool'
+                THEN json_object('role', m.role, 'content', m.content, 'tool_call_id', m.tool_call_id,
+                                 'name', m.name)
+                ELSE json_object('role', m.role, 'content', m.content) END AS message,
+           min(m.turn) FILTER (WHERE m.role = 'assistant') OVER (PARTITION BY m.sample_id) AS first_reply
+    FROM messages m
+),
+split AS (
+    SELECT sample_id,
+           to_json(coalesce(list(message ORDER BY turn) FILTER (WHERE turn < first_reply), [])) AS prompt,
+           to_json(list(message ORDER BY turn) FILTER (WHERE turn >= first_reply)) AS completion
+    FROM turns
+    WHERE first_reply IS NOT NULL
+    GROUP BY sample_id
+),
+candidates AS (
+    SELECT s.*, p.prompt, p.completion
+    FROM samples s JOIN split p USING (sample_id)
+),
+best AS (
+    SELECT k.source, c.*
+    FROM candidates c JOIN (SELECT DISTINCT source, chosen_kind FROM pair_kinds) k ON c.kind = k.chosen_kind
+    WHERE c.status = 'accepted'
+    QUALIFY row_number() OVER (PARTITION BY c.group_id, k.source ORDER BY c.score DESC NULLS LAST, c.sample_id) = 1
+),
+losers AS (
+    SELECT k.source, c.*, TRY_CAST(c.payload->>'min_margin' AS DOUBLE) AS min_margin
+    FROM candidates c JOIN pair_kinds k ON c.kind = k.rejected_kind
+    WHERE c.status = 'rejected'
+      AND (k.source <> 'verified'
+           OR EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = c.sample_id AND v.outcome = 'failed'))
+)
+SELECT b.run_id, b.group_id, b.source, b.prompt, b.completion AS chosen, l.completion AS rejected,
+       b.score - l.score AS margin, b.sample_id AS chosen_sample_id, l.sample_id AS rejected_sample_id,
+       l.reason, b.payload->'tools' AS tools
+FROM best b
+JOIN losers l ON l.group_id = b.group_id AND l.source = b.source
+    AND l.kind IN (SELECT rejected_kind FROM pair_kinds k WHERE k.source = b.source AND k.chosen_kind = b.kind)
+WHERE l.min_margin IS NULL OR b.score - l.score >= l.min_margin;
