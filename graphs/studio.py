@@ -9,6 +9,7 @@ the seed (`seed` node) and runs the family's own graph as a subgraph, which Stud
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from pathlib import Path
@@ -106,8 +107,10 @@ def studio_graph(name: str, config: RunnableConfig | None = None, *, pool: Model
 
 
 def _factory(family_name: str, recipe: Path | None = None):
-    def make_graph(config: RunnableConfig) -> CompiledStateGraph:
-        return studio_graph(family_name, config, recipe=recipe)
+    async def make_graph(config: RunnableConfig) -> CompiledStateGraph:
+        # The server calls a factory on its event loop for every run: reading the recipe and opening the store
+        # are file IO, which its blocking-call check refuses there.
+        return await asyncio.to_thread(studio_graph, family_name, config, recipe=recipe)
 
     make_graph.__name__ = recipe.stem if recipe else family_name
     return make_graph

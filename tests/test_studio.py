@@ -30,3 +30,13 @@ def test_a_studio_graph_runs_one_json_seed_with_the_context_built_from_its_recip
 def test_each_registered_family_has_a_studio_factory():
     for name in ("reasoning", "code", "tool_use", "dialogue", "domain"):
         assert callable(getattr(studio, name))
+
+
+def test_the_served_factory_builds_its_graph_off_the_event_loop(tmp_path):
+    """langgraph dev calls the factory on its event loop for each run and refuses blocking file IO there."""
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps({"name": "t", "graph": "reasoning", "store": str(tmp_path / "s.duckdb"),
+                                "seeds": {"inline": [{"topic": "apples"}]}}))
+    assert asyncio.iscoroutinefunction(studio.reasoning)
+    graph = asyncio.run(studio.reasoning({"configurable": {"recipe": str(path)}}))
+    assert set(graph.get_graph().nodes) >= {"seed", "reasoning"}
