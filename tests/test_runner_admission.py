@@ -373,3 +373,19 @@ def test_every_family_state_comes_back_from_a_checkpoint_as_it_went_in(tmp_path,
     final, restored = asyncio.run(roundtrip())
     assert restored == final
     assert "Blocked deserialization" not in caplog.text and "unregistered type" not in caplog.text
+
+
+def test_a_seed_run_again_gets_a_derived_id_and_moves_planned_coverage_on():
+    from synthgraph.graphs.recipe import CodeSeed, DialogueSeed, DomainSeed, Seed, ToolUseSeed
+
+    assert Seed(id="t", topic="x").generative and not Seed(id="g", problem="1+1?", answer="2").generative
+    assert CodeSeed(topic="strings").generative
+    assert not CodeSeed(prompt="def f(): ...", test="assert f() is None", entry_point="f").generative
+    assert ToolUseSeed(kind="single").generative
+    assert not ToolUseSeed(request="hi", tools=["convert_units"]).generative
+    assert not DomainSeed(question="What is x?", answerable=True).generative
+    again = Seed(id="t", topic="x").again(3, 10)
+    assert again.seed_id == "t#3" and again.topic == "x"
+    assert DialogueSeed(id="d", cell=4).again(2, 10).cell == 14  # the next pass walks on through the grid
+    assert DomainSeed(id="q", slot=1).again(3, 5).slot == 11
+    assert DomainSeed(id="q", slot=1).again(3, 5).seed_id == "q#3"
