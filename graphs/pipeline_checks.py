@@ -232,7 +232,7 @@ def majority(values: Sequence[Any], *, min_share: float = 0.5) -> list[Verdict]:
     top, count = Counter(keys).most_common(1)[0]
     tally = ", ".join(f"{k} x{c}" for k, c in Counter(keys).most_common())
     if count / len(keys) <= min_share:
-        return [unchecked(f"no majority among {len(keys)} annotators ({tally}): held for review", value=None)
+        return [unchecked(f"no majority among {len(keys)} annotators ({tally})", value=None)
                 for _ in keys]
     winner = values[keys.index(top)]
     return [Verdict(outcome="passed" if k == top else "failed", score=count / len(keys), extra={"value": winner},
