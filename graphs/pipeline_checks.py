@@ -152,6 +152,8 @@ async def run_program(*, code: str, prelude: str = "", settings: ChecksSettings)
     """Run a (model-written) program in the sandbox; passes when it exits cleanly and prints one answer."""
     from synthgraph.graphs.reasoning import reference_from_output
 
+    fenced = _FENCED.search(code)  # a model's reply: the program is its first ``` block when it has one
+    code = fenced.group(1) if fenced else code
     run = await arun_python(prelude + "\n" + code if prelude else code, timeout_s=settings.sandbox_timeout_s,
                             memory_mb=settings.sandbox_memory_mb)
     stdout = run.stdout[-2000:]
@@ -166,6 +168,7 @@ async def run_program(*, code: str, prelude: str = "", settings: ChecksSettings)
     return passed(f"printed {answer}", stdout=stdout, answer=answer)
 
 
+_FENCED = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.S)
 _SNIPPET_PRELUDE = "import json\ninputs = json.load(open('inputs.json'))\n"
 
 
@@ -229,7 +232,7 @@ def majority(values: Sequence[Any], *, min_share: float = 0.5) -> list[Verdict]:
     top, count = Counter(keys).most_common(1)[0]
     tally = ", ".join(f"{k} x{c}" for k, c in Counter(keys).most_common())
     if count / len(keys) <= min_share:
-        return [unchecked(f"no majority among {len(keys)} annotators ({tally}): held for review", value=None)
+        return [unchecked(f"no majority among {len(keys)} annotators ({tally})", value=None)
                 for _ in keys]
     winner = values[keys.index(top)]
     return [Verdict(outcome="passed" if k == top else "failed", score=count / len(keys), extra={"value": winner},

@@ -154,6 +154,7 @@ def test_sandboxed_python_checks_program_snippet_and_tests():
     ran = check("run_program", code="print(6 * 7)")
     assert (ran.outcome, ran.extra["answer"]) == ("passed", "42")
     assert check("run_program", code="raise SystemExit(3)").outcome == "failed"
+    assert check("run_program", code="Here it is:\n```python\nprint(6 * 7)\n```\nDone.").extra["answer"] == "42"
     snippet = "print('passed: long enough' if len(inputs['text']) > 3 else 'failed: too short')"
     assert check("python", code=snippet, inputs={"text": "hello"}).reason == "long enough"
     assert check("python", code=snippet, inputs={"text": "hi"}).outcome == "failed"
@@ -417,7 +418,7 @@ DEMO_NODES = {
     "two_step.yaml": ["write", "solve"],
     "augment_docs.yaml": ["rephrase", "copy", "size", "faithful"],
     "label_reviews.yaml": ["annotate", "agree"],
-    "reasoning_pipeline.yaml": ["propose", "reference", "solve", "verify", "judge"],
+    "reasoning_pipeline.yaml": ["propose", "program", "reference", "solve", "verify", "judge"],
 }
 
 
