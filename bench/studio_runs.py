@@ -56,7 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     base = f"http://127.0.0.1:{args.port}"
     log = open(args.log, "w")
-    server = subprocess.Popen([args.langgraph, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1",
+    # --allow-blocking: the sandbox sets each run up (its cgroup folder, the program's files) with a few ms of
+    # synchronous file IO, which the dev server's blocking-call check refuses on its event loop.
+    server = subprocess.Popen([args.langgraph, "dev", "--no-browser", "--no-reload", "--allow-blocking",
+                               "--host", "127.0.0.1",
                                "--port", str(args.port)], cwd=REPOSITORY, start_new_session=True,
                               stdout=log, stderr=subprocess.STDOUT)
     try:

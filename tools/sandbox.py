@@ -206,7 +206,8 @@ async def arun_python(
     """
     limits = _Limits(timeout_s, memory_mb, disk_mb, max_processes, max_output_bytes)
     inputs = _checked_files(files or {})
-    bubblewrap = _launcher(allow_unisolated)
+    # The first call probes bubblewrap (file IO and a sandboxed run of its own, ~1 s): off the event loop.
+    bubblewrap = await asyncio.to_thread(_launcher, allow_unisolated)
     with _run_cgroup(limits) as cgroup:
         if cgroup is not None:
             cap: MemoryCap = "run"
