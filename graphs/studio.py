@@ -4,7 +4,9 @@ Studio sends a seed as JSON and the run context as JSON, but a family's graph ru
 clients, a retriever) in its context and typed seeds in its state. So each factory builds the context once from a
 recipe — the family's demo, or the one a run names in `configurable.recipe` — and returns a graph that validates
 the seed (`seed` node) and runs the family's own graph as a subgraph, which Studio draws and steps through.
-`langgraph.json` lists one factory per family; `tests/test_studio.py` checks it against the registry.
+`langgraph.json` names them by module (`synthgraph.graphs.studio:reasoning`), not by file: the server execs a file
+once per graph, which would give every graph its own engine; a module is imported once. `tests/test_family.py`
+checks the list against the registry.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _factory(family_name: str, recipe: Path | None = None):
     return make_graph
 
 
-# `./graphs/studio.py:reasoning` in langgraph.json: the server reads the module's own names, so every registered
+# `synthgraph.graphs.studio:reasoning` in langgraph.json: the server reads the module's own names, so every registered
 # family (plugins too) gets one here.
 globals().update({name: _factory(name) for name in families()})
 globals().update({name: _factory("pipeline", path) for name, path in demo_pipelines().items()})

@@ -47,7 +47,7 @@ def test_langgraph_json_lists_a_studio_graph_per_registered_family_and_demo_pipe
     config = json.loads((REPOSITORY / "langgraph.json").read_text())
     assert set(config["graphs"]) == set(families()) | set(studio.demo_pipelines())
     for name, target in config["graphs"].items():
-        assert target == f"./graphs/studio.py:{name}" and callable(getattr(studio, name))
+        assert target == f"synthgraph.graphs.studio:{name}" and callable(getattr(studio, name))
 
 
 def test_unknown_graph_names_the_registered_families(tmp_path):
