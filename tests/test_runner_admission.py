@@ -377,7 +377,11 @@ def test_every_family_state_comes_back_from_a_checkpoint_as_it_went_in(tmp_path,
 
 
 def test_a_seed_run_again_gets_a_derived_id_and_moves_planned_coverage_on():
-    from synthgraph.graphs.recipe import CodeSeed, DialogueSeed, DomainSeed, Seed, ToolUseSeed
+    from synthgraph.graphs.code import CodeSeed
+    from synthgraph.graphs.dialogue import DialogueSeed
+    from synthgraph.graphs.domain import DomainSeed
+    from synthgraph.graphs.reasoning import Seed
+    from synthgraph.graphs.tool_use import ToolUseSeed
 
     assert Seed(id="t", topic="x").generative and not Seed(id="g", problem="1+1?", answer="2").generative
     assert CodeSeed(topic="strings").generative
