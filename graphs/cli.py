@@ -36,7 +36,7 @@ def _check_models(recipe) -> None:
     """Every model the recipe's roles use, checked before anything loads (agents.models.preflight)."""
     from synthgraph.agents.models import preflight
 
-    for spec in dict.fromkeys(recipe.role_model(role) for role in type(recipe.roles).model_fields):
+    for spec in recipe.model_specs():
         if problem := preflight(spec):
             _fail(problem)
 

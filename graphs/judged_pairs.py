@@ -93,14 +93,6 @@ class JudgedPairsRecipe(RecipeBase):
             return ModelSpec.parse(self.roles.responders[int(role.removeprefix("responder"))].model or self.model)
         return super().role_model(role)
 
-    def with_overrides(self, **fields):
-        if "model" in fields:  # `--model` means every role, the responders' list included
-            roles = self.roles
-            fields.setdefault("roles", roles.model_copy(update={
-                "responders": [r.model_copy(update={"model": None}) for r in roles.responders],
-                "judge": roles.judge.model_copy(update={"model": None})}))
-        return super().with_overrides(**fields)
-
 
 class Response(BaseModel):
     key: str                              # responder index and sample: "p<i>s<j>", stable across reruns

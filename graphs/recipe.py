@@ -171,13 +171,17 @@ class RecipeBase(BaseModel):
     def role_model(self, role: str) -> ModelSpec:
         return ModelSpec.parse(getattr(self.roles, role).model or self.model)
 
+    def model_specs(self) -> list[ModelSpec]:
+        """Every model the recipe's roles use, wherever a family keeps them (named roles, a list of responders, a
+        pipeline's role map): a role without a model of its own uses the recipe's `model`."""
+        settings = _role_settings(getattr(self, "roles", None))
+        return list(dict.fromkeys(ModelSpec.parse(s.model or self.model) for s in settings)) or [
+            ModelSpec.parse(self.model)]
+
     def with_overrides(self, **fields: Any) -> Self:
         """This recipe with some fields replaced, validated again, still resolving paths from its own folder."""
         if "model" in fields and hasattr(self, "roles"):  # one model for every role, as the command line means it
-            roles = self.roles
-            fields.setdefault("roles", roles.model_copy(update={
-                name: getattr(roles, name).model_copy(update={"model": None}) for name in type(roles).model_fields
-                if isinstance(getattr(roles, name), RoleSettings)}))
+            fields.setdefault("roles", _without_role_models(self.roles))
         recipe = type(self).model_validate({**self.model_dump(), **fields})
         recipe._base = self._base
         return recipe
@@ -201,6 +205,32 @@ class RecipeBase(BaseModel):
 
     def run_id(self, seeds: list[SeedBase]) -> str:
         return stable_id(json.dumps(self.identity(seeds), sort_keys=True))
+
+
+def _role_settings(value: Any) -> list[RoleSettings]:
+    if isinstance(value, RoleSettings):
+        return [value]
+    if isinstance(value, BaseModel):
+        return [s for name in type(value).model_fields for s in _role_settings(getattr(value, name))]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _role_settings(item)]
+    if isinstance(value, (list, tuple)):
+        return [s for item in value for s in _role_settings(item)]
+    return []
+
+
+def _without_role_models(value: Any) -> Any:
+    """`value` (roles, however nested) with every role's own `model` cleared."""
+    if isinstance(value, RoleSettings):
+        return value.model_copy(update={"model": None})
+    if isinstance(value, BaseModel):
+        return value.model_copy(update={name: _without_role_models(getattr(value, name))
+                                        for name in type(value).model_fields})
+    if isinstance(value, dict):
+        return {key: _without_role_models(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_role_models(item) for item in value)
+    return value
 
 
 class CorpusSettings(BaseModel):

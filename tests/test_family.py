@@ -230,3 +230,21 @@ def test_dataset_format_names_the_package_when_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ImportError, match="pip install datasets"):
         synthgraph.load_samples(tmp_path / "s.duckdb", format="datasets")
+
+
+@pytest.mark.parametrize("demo", sorted(p.name for p in (REPOSITORY / "demos").glob("*.yaml")))
+def test_every_demo_recipe_validates_with_its_models_checked(demo):
+    """`synthgraph validate` loads the recipe and pre-flights every model its roles use, whatever the family
+    keeps its roles in (named roles, a list of responders, a pipeline's role map)."""
+    from typer.testing import CliRunner
+
+    from synthgraph.graphs.cli import app
+
+    result = CliRunner().invoke(app, ["validate", str(REPOSITORY / "demos" / demo)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and ": ok (" in result.output, result.output
+
+
+@pytest.mark.parametrize("demo", ["judged_pairs.yaml", "two_step.yaml", "reasoning.yaml"])
+def test_one_model_for_every_role_reaches_roles_however_a_family_keeps_them(demo):
+    recipe, _ = load_recipe(REPOSITORY / "demos" / demo)
+    assert {str(spec) for spec in recipe.with_overrides(model="vllm:other").model_specs()} == {"vllm:other"}
