@@ -62,6 +62,10 @@ def _arm(parent_pid: int) -> int:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed: the engine could outlive its run")
     if os.getppid() != parent_pid:  # the parent died before the request above: nobody will signal us
         os.kill(os.getpid(), signal.SIGKILL)
+    # A process group of its own: a terminal's Ctrl-C goes to the run alone, which stops admitting, lets the
+    # seeds in flight finish on a still-working engine and shuts it down in order (the engine processes got the
+    # SIGINT too and died mid-request with ~100 lines of tracebacks). The death signal above still binds them.
+    os.setpgid(0, 0)
     return parent_pid
 
 
