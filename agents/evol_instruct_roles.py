@@ -34,10 +34,6 @@ class GainJudgement(BaseModel):
     equal: bool
 
 
-def _not_empty(text: str) -> str | None:
-    return None if text.strip() else "empty response"
-
-
 @dataclass
 class Evolver:
     client: ModelClient
@@ -49,19 +45,6 @@ class Evolver:
             self.prompts.render("evol_instruct_evolve", instruction=instruction, operation=OPERATIONS[operation]),
             role="proposer", sampling=self.sampling, schema=Evolved, subject=subject)
         return completion.parsed.instruction.strip()
-
-
-@dataclass
-class Responder:
-    client: ModelClient
-    sampling: Sampling
-    prompts: Prompts = DEFAULT_PROMPTS
-
-    async def respond(self, instruction: str, *, subject: str) -> str:
-        completion = await self.client.complete(
-            self.prompts.render("evol_instruct_respond", instruction=instruction),
-            role="solver", sampling=self.sampling, check=_not_empty, subject=subject)
-        return completion.text.strip()
 
 
 @dataclass

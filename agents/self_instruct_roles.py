@@ -55,13 +55,16 @@ class InstructionWriter:
 
 @dataclass
 class Responder:
+    """Answers an instruction as it stands; Evol-Instruct uses it too, with its own template."""
+
     client: ModelClient
     sampling: Sampling
     prompts: Prompts = DEFAULT_PROMPTS
+    template: str = "self_instruct_respond"
 
     async def respond(self, instruction: str, *, subject: str) -> str:
         completion = await self.client.complete(
-            self.prompts.render("self_instruct_respond", instruction=instruction),
+            self.prompts.render(self.template, instruction=instruction),
             role="solver", sampling=self.sampling, check=_not_empty, subject=subject)
         return completion.text.strip()
 

@@ -22,7 +22,8 @@ from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from synthgraph.agents import evol_instruct_roles
-from synthgraph.agents.evol_instruct_roles import OPERATIONS, Evolver, GainJudge, GainJudgement, Responder
+from synthgraph.agents.evol_instruct_roles import OPERATIONS, Evolver, GainJudge, GainJudgement
+from synthgraph.agents.self_instruct_roles import Responder
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.family import Family, Rows
 from synthgraph.graphs.recipe import ProposerSettings, RecipeBase, RoleSettings, SeedBase, check_mix, draw_kind
@@ -202,7 +203,8 @@ def make_context(recipe: EvolInstructRecipe, pool: ModelPool, store: Store | Non
     roles = recipe.roles
     return EvolContext(
         evolver=Evolver(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
-        responder=Responder(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
+        responder=Responder(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts,
+                            template="evol_instruct_respond"),
         judge=GainJudge(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         generations=recipe.evolution.generations, operations=dict(recipe.evolution.operations),
     )
