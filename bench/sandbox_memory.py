@@ -17,25 +17,8 @@ from pathlib import Path
 
 from synthgraph.tools import sandbox
 
-PROGRAM = """
-import os, time
-children = []
-for _ in range(6):
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        try:
-            block = bytearray(400 << 20)
-            block[::4096] = b"x" * len(block[::4096])
-        except MemoryError:
-            os._exit(3)
-        time.sleep(4)
-        os._exit(0)
-    children.append(pid)
-print("survivors", sum(os.waitpid(pid, 0)[1] == 0 for pid in children))
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_sandbox import SIX_HOLDERS as PROGRAM  # noqa: E402  (the very program the whole-run cap test runs)
 
 
 def sandbox_rss_mb() -> float:
