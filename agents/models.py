@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -422,11 +423,17 @@ def _first_line(exc: Exception) -> str:
 
 def structured_output_kwargs(chat: BaseChatModel, schema: type[BaseModel],
                              json_schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    json_schema = json_schema or schema.model_json_schema()
+    json_schema = json_schema or _json_schema(schema)
     if _is_openai(chat):
         # The standard OpenAI form; vLLM's server turns it into a grammar-constrained generation.
         return {"response_format": {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": json_schema}}}
     return {"json_schema": json_schema}
+
+
+@functools.cache
+def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    # Pydantic rebuilds a schema on every call; a role asks for the same one on every call it makes.
+    return schema.model_json_schema()
 
 
 def _is_openai(chat: BaseChatModel) -> bool:

@@ -90,6 +90,8 @@ class Stop:
 
 
 BUDGETS = ("tokens", "seconds", "seeds")
+_RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields
+                              and name != "call_id")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3
 
@@ -500,5 +502,7 @@ class Runner:
         # The id derives from run, seed, node, subject and the call's place among that node's calls about that
         # subject, so redoing a seed rewrites the same ids instead of leaving a second, orphaned lineage.
         call_id = stable_id(self.run_id, seed_id, record.node, record.subject, ordinal)
-        return AgentCallRow(**record.model_dump(exclude={"subject", "call_id"}), call_id=call_id, run_id=self.run_id,
-                            seed_id=seed_id, sample_id=sample_id)
+        # The record was validated when the call was made: its fields are copied by reference, not re-validated
+        # (a prompt is a list of messages, and there is a row per call).
+        return AgentCallRow.model_construct(**{name: getattr(record, name) for name in _RECORDED_CALL_FIELDS},
+                                            call_id=call_id, run_id=self.run_id, seed_id=seed_id, sample_id=sample_id)
