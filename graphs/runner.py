@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import signal
 import sys
@@ -165,6 +166,23 @@ class Admission:
         finished = self.tally.seeds_done + self.tally.seeds_failed
         per_seed = self.tally.accepted / finished if finished else 1.0
         return self.accepted + in_flight * per_seed >= target
+
+
+@contextlib.contextmanager
+def fewer_collections():
+    """Python's cyclic garbage collector tuned for a run. Graph instances leave reference cycles by the hundred
+    per seed (LangGraph's tasks and futures), so at the default thresholds the collector runs every 700
+    allocations and keeps walking everything the process already held (models, seeds, libraries): half the CPU
+    of a fast run. What exists when the run starts is frozen out of the walks, and the young generation is
+    collected every 50,000 allocations; cycles are still collected, in fewer, larger sweeps."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def checkpoint_path(store_path: Path) -> Path:
@@ -383,6 +401,7 @@ class Runner:
             self.tally.load_s = time.perf_counter() - t0
             checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
             async with contextlib.AsyncExitStack() as stack:
+                stack.enter_context(fewer_collections())
                 graph = self.family.graph_for(self.recipe)
                 if checkpoints is not None:
                     await stack.enter_async_context(checkpoints)
