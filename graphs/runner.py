@@ -29,9 +29,9 @@ from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from synthgraph.agents.models import CallLog, CallRecord, ModelPool, ModelServerDown, current_call_log
+from synthgraph.graphs.checkpoints import BatchedSqliteSaver
 from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
@@ -212,19 +212,18 @@ class SeedCheckpoints:
     def __init__(self, store_path: Path):
         self.path = checkpoint_path(store_path)
         self._conn: aiosqlite.Connection | None = None
-        self.saver: AsyncSqliteSaver | None = None
+        self.saver: BatchedSqliteSaver | None = None
 
     async def __aenter__(self) -> SeedCheckpoints:
         self._conn = await aiosqlite.connect(str(self.path))
-        self.saver = AsyncSqliteSaver(self._conn, serde=JsonPlusSerializer(allowed_msgpack_modules=_checkpoint_types()))
-        await self.saver.setup()
-        # WAL without an fsync per commit: a killed process loses nothing the OS has (only a power cut could), and
-        # the writes keep up with many seeds in flight (with fsync they lagged seconds behind on a busy disk).
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        self.saver = BatchedSqliteSaver(self._conn, self.path,
+                                        serde=JsonPlusSerializer(allowed_msgpack_modules=_checkpoint_types()))
+        await self.saver.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        assert self._conn is not None
+        assert self._conn is not None and self.saver is not None
+        await self.saver.__aexit__(*exc_info)
         async with self._conn.execute("SELECT count(*) FROM checkpoints") as cursor:
             left = (await cursor.fetchone())[0]
         await self._conn.close()
@@ -239,6 +238,11 @@ class SeedCheckpoints:
     @staticmethod
     def config(run_id: str, seed_id: str) -> dict:
         return {"configurable": {"thread_id": f"{run_id}:{seed_id}"}}
+
+    def may_hold(self, run_id: str, seed_id: str) -> bool:
+        """Whether the seed may have checkpoints: false for a seed starting afresh, which then skips the lookup."""
+        assert self.saver is not None
+        return self.saver.holds(self.config(run_id, seed_id)["configurable"]["thread_id"])
 
     async def forget(self, run_id: str, seed_ids: list[str]) -> None:
         assert self.saver is not None
@@ -503,8 +507,8 @@ class Runner:
         # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
         # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
         config = checkpoints.config(self.run_id, seed.seed_id)
-        saved = await graph.aget_state(config)
-        if saved.values:
+        saved = await graph.aget_state(config) if checkpoints.may_hold(self.run_id, seed.seed_id) else None
+        if saved is not None and saved.values:
             # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
             # short are applied, the rest run; a thread that had reached the end just gives its state back.
             # (`saved.next` is no test of "finished": it is empty too when every node of the cut step had finished.)
