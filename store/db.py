@@ -204,11 +204,16 @@ class Store:
                              [[o.run_id, o.seed_id, o.status, o.error] for o in outcomes]):
                 # A seed retried after a crash (--retry-errors) replaces its crash record and the lineage of the
                 # crashed attempt: call ids derive from run, seed and call, so the retry's calls would otherwise
-                # collide with the old ones and be dropped, leaving lineage that belongs to no sample.
-                self.con.execute("DELETE FROM samples USING written WHERE samples.run_id = written.run_id "
-                                 "AND samples.seed_id = written.seed_id AND samples.kind = 'seed_error'")
-                self.con.execute("DELETE FROM agent_calls USING written WHERE agent_calls.run_id = written.run_id "
-                                 "AND agent_calls.seed_id = written.seed_id")
+                # collide with the old ones and be dropped, leaving lineage that belongs to no sample. Only such
+                # seeds are looked for in the big tables, which have no index on the seed: a scan of them for
+                # every batch would make a long run's writes grow with the square of its length.
+                retried = self.con.execute("SELECT count(*) FROM seeds JOIN written USING (run_id, seed_id) "
+                                           "WHERE seeds.status = 'error'").fetchone()[0]
+                if retried:
+                    self.con.execute("DELETE FROM samples USING written WHERE samples.run_id = written.run_id "
+                                     "AND samples.seed_id = written.seed_id AND samples.kind = 'seed_error'")
+                    self.con.execute("DELETE FROM agent_calls USING written WHERE agent_calls.run_id = "
+                                     "written.run_id AND agent_calls.seed_id = written.seed_id")
                 self._insert(
                     "samples",
                     ["sample_id", "run_id", "seed_id", "group_id", "kind", "status", "reason", "score", "payload"],
