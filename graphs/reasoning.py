@@ -30,7 +30,7 @@ from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.reasoning_roles import (PYTHON_TOOL, Critic, Critique, ProblemDraft, Proposer, ReferenceWriter,
                                                Solver, ToolSolver, ToolStep)
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
                                        SolverSettings, VerifierSettings)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
@@ -388,15 +388,15 @@ def build() -> StateGraph:
     g.add_node(verify)
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(diagnose, retry_policy=model_retry)
-    g.add_node(accept)
-    g.add_node(reject)
+    g.add_node(on_loop(accept))
+    g.add_node(on_loop(reject))
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", route_after_propose, ["corroborate", "solve", "reject"])
-    g.add_conditional_edges("corroborate", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("propose", on_loop(route_after_propose), ["corroborate", "solve", "reject"])
+    g.add_conditional_edges("corroborate", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("solve", "verify")
-    g.add_conditional_edges("verify", route_after_verify, ["judge", "diagnose", "reject"])
-    g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
-    g.add_conditional_edges("diagnose", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("verify", on_loop(route_after_verify), ["judge", "diagnose", "reject"])
+    g.add_conditional_edges("judge", on_loop(route_after_judge), ["accept", "reject"])
+    g.add_conditional_edges("diagnose", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g
