@@ -3,7 +3,8 @@
 Resume is by seed: a seed is written whole (samples, turns, verdicts, lineage) in one transaction together with
 its `done` mark, so after a kill the same command skips what was written. A seed that was in flight resumes from
 its last finished node: LangGraph checkpoints each in-flight seed in `<store>.checkpoints.sqlite`, and a seed's
-checkpoints are dropped once the seed is in the store. (The lineage of the calls made before a kill is lost with
+checkpoints are dropped once the seed is in the store. (Not when the model answers in under 10 ms on average — a
+fake, a cache —: then a killed seed costs less to redo than checkpoints cost every seed.) (The lineage of the calls made before a kill is lost with
 the process: a resumed seed's `agent_calls` hold only the calls made after it resumed.)
 
 Admission is one seed at a time, at most `concurrency` in flight, until the seeds run out or something says stop:
@@ -56,6 +57,7 @@ class RunTally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    model_s: float = 0.0       # summed latency of the calls
     first_call_at: float | None = None
     started_at: float = field(default_factory=time.perf_counter)
     load_s: float = 0.0
@@ -63,6 +65,7 @@ class RunTally:
 
     def add_call(self, record: CallRecord) -> None:
         self.calls += 1
+        self.model_s += record.latency_s
         self.prompt_tokens += record.prompt_tokens or 0
         self.completion_tokens += record.completion_tokens or 0
         if self.first_call_at is None:
@@ -91,6 +94,7 @@ class Stop:
 
 
 BUDGETS = ("tokens", "seconds", "seeds")
+CHECKPOINT_CALLS_OVER_S = 0.01
 _RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields
                               and name != "call_id")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
@@ -293,6 +297,7 @@ class Runner:
         self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
         self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
         self._call_update_at = 0.0
+        self._unchecked_graph = None  # the family's graph without a checkpointer, for seeds not worth checkpointing
 
     async def run(self) -> RunResult:
         selected = self.seeds[: self.limit] if self.limit is not None else self.seeds
@@ -407,7 +412,7 @@ class Runner:
             checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
             async with contextlib.AsyncExitStack() as stack:
                 stack.enter_context(fewer_collections())
-                graph = self.family.graph_for(self.recipe)
+                graph = self._unchecked_graph = self.family.graph_for(self.recipe)
                 if checkpoints is not None:
                     await stack.enter_async_context(checkpoints)
                     graph = checkpoints.attach(graph)
@@ -502,13 +507,14 @@ class Runner:
     async def _invoke(self, seed: SeedBase, graph, context, checkpoints: SeedCheckpoints | None):
         """Run the seed's graph; with checkpoints, a seed that was in flight when a run died goes on from its
         last finished node."""
-        if checkpoints is None:
-            return await graph.ainvoke(self.family.initial_state(seed), context=context)
+        resumable = checkpoints is not None and checkpoints.may_hold(self.run_id, seed.seed_id)
+        if checkpoints is None or (not resumable and not self._checkpoints_pay()):
+            return await self._unchecked_graph.ainvoke(self.family.initial_state(seed), context=context)
         # LangGraph's default durability ("async": a step's checkpoint is written while the next step runs) loses
         # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
         # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
         config = checkpoints.config(self.run_id, seed.seed_id)
-        saved = await graph.aget_state(config) if checkpoints.may_hold(self.run_id, seed.seed_id) else None
+        saved = await graph.aget_state(config) if resumable else None
         if saved is not None and saved.values:
             # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
             # short are applied, the rest run; a thread that had reached the end just gives its state back.
@@ -516,6 +522,14 @@ class Runner:
             self.tally.seeds_resumed += 1
             return await graph.ainvoke(None, config, context=context)
         return await graph.ainvoke(self.family.initial_state(seed), config, context=context)
+
+    def _checkpoints_pay(self) -> bool:
+        """Whether a new seed should be checkpointed step by step. Checkpoints save model work from a kill; they
+        cost ~1 ms of the event loop per seed. When the run's model calls come back in under
+        `CHECKPOINT_CALLS_OVER_S` on average (a fake, a cache), a killed seed is cheaper to redo than every seed
+        is to checkpoint, so seeds start without them; with a real engine every seed has them."""
+        tally = self.tally
+        return tally.calls < 32 or tally.model_s / tally.calls >= CHECKPOINT_CALLS_OVER_S
 
     def _on_call(self, record: CallRecord) -> None:
         self.tally.add_call(record)

@@ -114,3 +114,48 @@ def test_the_queue_is_committed_in_the_background(tmp_path):
         return rows(path, "checkpoints")
 
     assert asyncio.run(with_saver(path, body, flush_every_s=0.01)) > 0
+
+
+# ---- which seeds the runner checkpoints ----------------------------------------------------------------------
+
+def checkpointed_seeds(tmp_path: Path, monkeypatch, reply_delay_s: float) -> tuple[set[str], int]:
+    import time
+
+    from fakes import ReasoningScript, ScriptedPool
+
+    from synthgraph.graphs.recipe import load_seeds, parse_recipe
+    from synthgraph.graphs.runner import Runner
+
+    threads: set[str] = set()
+    put = BatchedSqliteSaver.aput
+
+    async def spy(self, config, *args):
+        threads.add(config["configurable"]["thread_id"].split(":")[-1])
+        return await put(self, config, *args)
+
+    monkeypatch.setattr(BatchedSqliteSaver, "aput", spy)
+
+    def solver(messages):
+        time.sleep(reply_delay_s)
+        number = int(messages[-1].content.split()[2])
+        return f"{number} times 7 is {7 * number}.\n#### {7 * number}"
+
+    seeds = [{"id": f"gold-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 31)]
+    recipe = parse_recipe({"name": "unit", "graph": "reasoning", "seeds": {"inline": seeds},
+                           "roles": {"solver": {"samples": 2}}, "concurrency": 2})
+    runner = Runner(recipe, load_seeds(recipe, base=Path("."), where="test"), store_path=tmp_path / "s.duckdb",
+                    pool=ScriptedPool(ReasoningScript(solver=solver)))
+    result = asyncio.run(runner.run())
+    assert result.tally.seeds_done == 30
+    return threads, result.tally.calls
+
+
+def test_seeds_are_checkpointed_when_model_calls_take_time(tmp_path, monkeypatch):
+    threads, _ = checkpointed_seeds(tmp_path, monkeypatch, reply_delay_s=0.03)  # half the calls (the critic's) are instant
+    assert len(threads) == 30
+
+
+def test_seeds_skip_checkpoints_once_model_calls_prove_instant(tmp_path, monkeypatch):
+    threads, calls = checkpointed_seeds(tmp_path, monkeypatch, reply_delay_s=0)
+    # the first seeds are checkpointed while too few calls have been timed, the rest are not
+    assert 0 < len(threads) < 30 and calls > 32
