@@ -76,11 +76,10 @@ def extract_final_answer(solution: str) -> str | None:
 async def acheck_answer(candidate: str, reference: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> AnswerCheck:
     """`check_answer` for a coroutine: a check that needs a helper waits for it in a worker thread, one that
     does not (no final answer, two plain integers) is answered at once, without the hop to a thread."""
-    extracted = extract_final_answer(candidate)
-    reference_answer = extract_final_answer(reference) or _tidy(reference)
-    if extracted is None or _compare_integers(extracted, reference_answer) is not None:
-        return check_answer(candidate, reference, timeout_s=timeout_s)
-    return await asyncio.to_thread(check_answer, candidate, reference, timeout_s=timeout_s)
+    check = _check_in_caller(candidate, reference)
+    if isinstance(check, AnswerCheck):
+        return check
+    return await asyncio.to_thread(_in_helper, check.model_copy(update={"timeout_s": timeout_s}))
 
 
 def answers_match(candidate: str, reference: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
@@ -94,13 +93,21 @@ def check_answer(candidate: str, reference: str, *, timeout_s: float = CHECK_TIM
     Safe to call from any thread. Returns within about `timeout_s` once a helper is free (starting one,
     on first use or after a helper was killed, takes a second or more).
     """
+    check = _check_in_caller(candidate, reference)
+    if isinstance(check, AnswerCheck):
+        return check
+    return _in_helper(check.model_copy(update={"timeout_s": timeout_s}))
+
+
+def _check_in_caller(candidate: str, reference: str) -> AnswerCheck | _Request:
+    """The verdict where the caller can give it (no final answer, two plain integers), else the helper's request."""
     extracted = extract_final_answer(candidate)
     if extracted is None:
         return AnswerCheck(outcome="unparseable", extracted=None,
                            reason="no final answer found (expected '#### <answer>', \\boxed{...} or 'The answer is ...')")
     reference_answer = extract_final_answer(reference) or _tidy(reference)
     return (_compare_integers(extracted, reference_answer)
-            or _in_helper(_Request(candidate=extracted, reference=reference_answer, timeout_s=timeout_s)))
+            or _Request(candidate=extracted, reference=reference_answer, timeout_s=CHECK_TIMEOUT_S))
 
 
 # ---- extraction ----------------------------------------------------------------------------------------
