@@ -4,7 +4,9 @@ Prints figures, asserts nothing:
   (a) agent calls per second through the whole runner (graph, verification, store writes) with a
       zero-latency scripted model — the ceiling orchestration puts on any engine;
   (b) generated tokens/s of the reasoning pipeline on the real model, then of raw engine generation of the
-      very same prompts (replayed from the run's lineage, all submitted at once), and their ratio.
+      very same prompts (replayed from the run's lineage, all submitted at once), and their ratio, for each
+      seed count; with the engine's mean batch occupancy and prefix-cache reuse during the pipeline;
+  (c) in process: the k solver samples of a problem as k requests (what the graph sends) or as one with n=k.
 
     .venv/bin/python bench/reasoning_throughput.py                       # both; (b) on the embedded model
     .venv/bin/python bench/reasoning_throughput.py --skip-model          # (a) only, seconds
@@ -142,7 +144,9 @@ async def _bench_counts(args, recipe, all_seeds, pool: ModelPool, backend: str, 
             run_recipe = recipe.model_copy(update={"budget": budget})
         else:
             run_recipe = recipe
-        await _bench_one(run_recipe, all_seeds, count, pool, server)
+        records = await _bench_one(run_recipe, all_seeds, count, pool, server)
+    if pool._engines and not args.skip_shared:
+        await bench_shared_prompt(pool._engines[0], records, recipe.roles.solver.samples)
 
 
 async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> None:
@@ -183,6 +187,46 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
           f"{tally.errors} errors; {sampler.summary()}{prefix})")
     print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
           f"{raw_s:.1f} s = {raw_rate:.1f} tok/s;  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
+    return records
+
+
+async def bench_shared_prompt(engine, records: list[CallRecord], k: int) -> None:
+    """(c) The k solver samples of a problem share their prompt: k requests (the graph's fan-out, prompt reuse left
+    to vLLM's prefix cache) against one request with n=k (the prompt computed once by construction)."""
+    import uuid
+
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    firsts = {r.prompt_hash: r for r in records if r.role == "solver" and len(r.prompt) == 2}  # first turns
+    prompts = list(firsts.values())
+    if not prompts:
+        return
+    tokenizer = engine._tokenizer
+
+    async def generate(record: CallRecord, n: int) -> int:
+        text = tokenizer.apply_chat_template(record.prompt, tokenize=False, add_generation_prompt=True)
+        params = SamplingParams(n=n, temperature=record.sampling["temperature"], top_p=record.sampling["top_p"],
+                                max_tokens=record.sampling["max_tokens"], stop=record.sampling.get("stop"),
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        async for final in engine._engine.generate(
+                {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}, params, uuid.uuid4().hex):
+            pass
+        return sum(len(output.token_ids) for output in final.outputs)
+
+    figures = []
+    for label, n, copies in ((f"{k} requests each", 1, k), (f"one request with n={k} each", k, 1)):
+        await engine._engine.reset_prefix_cache()
+        hits0, queries0 = engine.watch.prefix_hits, engine.watch.prefix_queries
+        t0 = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(generate(r, n) for r in prompts for _ in range(copies))))
+        elapsed = time.perf_counter() - t0
+        reused = (engine.watch.prefix_hits - hits0) / max(engine.watch.prefix_queries - queries0, 1)
+        figures.append(f"{label}: {tokens} tokens in {elapsed:.1f} s = {tokens / elapsed:.1f} tok/s "
+                       f"({reused:.0%} of prompt tokens from the prefix cache)")
+    print(f"(c) the first solver turn of {len(prompts)} problems, k={k} samples each, all at once:")
+    for line in figures:
+        print(f"    {line}")
 
 
 class VLLMServer:
@@ -272,6 +316,7 @@ def main() -> None:
     parser.add_argument("--backend", nargs="+", choices=["inprocess", "openai"], default=["inprocess"],
                         help="(b): in-process engine, and/or vLLM's OpenAI server started on --port")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--skip-shared", action="store_true", help="skip (c), k requests vs one with n=k")
     parser.add_argument("--pacing", choices=["engine", "fixed"], default="engine",
                         help="(b): admission paced by the engine's queue, or only by --concurrency (as before)")
     args = parser.parse_args()
