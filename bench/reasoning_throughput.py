@@ -146,7 +146,7 @@ async def _bench_counts(args, recipe, all_seeds, pool: ModelPool, backend: str, 
             run_recipe = recipe
         records = await _bench_one(run_recipe, all_seeds, count, pool, server)
     if pool._engines and not args.skip_shared:
-        await bench_shared_prompt(pool._engines[0], records, recipe.roles.solver.samples)
+        await bench_shared_prompt(pool._engines[0], records, recipe.roles.solver.samples, args.shared_problems)
 
 
 async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> None:
@@ -190,7 +190,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     return records
 
 
-async def bench_shared_prompt(engine, records: list[CallRecord], k: int) -> None:
+async def bench_shared_prompt(engine, records: list[CallRecord], k: int, problems: int) -> None:
     """(c) The k solver samples of a problem share their prompt: k requests (the graph's fan-out, prompt reuse left
     to vLLM's prefix cache) against one request with n=k (the prompt computed once by construction)."""
     import uuid
@@ -198,7 +198,7 @@ async def bench_shared_prompt(engine, records: list[CallRecord], k: int) -> None
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     firsts = {r.prompt_hash: r for r in records if r.role == "solver" and len(r.prompt) == 2}  # first turns
-    prompts = list(firsts.values())
+    prompts = list(firsts.values())[:problems]
     if not prompts:
         return
     tokenizer = engine._tokenizer
@@ -317,6 +317,7 @@ def main() -> None:
                         help="(b): in-process engine, and/or vLLM's OpenAI server started on --port")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--skip-shared", action="store_true", help="skip (c), k requests vs one with n=k")
+    parser.add_argument("--shared-problems", type=int, default=16, help="(c): problems (from the last seed count)")
     parser.add_argument("--pacing", choices=["engine", "fixed"], default="engine",
                         help="(b): admission paced by the engine's queue, or only by --concurrency (as before)")
     args = parser.parse_args()
