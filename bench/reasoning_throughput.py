@@ -158,7 +158,9 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         if engine is not None:
             # Prefix reuse within each phase only: the raw replay must not find the pipeline's prompts cached.
             await engine._engine.reset_prefix_cache()
-            hits0, queries0 = engine.watch.prefix_hits, engine.watch.prefix_queries
+        watch = engine.watch if engine is not None else next(iter(pool._servers.values()))
+        await pool.loads()   # a server's counters are read with its load
+        hits0, queries0 = watch.prefix_hits, watch.prefix_queries
         sampler = OccupancySampler(pool)
         sampling = asyncio.create_task(sampler.run())
         try:
@@ -167,11 +169,11 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
             sampling.cancel()
     tally = runner.tally
     pipeline_s, pipeline_tokens = tally.generation_s, tally.completion_tokens
-    prefix = ""
+    await pool.loads()
+    queries = watch.prefix_queries - queries0
+    caching = f"prefix cache {'on' if engine.prefix_caching else 'off'}" if engine is not None else "server's prefix cache"
+    prefix = f", {caching}: {(watch.prefix_hits - hits0) / max(queries, 1):.0%} of prompt tokens reused"
     if engine is not None:
-        queries = engine.watch.prefix_queries - queries0
-        prefix = (f", prefix cache {'on' if engine.prefix_caching else 'off'}: "
-                  f"{(engine.watch.prefix_hits - hits0) / max(queries, 1):.0%} of prompt tokens reused")
         await engine._engine.reset_prefix_cache()
     t0 = time.perf_counter()
     if engine is not None:

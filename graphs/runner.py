@@ -3,7 +3,8 @@
 Resume is by seed: a seed is written whole (samples, turns, verdicts, lineage) in one transaction together with
 its `done` mark, so after a kill the same command skips what was written. A seed that was in flight resumes from
 its last finished node: LangGraph checkpoints each in-flight seed in `<store>.checkpoints.sqlite`, and a seed's
-checkpoints are dropped once the seed is in the store. (The lineage of the calls made before a kill is lost with
+checkpoints are dropped once the seed is in the store. (Not when the model answers in under 10 ms on average — a
+fake, a cache —: then a killed seed costs less to redo than checkpoints cost every seed.) (The lineage of the calls made before a kill is lost with
 the process: a resumed seed's `agent_calls` hold only the calls made after it resumed.)
 
 Admission is one seed at a time, paced by the model engines' queues where they report one (a new seed starts
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import signal
 import sys
@@ -31,10 +33,10 @@ from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from synthgraph.agents.models import (CallLog, CallRecord, ModelPool, ModelServerDown, SeedRequests, current_call_log,
                                       current_seed)
+from synthgraph.graphs.checkpoints import BatchedSqliteSaver
 from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
@@ -59,6 +61,7 @@ class RunTally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    model_s: float = 0.0       # summed latency of the calls
     first_call_at: float | None = None
     started_at: float = field(default_factory=time.perf_counter)
     load_s: float = 0.0
@@ -66,6 +69,7 @@ class RunTally:
 
     def add_call(self, record: CallRecord) -> None:
         self.calls += 1
+        self.model_s += record.latency_s
         self.prompt_tokens += record.prompt_tokens or 0
         self.completion_tokens += record.completion_tokens or 0
         if self.first_call_at is None:
@@ -94,6 +98,9 @@ class Stop:
 
 
 BUDGETS = ("tokens", "seconds", "seeds")
+CHECKPOINT_CALLS_OVER_S = 0.01
+_RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields
+                              and name != "call_id")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3
 ENGINE_POLL_S = 0.05  # how often a full engine is looked at again: a decode step on CPU takes ~0.1-1 s
@@ -170,6 +177,23 @@ class Admission:
         return self.accepted + in_flight * per_seed >= target
 
 
+@contextlib.contextmanager
+def fewer_collections():
+    """Python's cyclic garbage collector tuned for a run. Graph instances leave reference cycles by the hundred
+    per seed (LangGraph's tasks and futures), so at the default thresholds the collector runs every 700
+    allocations and keeps walking everything the process already held (models, seeds, libraries): half the CPU
+    of a fast run. What exists when the run starts is frozen out of the walks, and the young generation is
+    collected every 50,000 allocations; cycles are still collected, in fewer, larger sweeps."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def checkpoint_path(store_path: Path) -> Path:
     return Path(f"{store_path}.checkpoints.sqlite")
 
@@ -197,19 +221,18 @@ class SeedCheckpoints:
     def __init__(self, store_path: Path):
         self.path = checkpoint_path(store_path)
         self._conn: aiosqlite.Connection | None = None
-        self.saver: AsyncSqliteSaver | None = None
+        self.saver: BatchedSqliteSaver | None = None
 
     async def __aenter__(self) -> SeedCheckpoints:
         self._conn = await aiosqlite.connect(str(self.path))
-        self.saver = AsyncSqliteSaver(self._conn, serde=JsonPlusSerializer(allowed_msgpack_modules=_checkpoint_types()))
-        await self.saver.setup()
-        # WAL without an fsync per commit: a killed process loses nothing the OS has (only a power cut could), and
-        # the writes keep up with many seeds in flight (with fsync they lagged seconds behind on a busy disk).
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        self.saver = BatchedSqliteSaver(self._conn, self.path,
+                                        serde=JsonPlusSerializer(allowed_msgpack_modules=_checkpoint_types()))
+        await self.saver.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        assert self._conn is not None
+        assert self._conn is not None and self.saver is not None
+        await self.saver.__aexit__(*exc_info)
         async with self._conn.execute("SELECT count(*) FROM checkpoints") as cursor:
             left = (await cursor.fetchone())[0]
         await self._conn.close()
@@ -224,6 +247,11 @@ class SeedCheckpoints:
     @staticmethod
     def config(run_id: str, seed_id: str) -> dict:
         return {"configurable": {"thread_id": f"{run_id}:{seed_id}"}}
+
+    def may_hold(self, run_id: str, seed_id: str) -> bool:
+        """Whether the seed may have checkpoints: false for a seed starting afresh, which then skips the lookup."""
+        assert self.saver is not None
+        return self.saver.holds(self.config(run_id, seed_id)["configurable"]["thread_id"])
 
     async def forget(self, run_id: str, seed_ids: list[str]) -> None:
         assert self.saver is not None
@@ -274,6 +302,8 @@ class Runner:
         self._made_positions: dict[str, int] = {}  # seeds made by cycling the list: their place in the run
         self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
         self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
+        self._call_update_at = 0.0
+        self._unchecked_graph = None  # the family's graph without a checkpointer, for seeds not worth checkpointing
 
     async def run(self) -> RunResult:
         selected = self.seeds[: self.limit] if self.limit is not None else self.seeds
@@ -387,7 +417,8 @@ class Runner:
             self.tally.load_s = time.perf_counter() - t0
             checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
             async with contextlib.AsyncExitStack() as stack:
-                graph = self.family.graph_for(self.recipe)
+                stack.enter_context(fewer_collections())
+                graph = self._unchecked_graph = self.family.graph_for(self.recipe)
                 if checkpoints is not None:
                     await stack.enter_async_context(checkpoints)
                     graph = checkpoints.attach(graph)
@@ -505,14 +536,15 @@ class Runner:
     async def _invoke(self, seed: SeedBase, graph, context, checkpoints: SeedCheckpoints | None):
         """Run the seed's graph; with checkpoints, a seed that was in flight when a run died goes on from its
         last finished node."""
-        if checkpoints is None:
-            return await graph.ainvoke(self.family.initial_state(seed), context=context)
+        resumable = checkpoints is not None and checkpoints.may_hold(self.run_id, seed.seed_id)
+        if checkpoints is None or (not resumable and not self._checkpoints_pay()):
+            return await self._unchecked_graph.ainvoke(self.family.initial_state(seed), context=context)
         # LangGraph's default durability ("async": a step's checkpoint is written while the next step runs) loses
         # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
         # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
         config = checkpoints.config(self.run_id, seed.seed_id)
-        saved = await graph.aget_state(config)
-        if saved.values:
+        saved = await graph.aget_state(config) if resumable else None
+        if saved is not None and saved.values:
             # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
             # short are applied, the rest run; a thread that had reached the end just gives its state back.
             # (`saved.next` is no test of "finished": it is empty too when every node of the cut step had finished.)
@@ -520,14 +552,29 @@ class Runner:
             return await graph.ainvoke(None, config, context=context)
         return await graph.ainvoke(self.family.initial_state(seed), config, context=context)
 
+    def _checkpoints_pay(self) -> bool:
+        """Whether a new seed should be checkpointed step by step. Checkpoints save model work from a kill; they
+        cost ~1 ms of the event loop per seed. When the run's model calls come back in under
+        `CHECKPOINT_CALLS_OVER_S` on average (a fake, a cache), a killed seed is cheaper to redo than every seed
+        is to checkpoint, so seeds start without them; with a real engine every seed has them."""
+        tally = self.tally
+        return tally.calls < 32 or tally.model_s / tally.calls >= CHECKPOINT_CALLS_OVER_S
+
     def _on_call(self, record: CallRecord) -> None:
         self.tally.add_call(record)
         self.on_call(record)
-        self.on_update(self.tally)
+        # A display need not hear of every call (hundreds a second on a fast engine): ten times a second is
+        # what the eye sees, and every finished seed updates it anyway.
+        now = time.perf_counter()
+        if now - self._call_update_at >= 0.1:
+            self._call_update_at = now
+            self.on_update(self.tally)
 
     def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None, ordinal: int) -> AgentCallRow:
         # The id derives from run, seed, node, subject and the call's place among that node's calls about that
         # subject, so redoing a seed rewrites the same ids instead of leaving a second, orphaned lineage.
         call_id = stable_id(self.run_id, seed_id, record.node, record.subject, ordinal)
-        return AgentCallRow(**record.model_dump(exclude={"subject", "call_id"}), call_id=call_id, run_id=self.run_id,
-                            seed_id=seed_id, sample_id=sample_id)
+        # The record was validated when the call was made: its fields are copied by reference, not re-validated
+        # (a prompt is a list of messages, and there is a row per call).
+        return AgentCallRow.model_construct(**{name: getattr(record, name) for name in _RECORDED_CALL_FIELDS},
+                                            call_id=call_id, run_id=self.run_id, seed_id=seed_id, sample_id=sample_id)
