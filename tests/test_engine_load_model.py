@@ -26,8 +26,11 @@ def test_the_engine_reports_running_and_waiting_and_serves_earlier_seeds_first()
                         served_name=MODEL)
     finished: list[str] = []
 
+    # A prompt of several KV-cache blocks (128 tokens each on CPU): only whole blocks are reused.
+    prompt = "Go on counting after these numbers: " + " ".join(str(i) for i in range(1, 200))
+
     async def ask(name: str, priority: int, max_tokens: int) -> None:
-        await engine.generate([{"role": "user", "content": "Count from 1 to 200, one number per line."}],
+        await engine.generate([{"role": "user", "content": prompt}],
                               {"temperature": 0.0, "max_tokens": max_tokens}, priority=priority)
         finished.append(name)
 
