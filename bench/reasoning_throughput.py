@@ -163,10 +163,15 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         hits0, queries0 = watch.prefix_hits, watch.prefix_queries
         sampler = OccupancySampler(pool)
         sampling = asyncio.create_task(sampler.run())
+        cpu0 = _orchestration_cpu_s()
         try:
             await runner.run()
         finally:
             sampling.cancel()
+        # The engine (its own processes, not reaped until shutdown) is not in this figure: this process (graphs,
+        # store, checks) and its finished children (sandbox runs, math-verify workers) are. On a CPU machine
+        # every second of it is a second the engine did not get.
+        cpu = _orchestration_cpu_s() - cpu0
     tally = runner.tally
     pipeline_s, pipeline_tokens = tally.generation_s, tally.completion_tokens
     await pool.loads()
@@ -186,10 +191,18 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     pipeline_rate, raw_rate = pipeline_tokens / pipeline_s, raw_tokens / raw_s
     print(f"    {count} seeds ({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
           f"{pipeline_rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
-          f"{tally.errors} errors; {sampler.summary()}{prefix})")
+          f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
+          f"{cpu / pipeline_s:.2f} cores)")
     print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
           f"{raw_s:.1f} s = {raw_rate:.1f} tok/s;  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
     return records
+
+
+def _orchestration_cpu_s() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 async def bench_shared_prompt(engine, records: list[CallRecord], k: int, problems: int) -> None:
