@@ -137,6 +137,133 @@ class CallLog:
 current_call_log: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar("synthgraph_call_log", default=None)
 
 
+# ------------------------------------------------------------------------------- engine load, priorities
+
+
+class EngineLoad(BaseModel):
+    """What one model back end is doing now: the requests it is generating, those queued behind them, and how
+    many it runs at once (None: not known, e.g. a server whose settings are not visible)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    running: int
+    waiting: int
+    capacity: int | None = None
+
+    def has_room(self, starting: int = 0) -> bool:
+        """Whether one more request would run at once rather than queue: nothing waits, and the running ones
+        plus the `starting` ones (admitted work whose first request has not arrived yet) leave a free slot."""
+        if self.waiting > 0:
+            return False
+        return self.capacity is None or self.running + starting < self.capacity
+
+
+@dataclass
+class SeedRequests:
+    """The model requests of one graph instance (a seed): the priority they are scheduled with (lower runs first,
+    so a seed started earlier finishes before later ones take its slots) and how many it has sent so far."""
+
+    priority: int = 0
+    sent: int = 0
+
+
+current_seed: contextvars.ContextVar[SeedRequests | None] = contextvars.ContextVar("synthgraph_seed", default=None)
+
+
+class _SchedulerWatch:
+    """A vLLM stat logger that keeps the scheduler's latest counts (running, waiting requests) and totals the
+    prefix cache's lookups, so admission and benchmarks can read them. vLLM calls `record` once per engine
+    step from its output handler, on the event loop."""
+
+    def __init__(self):
+        self.running = 0
+        self.waiting = 0
+        self.prefix_queries = 0   # prompt tokens looked up in the prefix cache
+        self.prefix_hits = 0      # of those, found (not computed again)
+
+    def factory(self, vllm_config, engine_index: int = 0):
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        watch = self
+
+        class Logger(StatLoggerBase):
+            def __init__(self, vllm_config, engine_index: int = 0):
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+                if scheduler_stats is None:
+                    return
+                watch.running = scheduler_stats.num_running_reqs
+                watch.waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
+                watch.prefix_queries += scheduler_stats.prefix_cache_stats.queries
+                watch.prefix_hits += scheduler_stats.prefix_cache_stats.hits
+
+            def log_engine_initialized(self):
+                pass
+
+        return Logger(vllm_config, engine_index)
+
+
+def _metric_sum(families, name: str) -> float | None:
+    """The sum of a Prometheus metric's samples over its labels (e.g. one per served model), None if absent."""
+    # By sample name: the parser files a counter's `_total` samples under a family of their own.
+    values = [sample.value for family in families for sample in family.samples
+              if sample.name in (name, f"{name}_total")]
+    return sum(values) if values else None
+
+
+class ServerLoad:
+    """The load of an OpenAI-compatible server, read from its Prometheus `/metrics` (vLLM's
+    `vllm:num_requests_running` / `vllm:num_requests_waiting`), at most every `interval_s`. A server without
+    them (not vLLM, or metrics off) reports None for the rest of the run: admission then keeps to the
+    recipe's fixed concurrency. Seeing vLLM's metrics is also what makes it safe to send vLLM's `priority`."""
+
+    def __init__(self, base_url: str, interval_s: float = 0.25):
+        root = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
+        self.url = f"{root}/metrics"
+        self.interval_s = interval_s
+        self.is_vllm: bool | None = None   # None until the first read
+        self.prefix_queries = 0.0
+        self.prefix_hits = 0.0
+        self._last: EngineLoad | None = None
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> EngineLoad | None:
+        if self.is_vllm is False:
+            return None
+        async with self._lock:
+            if time.monotonic() - self._read_at >= self.interval_s:
+                self._last = await self._read()
+                self._read_at = time.monotonic()
+        return self._last
+
+    async def _read(self) -> EngineLoad | None:
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.get(self.url)
+            response.raise_for_status()
+            families = list(text_string_to_metric_families(response.text))
+        except (httpx.HTTPError, ValueError):
+            # Unreachable now: the calls themselves report that (and open the breaker); no metrics at all on
+            # the first read: this server will not have them later either.
+            if self.is_vllm is None:
+                self.is_vllm = False
+            return None
+        running = _metric_sum(families, "vllm:num_requests_running")
+        waiting = _metric_sum(families, "vllm:num_requests_waiting")
+        if running is None or waiting is None:
+            self.is_vllm = False
+            return None
+        self.is_vllm = True
+        self.prefix_queries = _metric_sum(families, "vllm:prefix_cache_queries") or 0.0
+        self.prefix_hits = _metric_sum(families, "vllm:prefix_cache_hits") or 0.0
+        return EngineLoad(running=int(running), waiting=int(waiting))
+
+
 def _current_node() -> str:
     try:
         from langgraph.config import get_config
@@ -268,8 +395,9 @@ class ModelClient:
     """A chat model plus the rules for calling it; shared by every role that uses the same model."""
 
     def __init__(self, chat: BaseChatModel, *, name: str, max_attempts: int = 3, server: str | None = None,
-                 breaker_threshold: int = 5):
+                 breaker_threshold: int = 5, server_load: ServerLoad | None = None):
         self.chat = chat
+        self.server_load = server_load
         self.name = name
         self.max_attempts = max_attempts
         # The circuit breaker of a model server: consecutive calls that could not reach it, across all the
@@ -347,6 +475,12 @@ class ModelClient:
         text, usage, finish_reason, error, tool_calls, logprobs = "", {}, None, None, [], None
         if self.server_down is not None:
             raise ModelServerDown(self.server, self.server_down.failures, "the breaker is open")
+        if (seed := current_seed.get()) is not None:
+            seed.sent += 1
+            if isinstance(self.chat, ChatVLLM):
+                kwargs["priority"] = seed.priority
+            elif self.server_load is not None and self.server_load.is_vllm:
+                kwargs["extra_body"] = {"priority": seed.priority}   # vLLM's extension of the OpenAI API
         try:
             try:
                 # The role and template travel as run metadata: tracing shows them, test fakes answer per role.
@@ -480,6 +614,7 @@ class VLLMEngine:
         # The thread that starts the engine's processes: they are bound to it (engine_lifetime), so it lives
         # until `shutdown`, unlike the loop's pooled threads.
         self._owner: ThreadPoolExecutor | None = None
+        self.watch = _SchedulerWatch()
 
     async def start(self):
         async with self._lock:
@@ -507,15 +642,34 @@ class VLLMEngine:
             # Without it the 0.5B model emitted whitespace inside JSON until max_tokens (3 of 8 valid; 8 of 8
             # with it). Only the engine-level setting takes effect, and not with backend="auto".
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+            # Each request carries its seed's admission order as priority: queued requests of earlier seeds
+            # run first, so started seeds finish before new ones spread over the batch.
+            scheduling_policy="priority",
         )
-        engine = AsyncLLM.from_engine_args(args)
+        engine = AsyncLLM.from_engine_args(args, stat_loggers=[self.watch.factory])
         return engine, engine.get_tokenizer()
 
+    def load(self) -> EngineLoad | None:
+        """Running and waiting requests, None before the engine is loaded. The count of unfinished requests
+        is the front end's own, current to the moment; the scheduler's waiting count (one step old) adds the
+        requests it holds back for want of KV-cache room."""
+        if self._engine is None:
+            return None
+        capacity = self.settings.max_num_seqs
+        unfinished = self._engine.get_num_unfinished_requests()
+        waiting = max(unfinished - capacity, min(self.watch.waiting, unfinished))
+        return EngineLoad(running=unfinished - waiting, waiting=waiting, capacity=capacity)
+
+    @property
+    def prefix_caching(self) -> bool:
+        return bool(self._engine is not None and self._engine.vllm_config.cache_config.enable_prefix_caching)
+
     async def generate(self, messages: list[dict[str, Any]], sampling: dict[str, Any],
-                       tools: list[dict[str, Any]] | None = None
+                       tools: list[dict[str, Any]] | None = None, priority: int = 0,
                        ) -> tuple[str, int, int, str | None, list[dict[str, Any]] | None]:
         """(text, prompt tokens, completion tokens, finish reason, logprobs). `sampling` may hold `top_logprobs`:
-        then logprobs is, per generated token, OpenAI's {"token", "logprob", "top_logprobs": [...]}."""
+        then logprobs is, per generated token, OpenAI's {"token", "logprob", "top_logprobs": [...]}. A lower
+        `priority` is scheduled first."""
         engine = await self.start()  # imports vLLM off the event loop (seconds of file IO) before the line below
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
@@ -535,7 +689,8 @@ class VLLMEngine:
             structured_outputs=StructuredOutputsParams(json=schema) if schema else None,
         )
         final = None
-        async for output in engine.generate({"prompt_token_ids": token_ids}, params, uuid.uuid4().hex):
+        async for output in engine.generate({"prompt_token_ids": token_ids}, params, uuid.uuid4().hex,
+                                            priority=priority):
             final = output
         out = final.outputs[0]
         logprobs = None
@@ -620,7 +775,7 @@ class ChatVLLM(BaseChatModel):
             sampling["stop"] = list(stop)
         tools = kwargs.get("tools")
         text, prompt_tokens, completion_tokens, finish_reason, logprobs = await self._engine.generate(
-            _message_dicts(messages), sampling, tools=tools
+            _message_dicts(messages), sampling, tools=tools, priority=kwargs.get("priority", 0)
         )
         return chat_result(text, prompt_tokens, completion_tokens, finish_reason, self.model_name, tools=tools,
                            logprobs=logprobs)
@@ -672,12 +827,23 @@ class ModelPool:
         self.max_attempts = max_attempts
         self._clients: dict[ModelSpec, ModelClient] = {}
         self._engines: list[VLLMEngine] = []
+        self._servers: dict[str, ServerLoad] = {}
 
     def client(self, spec: ModelSpec) -> ModelClient:
         if spec not in self._clients:
+            server_load = None
+            if spec.provider == "openai":
+                server_load = self._servers.setdefault(spec.base_url, ServerLoad(spec.base_url))
             self._clients[spec] = ModelClient(self._build(spec), name=str(spec), max_attempts=self.max_attempts,
-                                              server=spec.base_url)
+                                              server=spec.base_url, server_load=server_load)
         return self._clients[spec]
+
+    async def loads(self) -> list[EngineLoad]:
+        """The load of every back end that reports one (in-process engines, vLLM servers); empty when none
+        does (fakes, other servers): then only the recipe's fixed concurrency paces admission."""
+        loads = [engine.load() for engine in self._engines]
+        loads += await asyncio.gather(*(server.load() for server in self._servers.values()))
+        return [load for load in loads if load is not None]
 
     def server_down(self) -> ModelServerDown | None:
         """The first model server whose breaker opened, if any: the run cannot go on without it."""

@@ -4,7 +4,9 @@ Prints figures, asserts nothing:
   (a) agent calls per second through the whole runner (graph, verification, store writes) with a
       zero-latency scripted model — the ceiling orchestration puts on any engine;
   (b) generated tokens/s of the reasoning pipeline on the real model, then of raw engine generation of the
-      very same prompts (replayed from the run's lineage, all submitted at once), and their ratio.
+      very same prompts (replayed from the run's lineage, all submitted at once), and their ratio, for each
+      seed count; with the engine's mean batch occupancy and prefix-cache reuse during the pipeline;
+  (c) in process: the k solver samples of a problem as k requests (what the graph sends) or as one with n=k.
 
     .venv/bin/python bench/reasoning_throughput.py                       # both; (b) on the embedded model
     .venv/bin/python bench/reasoning_throughput.py --skip-model          # (a) only, seconds
@@ -64,54 +66,280 @@ def bench_orchestration(seeds: int, samples: int, concurrency: int) -> None:
           f"(graph, math-verify checks, store writes; gold seeds, so no sandbox runs)")
 
 
-def bench_model(model: str | None, seeds: int, concurrency: int) -> None:
+class FixedPool(ModelPool):
+    """The runner as it was: the engine's load is not reported, so only `concurrency` paces admission."""
+
+    async def loads(self):
+        return []
+
+
+class OccupancySampler:
+    """Samples the engines' running and waiting requests every `every_s` while the pipeline runs."""
+
+    def __init__(self, pool: ModelPool, every_s: float = 0.25):
+        self.pool, self.every_s = pool, every_s
+        self.samples: list[tuple[int, int, int | None]] = []
+
+    async def run(self) -> None:
+        while True:
+            for load in await self.pool.loads():
+                self.samples.append((load.running, load.waiting, load.capacity))
+            await asyncio.sleep(self.every_s)
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "no load reported"
+        running = sum(s[0] for s in self.samples) / len(self.samples)
+        waiting = sum(s[1] for s in self.samples) / len(self.samples)
+        capacity = self.samples[0][2]
+        full = f" of {capacity}" if capacity else ""
+        return f"mean {running:.1f}{full} running, {waiting:.1f} waiting"
+
+
+def model_recipe(model: str | None, concurrency: int, samples: int | None, max_tokens: int | None):
     recipe, all_seeds = load_recipe(DEMO)
+    update: dict = {"concurrency": concurrency}
     if model:
-        recipe = recipe.model_copy(update={"model": model})
-    recipe = recipe.model_copy(update={"concurrency": concurrency})
-    pool = ModelPool(recipe.engine, max_attempts=recipe.max_model_attempts)
-    records: list[CallRecord] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        runner = Runner(recipe, all_seeds, store_path=Path(tmp) / "bench.duckdb", limit=seeds, pool=pool,
-                        on_call=records.append)
-        try:
-            result = asyncio.run(_pipeline_then_raw(runner, pool, records))
-        finally:
-            pool.shutdown()
-    pipeline, raw = result
-    print(f"(b) {recipe.model}: {seeds} seeds, concurrency {concurrency}, model load {runner.tally.load_s:.0f} s")
-    print(f"    pipeline: {pipeline[1]} generated tokens in {pipeline[0]:.1f} s = {pipeline[1] / pipeline[0]:.1f} tok/s "
-          f"({len(records)} calls, {runner.tally.accepted} accepted / {runner.tally.rejected} rejected / "
-          f"{runner.tally.errors} errors)")
-    print(f"    raw generate, same {len(records)} prompts at once: {raw[1]} tokens in {raw[0]:.1f} s = "
-          f"{raw[1] / raw[0]:.1f} tok/s")
-    print(f"    pipeline / raw = {(pipeline[1] / pipeline[0]) / (raw[1] / raw[0]):.2f}")
+        update["model"] = model
+    roles = recipe.roles
+    if samples is not None:
+        roles = roles.model_copy(update={"solver": roles.solver.model_copy(update={"samples": samples})})
+    if max_tokens is not None:
+        roles = roles.model_copy(update={name: getattr(roles, name).model_copy(update={"max_tokens": max_tokens})
+                                         for name in ("proposer", "solver", "critic")})
+    update["roles"] = roles
+    return recipe.model_copy(update=update), all_seeds
 
 
-async def _pipeline_then_raw(runner: Runner, pool: ModelPool, records: list[CallRecord]):
-    await pool.start()
-    await runner.run()
-    pipeline = (runner.tally.generation_s, runner.tally.completion_tokens)
-    engine = pool._engines[0]
+def bench_model(args) -> None:
+    for backend in args.backend:
+        if backend == "inprocess":
+            recipe, seeds = model_recipe(args.model, args.model_concurrency, args.model_samples, args.max_tokens)
+            pool = (FixedPool if args.pacing == "fixed" else ModelPool)(recipe.engine,
+                                                                        max_attempts=recipe.max_model_attempts)
+            try:
+                asyncio.run(_bench_counts(args, recipe, seeds, pool, backend))
+            finally:
+                pool.shutdown()
+        else:
+            with VLLMServer(args.model or load_recipe(DEMO)[0].model, args.port) as server:
+                recipe, seeds = model_recipe(server.spec, args.model_concurrency, args.model_samples, args.max_tokens)
+                pool = (FixedPool if args.pacing == "fixed" else ModelPool)(recipe.engine,
+                                                                            max_attempts=recipe.max_model_attempts)
+                asyncio.run(_bench_counts(args, recipe, seeds, pool, backend, server))
+
+
+async def _bench_counts(args, recipe, all_seeds, pool: ModelPool, backend: str, server=None) -> None:
     t0 = time.perf_counter()
-    outputs = await asyncio.gather(*(
-        engine.generate(r.prompt, {k: v for k, v in r.sampling.items() if v is not None}) for r in records))
-    raw = (time.perf_counter() - t0, sum(o[2] for o in outputs))
-    return pipeline, raw
+    pool.client(ModelSpec.parse(recipe.model))   # every role of the demo uses the recipe's model: load it now
+    await pool.start()
+    print(f"(b) {recipe.model} ({backend}, admission paced by {'the engine queue' if args.pacing == 'engine' else 'concurrency'}"
+          f", concurrency bound {recipe.concurrency}, k={recipe.roles.solver.samples}, "
+          f"max_tokens {recipe.roles.solver.max_tokens}); ready in {time.perf_counter() - t0:.0f} s")
+    for count in args.model_seeds:
+        if count > len(all_seeds) and recipe.budget.target_accepted is None:
+            # The demo's topic list is short: further passes over it are new seeds (`ID#2`, ...), as a run with a
+            # target makes them; a seed budget stops at `count`.
+            budget = recipe.budget.model_copy(update={"target_accepted": 10**9, "max_seeds": count})
+            run_recipe = recipe.model_copy(update={"budget": budget})
+        else:
+            run_recipe = recipe
+        records = await _bench_one(run_recipe, all_seeds, count, pool, server)
+    if pool._engines and not args.skip_shared:
+        await bench_shared_prompt(pool._engines[0], records, recipe.roles.solver.samples, args.shared_problems)
+
+
+async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> None:
+    records: list[CallRecord] = []
+    engine = pool._engines[0] if pool._engines else None
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = Runner(recipe, all_seeds, store_path=Path(tmp) / "bench.duckdb", limit=count, pool=pool,
+                        on_call=records.append)
+        if engine is not None:
+            # Prefix reuse within each phase only: the raw replay must not find the pipeline's prompts cached.
+            await engine._engine.reset_prefix_cache()
+        watch = engine.watch if engine is not None else next(iter(pool._servers.values()))
+        await pool.loads()   # a server's counters are read with its load
+        hits0, queries0 = watch.prefix_hits, watch.prefix_queries
+        sampler = OccupancySampler(pool)
+        sampling = asyncio.create_task(sampler.run())
+        cpu0 = _orchestration_cpu_s()
+        try:
+            await runner.run()
+        finally:
+            sampling.cancel()
+        # The engine (its own processes, not reaped until shutdown) is not in this figure: this process (graphs,
+        # store, checks) and its finished children (sandbox runs, math-verify workers) are. On a CPU machine
+        # every second of it is a second the engine did not get.
+        cpu = _orchestration_cpu_s() - cpu0
+    tally = runner.tally
+    pipeline_s, pipeline_tokens = tally.generation_s, tally.completion_tokens
+    await pool.loads()
+    queries = watch.prefix_queries - queries0
+    caching = f"prefix cache {'on' if engine.prefix_caching else 'off'}" if engine is not None else "server's prefix cache"
+    prefix = f", {caching}: {(watch.prefix_hits - hits0) / max(queries, 1):.0%} of prompt tokens reused"
+    if engine is not None:
+        await engine._engine.reset_prefix_cache()
+    t0 = time.perf_counter()
+    if engine is not None:
+        outputs = await asyncio.gather(*(
+            engine.generate(r.prompt, {k: v for k, v in r.sampling.items() if v is not None}) for r in records))
+        raw_tokens = sum(o[2] for o in outputs)
+    else:
+        raw_tokens = await server.replay(records)
+    raw_s = time.perf_counter() - t0
+    pipeline_rate, raw_rate = pipeline_tokens / pipeline_s, raw_tokens / raw_s
+    print(f"    {count} seeds ({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
+          f"{pipeline_rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
+          f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
+          f"{cpu / pipeline_s:.2f} cores)")
+    print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
+          f"{raw_s:.1f} s = {raw_rate:.1f} tok/s;  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
+    return records
+
+
+def _orchestration_cpu_s() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+async def bench_shared_prompt(engine, records: list[CallRecord], k: int, problems: int) -> None:
+    """(c) The k solver samples of a problem share their prompt: k requests (the graph's fan-out, prompt reuse left
+    to vLLM's prefix cache) against one request with n=k (the prompt computed once by construction)."""
+    import uuid
+
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    firsts = {r.prompt_hash: r for r in records if r.role == "solver" and len(r.prompt) == 2}  # first turns
+    prompts = list(firsts.values())[:problems]
+    if not prompts:
+        return
+    tokenizer = engine._tokenizer
+
+    async def generate(record: CallRecord, n: int) -> int:
+        text = tokenizer.apply_chat_template(record.prompt, tokenize=False, add_generation_prompt=True)
+        params = SamplingParams(n=n, temperature=record.sampling["temperature"], top_p=record.sampling["top_p"],
+                                max_tokens=record.sampling["max_tokens"], stop=record.sampling.get("stop"),
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        async for final in engine._engine.generate(
+                {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}, params, uuid.uuid4().hex):
+            pass
+        return sum(len(output.token_ids) for output in final.outputs)
+
+    figures = []
+    for label, n, copies in ((f"{k} requests each", 1, k), (f"one request with n={k} each", k, 1)):
+        await engine._engine.reset_prefix_cache()
+        hits0, queries0 = engine.watch.prefix_hits, engine.watch.prefix_queries
+        t0 = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(generate(r, n) for r in prompts for _ in range(copies))))
+        elapsed = time.perf_counter() - t0
+        reused = (engine.watch.prefix_hits - hits0) / max(engine.watch.prefix_queries - queries0, 1)
+        figures.append(f"{label}: {tokens} tokens in {elapsed:.1f} s = {tokens / elapsed:.1f} tok/s "
+                       f"({reused:.0%} of prompt tokens from the prefix cache)")
+    print(f"(c) the first solver turn of {len(prompts)} problems, k={k} samples each, all at once:")
+    for line in figures:
+        print(f"    {line}")
+
+
+class VLLMServer:
+    """vLLM's OpenAI-compatible server for the model, started on a local port for the benchmark and stopped
+    after it (its whole process group), with the in-process engine's settings."""
+
+    def __init__(self, model: str, port: int):
+        self.name = ModelSpec.parse(model).model
+        self.port = port
+        self.spec = f"openai:http://127.0.0.1:{port}/v1:{self.name}"
+        self.process = None
+
+    def __enter__(self) -> VLLMServer:
+        import os
+        import subprocess
+        import sys
+
+        import httpx
+
+        from synthgraph.agents.models import EngineSettings, _configure_vllm_env, resolve_model_path
+
+        settings = EngineSettings(**load_recipe(DEMO)[0].engine.model_dump())
+        _configure_vllm_env(settings)
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model_path(self.name),
+                   "--served-model-name", self.name, "--host", "127.0.0.1", "--port", str(self.port),
+                   "--max-model-len", str(settings.max_model_len), "--max-num-seqs", str(settings.max_num_seqs),
+                   "--enforce-eager", "--scheduling-policy", "priority", "--seed", str(settings.seed),
+                   "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="vllm-server-")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, "VLLM_LOGGING_LEVEL": "INFO"})
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                raise SystemExit(f"vLLM's server exited ({self.process.returncode}):\n{self.log.read()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/v1/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        self.__exit__()
+        raise SystemExit("vLLM's server did not answer within 600 s")
+
+    def __exit__(self, *exc_info) -> None:
+        import os
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except Exception:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    async def replay(self, records: list[CallRecord]) -> int:
+        """Completion tokens of the records' prompts sent to the server all at once."""
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="EMPTY", timeout=3600,
+                             max_retries=0)
+        fields = ("temperature", "top_p", "max_tokens", "seed", "stop")
+        replies = await asyncio.gather(*(
+            client.chat.completions.create(model=self.name, messages=r.prompt,
+                                           **{k: r.sampling[k] for k in fields if r.sampling.get(k) is not None})
+            for r in records))
+        await client.close()
+        return sum(reply.usage.completion_tokens for reply in replies)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fake-seeds", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=4, help="(a): solver samples per problem")
+    parser.add_argument("--concurrency", type=int, default=16, help="(a): seeds in flight")
+    parser.add_argument("--model-concurrency", type=int, default=128,
+                        help="(b): the upper bound on seeds in flight (the only pace with --pacing fixed)")
     parser.add_argument("--skip-model", action="store_true")
-    parser.add_argument("--model", help="model spec; default: the demo recipe's")
-    parser.add_argument("--model-seeds", type=int, default=8)
+    parser.add_argument("--skip-fake", action="store_true")
+    parser.add_argument("--model", help="(b): model spec; default: the demo recipe's")
+    parser.add_argument("--model-seeds", type=int, nargs="+", default=[8, 32, 128],
+                        help="(b): seed counts, each a run of its own on the same engine")
+    parser.add_argument("--model-samples", type=int, help="(b): solver samples per problem (default: the demo's)")
+    parser.add_argument("--max-tokens", type=int, help="(b): max_tokens of every role (default: the demo's)")
+    parser.add_argument("--backend", nargs="+", choices=["inprocess", "openai"], default=["inprocess"],
+                        help="(b): in-process engine, and/or vLLM's OpenAI server started on --port")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--skip-shared", action="store_true", help="skip (c), k requests vs one with n=k")
+    parser.add_argument("--shared-problems", type=int, default=16, help="(c): problems (from the last seed count)")
+    parser.add_argument("--pacing", choices=["engine", "fixed"], default="engine",
+                        help="(b): admission paced by the engine's queue, or only by --concurrency (as before)")
     args = parser.parse_args()
-    bench_orchestration(args.fake_seeds, args.samples, args.concurrency)
+    if not args.skip_fake:
+        bench_orchestration(args.fake_seeds, args.samples, args.concurrency)
     if not args.skip_model:
-        bench_model(args.model, args.model_seeds, args.concurrency)
+        bench_model(args)
 
 
 if __name__ == "__main__":

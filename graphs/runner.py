@@ -7,7 +7,10 @@ checkpoints are dropped once the seed is in the store. (Not when the model answe
 fake, a cache —: then a killed seed costs less to redo than checkpoints cost every seed.) (The lineage of the calls made before a kill is lost with
 the process: a resumed seed's `agent_calls` hold only the calls made after it resumed.)
 
-Admission is one seed at a time, at most `concurrency` in flight, until the seeds run out or something says stop:
+Admission is one seed at a time, paced by the model engines' queues where they report one (a new seed starts
+while every engine has room for another request, so the continuous batch stays full) and at most `concurrency`
+in flight (the memory guard; the only pace for back ends that report no load), until the seeds run out or
+something says stop:
 the target of accepted samples is met, a budget (tokens, seconds, seeds) is spent, SIGINT/SIGTERM arrives, or the
 model server is down. Then no new seed starts and the ones in flight finish (after a signal, within a grace
 period; the rest are abandoned and stay pending).
@@ -31,7 +34,8 @@ from pathlib import Path
 import aiosqlite
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from synthgraph.agents.models import CallLog, CallRecord, ModelPool, ModelServerDown, current_call_log
+from synthgraph.agents.models import (CallLog, CallRecord, ModelPool, ModelServerDown, SeedRequests, current_call_log,
+                                      current_seed)
 from synthgraph.graphs.checkpoints import BatchedSqliteSaver
 from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.family import family
@@ -99,6 +103,7 @@ _RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name
                               and name != "call_id")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3
+ENGINE_POLL_S = 0.05  # how often a full engine is looked at again: a decode step on CPU takes ~0.1-1 s
 
 
 @dataclass
@@ -293,6 +298,7 @@ class Runner:
         self.tally = RunTally()
         self.admission: Admission | None = None
         self._in_flight: set[asyncio.Task] = set()
+        self._seed_requests: dict[asyncio.Task, SeedRequests] = {}  # admission's view of each seed's requests
         self._made_positions: dict[str, int] = {}  # seeds made by cycling the list: their place in the run
         self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
         self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
@@ -425,14 +431,17 @@ class Runner:
                 seeds = itertools.chain([first], seeds)
                 while True:
                     # A seed is drawn only when a slot is free, so the source decides on what has finished.
-                    while admission.stop is None and (len(self._in_flight) >= self.recipe.concurrency
-                                                      or admission.covered(len(self._in_flight))):
-                        admission.changed.clear()
-                        await admission.changed.wait()
+                    await self._wait_for_slot(pool)
                     if not admission.may_start() or (seed := next(seeds, None)) is None:
                         break
+                    # The seed's requests are scheduled by its admission order (earlier seeds first), and the
+                    # engine's load counts it as starting until its first request arrives.
+                    requests = SeedRequests(priority=self.tally.seeds_started)
                     self.tally.seeds_started += 1
+                    token = current_seed.set(requests)
                     task = asyncio.create_task(self._seed_task(seed, graph, context, writer, checkpoints))
+                    current_seed.reset(token)
+                    self._seed_requests[task] = requests
                     self._in_flight.add(task)
                     task.add_done_callback(self._finished)
                 await asyncio.gather(*list(self._in_flight), return_exceptions=True)
@@ -441,6 +450,26 @@ class Runner:
         finally:
             if owns_pool:
                 pool.shutdown()
+
+    async def _wait_for_slot(self, pool: ModelPool) -> None:
+        """Until another seed may start: below `concurrency` seeds in flight (the memory guard), the target not
+        already covered by them, and — where the model back ends report their load — every engine with room
+        for another request (none waiting, a free slot counting the admitted seeds that have not sent a request
+        yet). So the engine's queue paces admission: seeds between calls (in the sandbox, fanning out) are
+        made up for by new ones, and a full batch holds new ones back. Load is polled every ENGINE_POLL_S."""
+        admission = self.admission
+        while admission.stop is None:
+            engine_full = False
+            if len(self._in_flight) < self.recipe.concurrency and not admission.covered(len(self._in_flight)):
+                for task in [t for t in self._seed_requests if t.done()]:
+                    del self._seed_requests[task]
+                starting = sum(r.sent == 0 for r in self._seed_requests.values())
+                engine_full = not all(load.has_room(starting) for load in await pool.loads())
+                if not engine_full:
+                    return
+            admission.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(admission.changed.wait(), ENGINE_POLL_S if engine_full else None)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)

@@ -1,0 +1,287 @@
+"""Admission paced by the engine's queue: a new seed starts while the engine has room for another request, the
+recipe's concurrency stays the upper bound, requests carry their seed's admission order as priority, and an
+OpenAI-compatible vLLM server's load is read from its Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import ReasoningScript, ScriptedPool
+
+from synthgraph.agents.models import (EngineLoad, ModelPool, ModelSpec, Sampling, ScriptedChatModel, SeedRequests,
+                                      ServerLoad, current_seed, user_message)
+from synthgraph.graphs.recipe import load_seeds, parse_recipe
+from synthgraph.graphs.runner import Runner
+
+GOLD = [{"id": f"gold-{i:02d}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 17)]
+
+
+def solver_reply(messages) -> str:
+    number = int(messages[-1].content.split()[2])
+    return f"{number} times 7 is {7 * number}.\n#### {7 * number}"
+
+
+class FakeEngine:
+    """Continuous batching in miniature: `capacity` requests are generated at once, each for `request_s`; the rest
+    queue. Records the most it ever ran and queued, and the seeds in flight at each request's arrival."""
+
+    def __init__(self, capacity: int, request_s: float = 0.03):
+        self.capacity = capacity
+        self.request_s = request_s
+        self.running = 0
+        self.waiting = 0
+        self.max_running = 0
+        self.max_waiting = 0
+        self.seeds_in_flight: list[int] = []
+        self.runner: Runner | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def serve(self) -> None:
+        self._slots = self._slots or asyncio.Semaphore(self.capacity)
+        if self.runner is not None:
+            self.seeds_in_flight.append(len(self.runner._in_flight))
+        self.waiting += 1
+        self.max_waiting = max(self.max_waiting, self.waiting)
+        async with self._slots:
+            self.waiting -= 1
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            await asyncio.sleep(self.request_s)
+            self.running -= 1
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(running=self.running, waiting=self.waiting, capacity=self.capacity)
+
+
+class EngineChat(ScriptedChatModel):
+    engine: Any
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        await self.engine.serve()
+        return self._generate(messages, stop, run_manager, **kwargs)
+
+
+class EnginePool(ScriptedPool):
+    """Every role on one fake engine; `reports_load=False` plays a back end that says nothing of its queue."""
+
+    def __init__(self, script, engine: FakeEngine, *, reports_load: bool = True):
+        super().__init__(script)
+        self.engine = engine
+        self.reports_load = reports_load
+
+    def _build(self, spec: ModelSpec):
+        return EngineChat(respond=self.script, engine=self.engine)
+
+    async def loads(self) -> list[EngineLoad]:
+        return [self.engine.load()] if self.reports_load else []
+
+
+def run_on(engine: FakeEngine, *, concurrency: int, reports_load: bool = True, samples: int = 2,
+           script: ReasoningScript | None = None, tmp_path: Path):
+    recipe = parse_recipe({"name": "unit", "graph": "reasoning", "seeds": {"inline": GOLD}, "dedup": False,
+                           "roles": {"solver": {"samples": samples}}, "concurrency": concurrency})
+    pool = EnginePool(script or ReasoningScript(solver=solver_reply), engine, reports_load=reports_load)
+    tmp_path.mkdir(exist_ok=True)
+    runner = Runner(recipe, load_seeds(recipe, base=Path("."), where="test"), store_path=tmp_path / "s.duckdb",
+                    pool=pool, checkpoints=False)
+    engine.runner = runner
+    return asyncio.run(runner.run())
+
+
+def test_has_room_only_with_nothing_waiting_and_a_free_slot_after_the_seeds_still_starting():
+    assert EngineLoad(running=3, waiting=0, capacity=4).has_room()
+    assert not EngineLoad(running=3, waiting=0, capacity=4).has_room(starting=1)
+    assert not EngineLoad(running=4, waiting=0, capacity=4).has_room()
+    assert not EngineLoad(running=1, waiting=2, capacity=4).has_room()
+    # A server whose batch size is not visible: only its queue says it is full.
+    assert EngineLoad(running=500, waiting=0).has_room(starting=10)
+    assert not EngineLoad(running=5, waiting=1).has_room()
+
+
+def test_the_engine_queue_paces_admission_and_keeps_the_batch_full(tmp_path):
+    # Each seed: 2 solver calls, then a critic call per verified attempt. With a fixed concurrency of 16 all 16
+    # seeds start at once and 28 requests queue behind a batch of 4; paced by the queue, a handful do.
+    fixed = FakeEngine(capacity=4)
+    result = run_on(fixed, concurrency=16, reports_load=False, tmp_path=tmp_path / "fixed")
+    assert result.tally.accepted == 32 and max(fixed.seeds_in_flight) == 16 and fixed.max_waiting >= 24
+
+    paced = FakeEngine(capacity=4)
+    result = run_on(paced, concurrency=16, tmp_path=tmp_path / "paced")
+    assert result.tally.accepted == 32 and result.tally.seeds_done == 16
+    assert paced.max_running == 4                     # the batch was full
+    # A seed is admitted only into a free slot, so the queue holds at most what admitted seeds fan out to
+    # (a seed's second solver branch, and seeds whose next call follows a pause of the previous one's).
+    assert paced.max_waiting <= 4
+    # Seeds between calls (verifying) leave slots that new seeds take: more seeds than slots, far from all 16.
+    assert max(paced.seeds_in_flight) <= 8
+
+
+def test_concurrency_stays_the_upper_bound_when_the_engine_has_room(tmp_path):
+    roomy = FakeEngine(capacity=1000)
+    result = run_on(roomy, concurrency=5, tmp_path=tmp_path)
+    assert result.tally.seeds_done == 16
+    assert max(roomy.seeds_in_flight) == 5
+
+
+def test_a_full_engine_holds_back_the_first_seed_until_it_has_room(tmp_path):
+    busy = FakeEngine(capacity=2)
+    busy.running = 2                                  # someone else's requests fill the batch
+
+    async def free_later():
+        await asyncio.sleep(0.3)
+        busy.running = 0
+
+    started_at: list[float] = []
+
+    def solver(messages) -> str:
+        started_at.append(asyncio.get_running_loop().time())
+        return solver_reply(messages)
+
+    async def scenario():
+        t0 = asyncio.get_running_loop().time()
+        recipe = parse_recipe({"name": "unit", "graph": "reasoning", "seeds": {"inline": GOLD[:2]}, "dedup": False,
+                               "roles": {"solver": {"samples": 1}}, "concurrency": 8})
+        runner = Runner(recipe, load_seeds(recipe, base=Path("."), where="test"), store_path=tmp_path / "s.duckdb",
+                        pool=EnginePool(ReasoningScript(solver=solver), busy), checkpoints=False)
+        freed = asyncio.create_task(free_later())
+        result = await runner.run()
+        await freed
+        return t0, result
+
+    t0, result = asyncio.run(scenario())
+    assert result.tally.seeds_done == 2
+    assert min(started_at) - t0 >= 0.3
+
+
+def test_requests_carry_their_seeds_admission_order_as_priority(tmp_path):
+    priorities: dict[str, set[int]] = {}
+
+    def solver(messages) -> str:
+        seed = current_seed.get()
+        problem = messages[-1].content
+        priorities.setdefault(problem.split()[2], set()).add(seed.priority)
+        return solver_reply(messages)
+
+    result = run_on(FakeEngine(capacity=4), concurrency=16, samples=3, script=ReasoningScript(solver=solver),
+                    tmp_path=tmp_path)
+    assert result.tally.seeds_done == 16
+    # Seeds are admitted in list order; every branch of the fan-out carries its seed's number.
+    assert priorities == {str(i): {i - 1} for i in range(1, 17)}
+
+
+# ------------------------------------------------------------------------------------ an OpenAI server
+
+
+VLLM_METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 7.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000.0
+# HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 600.0
+"""
+
+
+class MetricsServer:
+    """An OpenAI-compatible endpoint serving model `m`, with vLLM's `/metrics` or none; keeps each request body."""
+
+    def __init__(self, metrics: str | None):
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status: int, data: bytes, kind: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path == "/metrics" and metrics is not None:
+                    self.reply(200, metrics.encode(), "text/plain; version=0.0.4")
+                else:
+                    self.reply(404, b'{"detail": "Not Found"}')
+
+            def do_POST(self):
+                server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.reply(200, json.dumps({
+                    "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.spec = ModelSpec.parse(f"openai:http://127.0.0.1:{self.httpd.server_address[1]}/v1:m")
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def metrics_server(request):
+    server = MetricsServer(request.param)
+    yield server
+    server.stop()
+
+
+async def ask_as_seed(pool: ModelPool, spec: ModelSpec, priority: int):
+    client = pool.client(spec)
+    current_seed.set(SeedRequests(priority=priority))
+    await client.complete([user_message("2+2?")], role="solver", sampling=Sampling(max_tokens=4))
+
+
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
+def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(metrics_server):
+    pool = ModelPool()
+    pool.client(metrics_server.spec)
+
+    async def scenario():
+        loads = await pool.loads()
+        await ask_as_seed(pool, metrics_server.spec, priority=5)
+        return loads
+
+    loads = asyncio.run(scenario())
+    assert loads == [EngineLoad(running=7, waiting=2)]
+    assert not loads[0].has_room()
+    server = pool._servers[metrics_server.spec.base_url]
+    assert (server.prefix_queries, server.prefix_hits) == (1000, 600)
+    assert metrics_server.bodies[0]["priority"] == 5
+
+
+@pytest.mark.parametrize("metrics_server", [None], indirect=True)
+def test_a_server_without_metrics_reports_no_load_and_gets_no_priority_field(metrics_server):
+    pool = ModelPool()
+    pool.client(metrics_server.spec)
+
+    async def scenario():
+        loads = await pool.loads()
+        await ask_as_seed(pool, metrics_server.spec, priority=5)
+        return loads, await pool.loads()
+
+    first, again = asyncio.run(scenario())
+    assert first == [] and again == []
+    assert "priority" not in metrics_server.bodies[0]   # an OpenAI server that is not vLLM may refuse fields
+    assert pool._servers[metrics_server.spec.base_url].is_vllm is False
+
+
+def test_server_load_reads_the_metrics_root_beside_the_v1_path():
+    assert ServerLoad("http://host:8000/v1").url == "http://host:8000/metrics"
+    assert ServerLoad("http://host:8000/v1/").url == "http://host:8000/metrics"
+    assert ServerLoad("http://host/proxy/v1").url == "http://host/proxy/metrics"
