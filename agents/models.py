@@ -439,10 +439,13 @@ def _is_openai(chat: BaseChatModel) -> bool:
 class VLLMEngine:
     """One in-process vLLM `AsyncLLM` per model, loaded once, shared by every role that names it."""
 
-    def __init__(self, model_path: str, settings: EngineSettings, served_name: str):
+    def __init__(self, model_path: str, settings: EngineSettings, served_name: str,
+                 engine_args: dict[str, Any] | None = None):
         self.model_path = model_path
         self.settings = settings
         self.served_name = served_name
+        # More of vLLM's AsyncEngineArgs, as given (a Ray worker's tensor_parallel_size on a GPU cluster).
+        self.engine_args = dict(engine_args or {})
         self._engine = None
         self._tokenizer = None
         self._lock = asyncio.Lock()
@@ -476,6 +479,7 @@ class VLLMEngine:
             # Without it the 0.5B model emitted whitespace inside JSON until max_tokens (3 of 8 valid; 8 of 8
             # with it). Only the engine-level setting takes effect, and not with backend="auto".
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+            **self.engine_args,
         )
         engine = AsyncLLM.from_engine_args(args)
         return engine, engine.get_tokenizer()
@@ -631,9 +635,11 @@ class ScriptedChatModel(BaseChatModel):
 class ModelPool:
     """Builds one `ModelClient` per distinct spec and owns the engines behind them."""
 
-    def __init__(self, settings: EngineSettings | None = None, *, max_attempts: int = 3):
+    def __init__(self, settings: EngineSettings | None = None, *, max_attempts: int = 3,
+                 engine_args: dict[str, Any] | None = None):
         self.settings = settings or EngineSettings()
         self.max_attempts = max_attempts
+        self.engine_args = engine_args  # passed to every in-process engine (VLLMEngine.engine_args)
         self._clients: dict[ModelSpec, ModelClient] = {}
         self._engines: list[VLLMEngine] = []
 
@@ -658,7 +664,8 @@ class ModelPool:
                 max_retries=2,
                 timeout=600,
             )
-        engine = VLLMEngine(resolve_model_path(spec.model), self.settings, served_name=spec.model)
+        engine = VLLMEngine(resolve_model_path(spec.model), self.settings, served_name=spec.model,
+                            engine_args=self.engine_args)
         self._engines.append(engine)
         return ChatVLLM(engine)
 
