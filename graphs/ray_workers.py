@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,12 +174,18 @@ class RayWorkers:
             address = None
         elif ":" in address and not address.startswith("ray://"):
             _check_reachable(address)  # ray.init retries an address nobody answers at for minutes
+        # ray.init takes SIGTERM over (exit at once); the runner's own handler finishes the seeds in flight first.
+        main_thread = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                      include_dashboard=False if address is None else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayUnavailable(f"--ray {self.options.address}: cannot connect ({_first_line(exc)}); start a "
                                  "cluster with `ray start --head` or give its HOST:PORT") from None
+        finally:
+            if main_thread and sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
         self._connected_here = True
 
     def _plan(self, ray) -> tuple[int, dict[str, Any], dict[str, Any]]:
