@@ -175,14 +175,19 @@ class RayWorkers:
         elif ":" in address and not address.startswith("ray://"):
             _check_reachable(address)  # ray.init retries an address nobody answers at for minutes
         # ray.init takes SIGTERM over (exit at once); the runner's own handler finishes the seeds in flight first.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # its C++ warnings would bury the progress display
         main_thread = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                      include_dashboard=False if address is None else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            # Ray >= 2.59 turns token authentication on for a head started where ~/.ray/auth_token exists; a
+            # driver without the token is refused with the same error as an address where nobody answers.
             raise RayUnavailable(f"--ray {self.options.address}: cannot connect ({_first_line(exc)}); start a "
-                                 "cluster with `ray start --head` or give its HOST:PORT") from None
+                                 "cluster with `ray start --head`, or, if it asks for a token, export "
+                                 "RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN_PATH unless it is ~/.ray/auth_token)"
+                                 ) from None
         finally:
             if main_thread and sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
