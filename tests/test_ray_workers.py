@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 import ray
+import yaml
 from ray_fakes import SEEDS, ScriptedSeedWorker, script
 from readback import rows
+from typer.testing import CliRunner
 
 from fakes import ScriptedPool
+from synthgraph.graphs.cli import app
 from synthgraph.graphs.ray_workers import RayOptions, RayWorkers
 from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
@@ -117,3 +121,24 @@ def test_a_seed_whose_worker_dies_on_every_try_is_recorded_as_crashed(tmp_path, 
     assert result.tally.seeds_failed == len(errors) and result.tally.seeds_requeued == 0
     assert result.tally.seeds_done + result.tally.seeds_failed == len(SEEDS)
     assert result.exit_code == 1
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2(tmp_path):
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({"name": "ray-unit", "graph": "reasoning", "seeds": {"inline": SEEDS}}))
+    with socket.socket() as probe:   # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    result = CliRunner().invoke(app, ["run", str(recipe_file), "--db", str(tmp_path / "s.duckdb"),
+                                      "--ray", f"127.0.0.1:{port}"])
+
+    assert result.exit_code == 2
+    assert f"error: --ray 127.0.0.1:{port}: no Ray cluster answers there" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_ray_settings_without_ray_are_refused(tmp_path):
+    result = CliRunner().invoke(app, ["run", "any.yaml", "--ray-workers", "2"])
+    assert result.exit_code == 2
+    assert "--ray-workers and --ray-tensor-parallel-size go with --ray ADDRESS" in " ".join(result.output.split())
