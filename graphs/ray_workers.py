@@ -32,6 +32,7 @@ from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.graphs.seed_execution import SeedExecutor, error_sample
 from synthgraph.store.rows import AgentCallRow, SeedOutcome
+from synthgraph.tools.retrieval import RetrievalError
 
 
 DEAD_FOR_GOOD_S = 60.0  # a worker reported dead this long (its node gone, no room to restart it) is given up
@@ -82,11 +83,11 @@ class SeedWorker:
     the worker's process, and the seeds sent to it, run concurrently."""
 
     def __init__(self, recipe: RecipeBase, run_id: str, engine_args: dict[str, Any]):
-        self.family = family(recipe.graph)
-        self.pool = self.make_pool(recipe, engine_args)
-        # No store here: the driver owns it (a family that reads the store while it runs cannot run on Ray).
-        self.context = self.family.make_context(recipe, self.pool, None)
-        self.executor = SeedExecutor(run_id, self.family, self.family.graph_for(recipe), self.context)
+        # Only kept here: what fails in `start` reaches the driver as the exception it is (an actor whose
+        # constructor raised is reported dead, its exception as text).
+        self.recipe, self.run_id, self.engine_args = recipe, run_id, engine_args
+        self.pool: ModelPool | None = None
+        self.executor: SeedExecutor | None = None
 
     def make_pool(self, recipe: RecipeBase, engine_args: dict[str, Any]) -> ModelPool:
         return ModelPool(recipe.engine, max_attempts=recipe.max_model_attempts, engine_args=engine_args)
@@ -96,6 +97,13 @@ class SeedWorker:
         import ray
 
         t0 = time.perf_counter()
+        if self.executor is None:
+            recipe = self.recipe
+            fam = family(recipe.graph)
+            self.pool = self.make_pool(recipe, self.engine_args)
+            # No store here: the driver owns it (a family that reads the store while it runs cannot run on Ray).
+            context = fam.make_context(recipe, self.pool, None)
+            self.executor = SeedExecutor(self.run_id, fam, fam.graph_for(recipe), context)
         await self.pool.start()
         return {"pid": os.getpid(), "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
                 "load_s": time.perf_counter() - t0}
@@ -163,17 +171,21 @@ class RayWorkers:
             if isinstance(result, ModelServerDown):
                 raise result
             if isinstance(result, BaseException):
-                raise RayUnavailable(f"Ray worker {worker.index} could not start: {_cause(result)}") from result
+                cause = _root_cause(result)
+                hint = (" (a family that reads the store while it runs cannot run on Ray yet: run it without --ray)"
+                        if isinstance(cause, RetrievalError) else "")
+                raise RayUnavailable(f"Ray worker {worker.index} could not start: {type(cause).__name__}: "
+                                     f"{_first_line(cause)}{hint}") from result
         self.on_ready(self.workers)
 
     def _connect(self, ray) -> None:
-        if ray.is_initialized():  # a notebook or test that connected already
-            return
         address = self.options.address
         if address == "local":
             address = None
         elif ":" in address and not address.startswith("ray://"):
             _check_reachable(address)  # ray.init retries an address nobody answers at for minutes
+        if ray.is_initialized():  # a notebook or test that connected already: its cluster is the one used
+            return
         # ray.init takes SIGTERM over (exit at once); the runner's own handler finishes the seeds in flight first.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # its C++ warnings would bury the progress display
         main_thread = threading.current_thread() is threading.main_thread()
@@ -322,14 +334,12 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                              f"with `ray start --head --port {port}` or fix the address") from None
 
 
-def _cause(exc: BaseException) -> str:
-    """The first line of what really went wrong in a worker (Ray wraps it with its own lines)."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        inner = getattr(cause, "cause", None)
-        cause = inner if isinstance(inner, BaseException) else cause
-        return f"{type(cause).__name__}: {_first_line(cause)}"
-    return _first_line(exc)
+def _root_cause(exc: BaseException) -> BaseException:
+    """What really went wrong in a worker: Ray wraps it (an actor that died of its constructor's exception holds
+    a task error that holds the exception)."""
+    while isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:

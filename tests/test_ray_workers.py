@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from fakes import ScriptedPool
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.ray_workers import RayOptions, RayWorkers
-from synthgraph.graphs.recipe import load_seeds, parse_recipe
+from synthgraph.graphs.ray_workers import RayOptions, RayUnavailable, RayWorkers
+from synthgraph.graphs.recipe import load_recipe, load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 pytestmark = pytest.mark.ray
@@ -142,3 +142,15 @@ def test_ray_settings_without_ray_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["run", "any.yaml", "--ray-workers", "2"])
     assert result.exit_code == 2
     assert "--ray-workers and --ray-tensor-parallel-size go with --ray ADDRESS" in " ".join(result.output.split())
+
+
+def test_a_family_that_reads_the_store_while_it_runs_is_refused_at_start(die_dir):
+    recipe, _ = load_recipe(Path(__file__).parents[1] / "demos" / "domain_qa.yaml")
+    workers = RayWorkers(RayOptions(workers=1), recipe, "run")
+    try:
+        with pytest.raises(RayUnavailable) as error:
+            asyncio.run(workers.start())
+    finally:
+        workers.shutdown()
+    assert str(error.value).startswith("Ray worker 0 could not start: RetrievalError: ")
+    assert "cannot run on Ray yet: run it without --ray" in str(error.value)
