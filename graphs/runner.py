@@ -10,6 +10,9 @@ Admission is one seed at a time, at most `concurrency` in flight, until the seed
 the target of accepted samples is met, a budget (tokens, seconds, seeds) is spent, SIGINT/SIGTERM arrives, or the
 model server is down. Then no new seed starts and the ones in flight finish (after a signal, within a grace
 period; the rest are abandoned and stay pending).
+
+A seed runs here (graphs/seed_execution.py, over one model pool) or, with `ray=`, on Ray workers that each own an
+engine (graphs/ray_workers.py); either way this process admits, cleans and writes, so resume is the same.
 """
 
 from __future__ import annotations
