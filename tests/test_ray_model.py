@@ -57,6 +57,7 @@ def test_a_worker_killed_mid_run_on_a_two_node_cluster_loses_nothing_and_duplica
         # The killed worker's engine processes went with it (engine_lifetime), none left holding a model.
         assert not [p for p in engines if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
+    print(output)  # the run's summary, shown with -rP
     assert run.returncode == 0, output
     assert "2 workers" in output
     redone = int(output.split(" redone after their Ray worker died")[0].rsplit(";", 1)[1].split()[0])
