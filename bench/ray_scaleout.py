@@ -65,13 +65,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="seeds in flight per engine")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; {args.seeds} seeds, {args.concurrency} in flight per engine, smollm2-135m")
-    with tempfile.TemporaryDirectory(prefix="ray-scaleout-") as folder:
+    with tempfile.TemporaryDirectory(prefix="ray-scaleout-") as folder, \
+            local_cluster(nodes=2, cpus_per_node=1) as cluster:
+        # Before anything imports Ray (vLLM does, in the run without Ray): it reads its token settings once.
+        os.environ.update(cluster.env)
         measure("here, no Ray", args.seeds, args.concurrency, Path(folder), None)
-        with local_cluster(nodes=2, cpus_per_node=1) as cluster:
-            os.environ.update(cluster.env)
-            for workers in (1, 2):
-                measure(f"Ray, {workers} worker" + "s" * (workers > 1), args.seeds, args.concurrency, Path(folder),
-                        RayOptions(address=cluster.address, workers=workers))
+        for workers in (1, 2):
+            measure(f"Ray, {workers} worker" + "s" * (workers > 1), args.seeds, args.concurrency, Path(folder),
+                    RayOptions(address=cluster.address, workers=workers))
 
 
 if __name__ == "__main__":
