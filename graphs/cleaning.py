@@ -145,6 +145,9 @@ class SampleCleaner:
         self.run_id = run_id
         self.decontaminator = decontaminator if decontaminate.enabled else None
         self.index = NearDuplicateIndex(dedup.threshold) if dedup.enabled else None
+        # What the outcome being checked has already computed per text (benchmark hits, sketches).
+        self._hits: dict[str, list] = {}
+        self._prepared: dict[str, PreparedText] = {}
         self.kept: dict[str, _Kept] = {}
         self.tally = CleaningTally()
         if self.decontaminator is not None:
@@ -200,9 +203,15 @@ class SampleCleaner:
         if self.decontaminator is None and self.index is None:
             return outcome
         samples, verdicts = [], list(outcome.verdicts)
+        turns_of: dict[str, list] = {}
+        for message in outcome.messages:
+            turns_of.setdefault(message.sample_id, []).append(message)
+        # The samples of one seed often share a text (the task, on the user side): it is read, checked against
+        # the benchmarks and sketched once.
+        self._hits, self._prepared = {}, {}
         for sample in outcome.samples:
             if sample.status == "accepted":
-                turns = [m for m in outcome.messages if m.sample_id == sample.sample_id]
+                turns = turns_of.get(sample.sample_id, [])
                 finding = self._decontaminate(sample, turns) or self._deduplicate(sample, turns)
                 if finding is not None:
                     verdict, action = finding
@@ -218,7 +227,10 @@ class SampleCleaner:
     def _decontaminate(self, sample: SampleRow, turns) -> tuple[VerdictRow, CleaningAction] | None:
         if self.decontaminator is None:
             return None
-        hits = self.decontaminator.check(sample_text(turns, self.decontaminate.text))
+        text = sample_text(turns, self.decontaminate.text)
+        if text not in self._hits:
+            self._hits[text] = self.decontaminator.check(text)
+        hits = self._hits[text]
         if not hits:
             return None
         self.tally.contaminated += 1
@@ -227,7 +239,10 @@ class SampleCleaner:
     def _deduplicate(self, sample: SampleRow, turns) -> tuple[VerdictRow, CleaningAction] | None:
         if self.index is None:
             return None
-        text = self.index.prepare(sample_text(turns, self.dedup.text))
+        raw = sample_text(turns, self.dedup.text)
+        if raw not in self._prepared:
+            self._prepared[raw] = self.index.prepare(raw)
+        text = self._prepared[raw]
         for other_id, similarity in self.index.match(text):
             other = self.kept[other_id]
             if self.dedup.text == "user" and other.group_id == sample.group_id:

@@ -29,7 +29,7 @@ from synthgraph.agents.code_roles import (CodeCritic, CodeProposer, CodeRevision
 from synthgraph.agents import code_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
                                        SolverSettings, VerifierSettings)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
@@ -366,12 +366,12 @@ def build() -> StateGraph:
     g.add_node(accept)
     g.add_node(reject)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", route_after_propose, ["check_tests", "reject"])
-    g.add_conditional_edges("check_tests", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("propose", on_loop(route_after_propose), ["check_tests", "reject"])
+    g.add_conditional_edges("check_tests", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("solve", "verify")
-    g.add_conditional_edges("verify", route_after_verify, ["judge", "revise", "reject"])
-    g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
-    g.add_conditional_edges("revise", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("verify", on_loop(route_after_verify), ["judge", "revise", "reject"])
+    g.add_conditional_edges("judge", on_loop(route_after_judge), ["accept", "reject"])
+    g.add_conditional_edges("revise", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g

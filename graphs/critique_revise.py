@@ -23,7 +23,7 @@ from synthgraph.agents import critique_revise_roles, judged_pairs_roles
 from synthgraph.agents.critique_revise_roles import DEFAULT_PRINCIPLES, Critic, Reviser
 from synthgraph.agents.judged_pairs_roles import AspectRating, Judge, Responder, overall
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.judged_pairs import Instruction, JudgeSettings, PairSettings
 from synthgraph.graphs.recipe import RecipeBase, RoleSettings, SeedBase
 from synthgraph.store.db import Store
@@ -182,8 +182,8 @@ def build() -> StateGraph:
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(done)
     g.add_edge(START, "respond")
-    g.add_conditional_edges("respond", route_after_respond, ["critique", "done"])
-    g.add_conditional_edges("critique", route_after_critique, ["revise", "judge"])
+    g.add_conditional_edges("respond", on_loop(route_after_respond), ["critique", "done"])
+    g.add_conditional_edges("critique", on_loop(route_after_critique), ["revise", "judge"])
     g.add_edge("revise", "judge")
     g.add_edge("judge", "done")
     g.add_edge("done", END)

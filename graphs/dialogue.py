@@ -25,7 +25,7 @@ from synthgraph.agents.dialogue_roles import (Assistant, DialogueCritic, Dialogu
                                               TurnCritique, TurnRevision, Twist, UserSimulator, UserStatus)
 from synthgraph.agents import dialogue_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import CriticSettings, RecipeBase, RoleSettings, SeedBase
 from synthgraph.graphs.rows import critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
@@ -399,12 +399,12 @@ def build() -> StateGraph:
     g.add_node(reject)
     g.add_edge(START, "plan")
     g.add_edge("plan", "simulate_user")
-    g.add_conditional_edges("simulate_user", route_after_user, ["respond", "judge_dialogue", "reject"])
-    g.add_conditional_edges("respond", route_after_respond, ["critique", "commit", "reject"])
-    g.add_conditional_edges("critique", route_after_critique, ["respond", "commit"])
-    g.add_conditional_edges("commit", route_after_commit, ["simulate_user", "judge_dialogue"])
+    g.add_conditional_edges("simulate_user", on_loop(route_after_user), ["respond", "judge_dialogue", "reject"])
+    g.add_conditional_edges("respond", on_loop(route_after_respond), ["critique", "commit", "reject"])
+    g.add_conditional_edges("critique", on_loop(route_after_critique), ["respond", "commit"])
+    g.add_conditional_edges("commit", on_loop(route_after_commit), ["simulate_user", "judge_dialogue"])
     g.add_edge("judge_dialogue", "verify")
-    g.add_conditional_edges("verify", route_after_verify, ["accept", "reject"])
+    g.add_conditional_edges("verify", on_loop(route_after_verify), ["accept", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g

@@ -33,7 +33,7 @@ from synthgraph.agents.domain_roles import (DomainCritic, DomainProposer, Domain
 from synthgraph.agents import domain_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
                                        SolverSettings, check_mix, draw_kind)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
@@ -277,7 +277,7 @@ def build_attempt() -> StateGraph:
     g.add_node(decide, retry_policy=RetryPolicy(max_attempts=3))
     g.add_edge(START, "search")
     g.add_edge("search", "decide")
-    g.add_conditional_edges("decide", route_after_decide, ["search", END])
+    g.add_conditional_edges("decide", on_loop(route_after_decide), ["search", END])
     return g
 
 
@@ -435,10 +435,10 @@ def build() -> StateGraph:
     g.add_node(reject)
     g.add_edge(START, "propose")
     g.add_edge("propose", "check_question")
-    g.add_conditional_edges("check_question", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("check_question", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("solve", "verify")
-    g.add_conditional_edges("verify", route_after_verify, ["judge", "reject"])
-    g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
+    g.add_conditional_edges("verify", on_loop(route_after_verify), ["judge", "reject"])
+    g.add_conditional_edges("judge", on_loop(route_after_judge), ["accept", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g

@@ -25,7 +25,7 @@ from synthgraph.agents import evol_instruct_roles
 from synthgraph.agents.evol_instruct_roles import OPERATIONS, Evolver, GainJudge, GainJudgement
 from synthgraph.agents.self_instruct_roles import Responder
 from synthgraph.agents.models import ModelOutputError, ModelPool
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import ProposerSettings, RecipeBase, RoleSettings, SeedBase, check_mix, draw_kind
 from synthgraph.graphs.self_instruct import ResponderSettings, SeedTask
 from synthgraph.store.db import Store
@@ -188,10 +188,10 @@ def build() -> StateGraph:
     g.add_node(judge_gain, retry_policy=model_retry)
     g.add_node(advance)
     g.add_edge(START, "evolve")
-    g.add_conditional_edges("evolve", route_after_evolve, ["respond", "advance"])
-    g.add_conditional_edges("respond", route_after_respond, ["judge_gain", "advance"])
+    g.add_conditional_edges("evolve", on_loop(route_after_evolve), ["respond", "advance"])
+    g.add_conditional_edges("respond", on_loop(route_after_respond), ["judge_gain", "advance"])
     g.add_edge("judge_gain", "advance")
-    g.add_conditional_edges("advance", route_after_advance, ["evolve", END])
+    g.add_conditional_edges("advance", on_loop(route_after_advance), ["evolve", END])
     return g
 
 

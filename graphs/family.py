@@ -10,6 +10,7 @@ registry; nothing else lists the families. Built-ins live in `graphs/`; a plugin
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,18 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "synthgraph.families"
 BUILTIN = ("reasoning", "code", "tool_use", "dialogue", "domain", "pipeline", "judged_pairs", "critique_revise",
            "self_instruct", "evol_instruct")
+
+
+def on_loop(function: Callable) -> Callable:
+    """A router (or a node that only sets a field), to run on the event loop. LangGraph runs a plain function in
+    a worker thread, as it must one that may block; for a pure function of the state the hop costs more than
+    the function (~60 us and several turns of the loop, per seed and router). Register `on_loop(route)` where
+    `route` was; the function itself stays plain, for tests to call."""
+    @functools.wraps(function)
+    async def on_the_loop(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    return on_the_loop
 
 
 class Rows(NamedTuple):

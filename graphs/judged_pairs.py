@@ -22,7 +22,7 @@ from synthgraph.agents import judged_pairs_roles
 from synthgraph.agents.judged_pairs_roles import ASPECTS, AspectRating, Judge, Responder, overall
 from synthgraph.agents.models import ModelOutputError, ModelPool, ModelSpec
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import RecipeBase, RoleSettings, SeedBase
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
@@ -175,7 +175,7 @@ def build() -> StateGraph:
     g.add_node(respond, input_schema=RespondTask, retry_policy=model_retry)
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(rank)
-    g.add_conditional_edges(START, fan_out, ["respond"])
+    g.add_conditional_edges(START, on_loop(fan_out), ["respond"])
     g.add_edge("respond", "judge")
     g.add_edge("judge", "rank")
     g.add_edge("rank", END)

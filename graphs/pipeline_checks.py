@@ -7,7 +7,6 @@ trusted local Python and is only reachable when the recipe sets `checks.allow_py
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import re
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.pipeline_spec import ChecksSettings, Outcome
 from synthgraph.tools.code_tests import arun_tests
-from synthgraph.tools.math_answers import check_answer
+from synthgraph.tools.math_answers import acheck_answer
 from synthgraph.tools.sandbox import arun_python
 
 
@@ -57,7 +56,7 @@ async def run_check(verifier: str, args: dict[str, Any], settings: ChecksSetting
 
 
 async def answers_match(*, candidate: str, reference: str, settings: ChecksSettings) -> Verdict:
-    check = await asyncio.to_thread(check_answer, candidate, reference)
+    check = await acheck_answer(candidate, reference)
     outcome = {"match": "passed", "mismatch": "failed", "unparseable": "unchecked"}[check.outcome]
     return Verdict(outcome=outcome, reason=check.reason, score={"passed": 1.0, "failed": 0.0}.get(outcome),
                    extra={"extracted": check.extracted})

@@ -30,13 +30,13 @@ from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.reasoning_roles import (PYTHON_TOOL, Critic, Critique, ProblemDraft, Proposer, ReferenceWriter,
                                                Solver, ToolSolver, ToolStep)
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
                                        SolverSettings, VerifierSettings)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
 from synthgraph.store.rows import CheckOutcome, MessageRow, VerdictRow
-from synthgraph.tools.math_answers import AnswerCheck, answers_match, check_answer
+from synthgraph.tools.math_answers import AnswerCheck, acheck_answer
 from synthgraph.tools.sandbox import arun_python
 
 
@@ -247,7 +247,7 @@ async def corroborate(state: TraceState, runtime: Runtime[ReasoningContext]) -> 
         return {"validation": Validation(status="pending", detail=f"no second program: {exc}")}
     run = await arun_python(PROGRAM_PRELUDE + program, timeout_s=ctx.sandbox_timeout_s, memory_mb=ctx.sandbox_memory_mb)
     answer = reference_from_output(run.stdout) if run.returncode == 0 and not run.timed_out else None
-    agrees = answer is not None and await asyncio.to_thread(answers_match, f"#### {answer}", problem.reference)
+    agrees = answer is not None and (await acheck_answer(f"#### {answer}", problem.reference)).outcome == "match"
     return {"validation": Validation(
         status="corroborated" if agrees else "pending", by="program" if agrees else None, second_program=program,
         second_answer=answer,
@@ -290,7 +290,7 @@ def solvers_corroborate(checks: list[AnswerCheck | None]) -> bool:
 async def verify(state: TraceState) -> dict:
     reference = state["problem"].reference
     unchecked = [a for a in state["attempts"] if a.solution is not None and a.check is None]
-    checks = await asyncio.gather(*(asyncio.to_thread(check_answer, a.solution, reference) for a in unchecked))
+    checks = await asyncio.gather(*(acheck_answer(a.solution, reference) for a in unchecked))
     update: dict = {"attempts": [a.model_copy(update={"check": c}) for a, c in zip(unchecked, checks)]}
     validation = state.get("validation")
     if validation is not None and validation.status == "pending":
@@ -388,15 +388,15 @@ def build() -> StateGraph:
     g.add_node(verify)
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(diagnose, retry_policy=model_retry)
-    g.add_node(accept)
-    g.add_node(reject)
+    g.add_node(on_loop(accept))
+    g.add_node(on_loop(reject))
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", route_after_propose, ["corroborate", "solve", "reject"])
-    g.add_conditional_edges("corroborate", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("propose", on_loop(route_after_propose), ["corroborate", "solve", "reject"])
+    g.add_conditional_edges("corroborate", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("solve", "verify")
-    g.add_conditional_edges("verify", route_after_verify, ["judge", "diagnose", "reject"])
-    g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
-    g.add_conditional_edges("diagnose", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("verify", on_loop(route_after_verify), ["judge", "diagnose", "reject"])
+    g.add_conditional_edges("judge", on_loop(route_after_judge), ["accept", "reject"])
+    g.add_conditional_edges("diagnose", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g

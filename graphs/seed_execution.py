@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from synthgraph.graphs.runner import SeedCheckpoints
 
 
+_RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields
+                              and name != "call_id")
+
+
 class SeedAbandoned(Exception):
     """A seed failed after the run was told to stop (vLLM's engine shares the terminal's Ctrl-C and dies with
     it): the seed stays pending for the next run rather than being recorded as a crash."""
@@ -33,6 +37,7 @@ class SeedExecutor:
 
     def __init__(self, run_id: str, family: Family, graph, context: Any, *,
                  checkpoints: SeedCheckpoints | None = None,
+                 unchecked_graph=None, checkpoints_pay: Callable[[], bool] = lambda: True,
                  on_call: Callable[[CallRecord], None] | None = None,
                  on_resumed: Callable[[], None] | None = None,
                  stopping: Callable[[], bool] = lambda: False):
@@ -41,6 +46,9 @@ class SeedExecutor:
         self.graph = graph
         self.context = context
         self.checkpoints = checkpoints
+        # The graph without a checkpointer, for a new seed when checkpoints do not pay (the runner's call).
+        self.unchecked_graph = unchecked_graph if unchecked_graph is not None else graph
+        self.checkpoints_pay = checkpoints_pay
         self.on_call = on_call
         self.on_resumed = on_resumed or (lambda: None)
         self.stopping = stopping
@@ -77,14 +85,15 @@ class SeedExecutor:
         """Run the seed's graph; with checkpoints, a seed that was in flight when a run died goes on from its
         last finished node."""
         graph, checkpoints = self.graph, self.checkpoints
-        if checkpoints is None:
-            return await graph.ainvoke(self.family.initial_state(seed), context=self.context)
+        resumable = checkpoints is not None and checkpoints.may_hold(self.run_id, seed.seed_id)
+        if checkpoints is None or (not resumable and not self.checkpoints_pay()):
+            return await self.unchecked_graph.ainvoke(self.family.initial_state(seed), context=self.context)
         # LangGraph's default durability ("async": a step's checkpoint is written while the next step runs) loses
         # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
         # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
         config = checkpoints.config(self.run_id, seed.seed_id)
-        saved = await graph.aget_state(config)
-        if saved.values:
+        saved = await graph.aget_state(config) if resumable else None
+        if saved is not None and saved.values:
             # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
             # short are applied, the rest run; a thread that had reached the end just gives its state back.
             # (`saved.next` is no test of "finished": it is empty too when every node of the cut step had finished.)
@@ -96,8 +105,10 @@ class SeedExecutor:
         # The id derives from run, seed, node, subject and the call's place among that node's calls about that
         # subject, so redoing a seed rewrites the same ids instead of leaving a second, orphaned lineage.
         call_id = stable_id(self.run_id, seed_id, record.node, record.subject, ordinal)
-        return AgentCallRow(**record.model_dump(exclude={"subject", "call_id"}), call_id=call_id, run_id=self.run_id,
-                            seed_id=seed_id, sample_id=sample_id)
+        # The record was validated when the call was made: its fields are copied by reference, not re-validated
+        # (a prompt is a list of messages, and there is a row per call).
+        return AgentCallRow.model_construct(**{name: getattr(record, name) for name in _RECORDED_CALL_FIELDS},
+                                            call_id=call_id, run_id=self.run_id, seed_id=seed_id, sample_id=sample_id)
 
 
 def error_sample(run_id: str, seed_id: str, error: str, trace: str) -> SampleRow:

@@ -26,7 +26,7 @@ from synthgraph.agents import self_instruct_roles
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.self_instruct_roles import Critic, InstructionJudgement, InstructionWriter, Responder
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, RoleSettings, SeedBase,
                                        load_seeds)
 from synthgraph.store.db import Store
@@ -221,9 +221,9 @@ def build() -> StateGraph:
     g.add_node(finish)
     g.add_edge(START, "propose")
     g.add_edge("propose", "filter")
-    g.add_conditional_edges("filter", fan_out, ["respond", "next_round", "finish"])
+    g.add_conditional_edges("filter", on_loop(fan_out), ["respond", "next_round", "finish"])
     g.add_edge("respond", "judge")
-    g.add_conditional_edges("judge", route_after_judge, ["next_round", "finish"])
+    g.add_conditional_edges("judge", on_loop(route_after_judge), ["next_round", "finish"])
     g.add_edge("next_round", "propose")
     g.add_edge("finish", END)
     return g

@@ -33,7 +33,7 @@ from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind, ToolJudgement, ToolUseCritic,
                                               ToolUseProposer, ToolUseSolver)
 from synthgraph.graphs.fan_in import merge_by_key
-from synthgraph.graphs.family import Family, Rows
+from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
                                        SolverSettings, check_mix, draw_kind)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
@@ -336,8 +336,8 @@ def build_trajectory() -> StateGraph:
     g.add_node(decide, retry_policy=RetryPolicy(max_attempts=3))
     g.add_node(run_tools)
     g.add_edge(START, "decide")
-    g.add_conditional_edges("decide", route_after_decide, ["run_tools", END])
-    g.add_conditional_edges("run_tools", route_after_tools, ["decide", END])
+    g.add_conditional_edges("decide", on_loop(route_after_decide), ["run_tools", END])
+    g.add_conditional_edges("run_tools", on_loop(route_after_tools), ["decide", END])
     return g
 
 
@@ -482,10 +482,10 @@ def build() -> StateGraph:
     g.add_node(accept)
     g.add_node(reject)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", fan_out, ["solve", "reject"])
+    g.add_conditional_edges("propose", on_loop(fan_out), ["solve", "reject"])
     g.add_edge("solve", "verify")
-    g.add_conditional_edges("verify", route_after_verify, ["judge", "accept", "reject"])
-    g.add_conditional_edges("judge", route_after_judge, ["accept", "reject"])
+    g.add_conditional_edges("verify", on_loop(route_after_verify), ["judge", "accept", "reject"])
+    g.add_conditional_edges("judge", on_loop(route_after_judge), ["accept", "reject"])
     g.add_edge("accept", END)
     g.add_edge("reject", END)
     return g

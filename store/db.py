@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from synthgraph.store.rows import RunRow, SeedOutcome, SeedRow, to_json
 
@@ -154,10 +155,8 @@ class Store:
                 "ON CONFLICT DO NOTHING",
                 [run.run_id, run.name, run.graph, to_json(run.recipe), run.recipe_path],
             )
-            self.con.executemany(
-                "INSERT INTO seeds (run_id, seed_id, position, payload) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [[s.run_id, s.seed_id, s.position, to_json(s.payload)] for s in seeds],
-            )
+            self._insert("seeds", ["run_id", "seed_id", "position", "payload"],
+                         [[s.run_id, s.seed_id, s.position, to_json(s.payload)] for s in seeds])
 
     def finished_seeds(self, run_id: str, *, retry_errors: bool = False) -> set[str]:
         """Seeds of the run that a rerun skips: done ones, and crashed ones unless they are to be retried."""
@@ -198,60 +197,70 @@ class Store:
         verdicts = [v for o in outcomes for v in o.verdicts]
         calls = [c for o in outcomes for c in o.agent_calls]
         with self.transaction():
-            self._many(
-                "INSERT INTO seeds (run_id, seed_id, position, payload) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [[o.seed.run_id, o.seed.seed_id, o.seed.position, to_json(o.seed.payload)]
-                 for o in outcomes if o.seed is not None],
-            )
-            # A seed retried after a crash (--retry-errors) replaces its crash record and the lineage of the crashed
-            # attempt: call ids derive from run, seed and call, so the retry's calls would otherwise collide with
-            # the old ones and be dropped, leaving lineage that belongs to no sample.
-            self._many(
-                "DELETE FROM samples WHERE run_id = ? AND seed_id = ? AND kind = 'seed_error'",
-                [[o.run_id, o.seed_id] for o in outcomes],
-            )
-            self._many("DELETE FROM agent_calls WHERE run_id = ? AND seed_id = ?",
-                       [[o.run_id, o.seed_id] for o in outcomes])
-            self._insert(
-                "samples",
-                ["sample_id", "run_id", "seed_id", "group_id", "kind", "status", "reason", "score", "payload"],
-                [[s.sample_id, s.run_id, s.seed_id, s.group_id, s.kind, s.status, s.reason, s.score,
-                  to_json(s.payload)] for s in samples],
-            )
-            self._insert(
-                "messages",
-                ["sample_id", "turn", "role", "content", "tool_calls", "tool_call_id", "name"],
-                [[m.sample_id, m.turn, m.role, m.content, to_json(m.tool_calls), m.tool_call_id, m.name]
-                 for m in messages],
-            )
-            self._insert(
-                "verdicts",
-                ["verdict_id", "sample_id", "verifier", "turn", "outcome", "passed", "score", "detail"],
-                [[v.verdict_id, v.sample_id, v.verifier, v.turn, v.outcome, v.passed, v.score, v.detail]
-                 for v in verdicts],
-            )
-            self._insert(
-                "agent_calls",
-                ["call_id", "run_id", "seed_id", "sample_id", "role", "node", "model", "prompt_hash", "prompt",
-                 "completion", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "sampling",
-                 "error", "started_at"],
-                [[c.call_id, c.run_id, c.seed_id, c.sample_id, c.role, c.node, c.model, c.prompt_hash,
-                  to_json(c.prompt), c.completion, c.prompt_tokens, c.completion_tokens, c.latency_s,
-                  c.finish_reason, to_json(c.sampling), c.error, c.started_at] for c in calls],
-            )
-            self._many(
-                "UPDATE seeds SET status = ?, error = ?, finished_at = current_timestamp "
-                "WHERE run_id = ? AND seed_id = ?",
-                [[o.status, o.error, o.run_id, o.seed_id] for o in outcomes],
-            )
+            self._insert("seeds", ["run_id", "seed_id", "position", "payload"],
+                         [[o.seed.run_id, o.seed.seed_id, o.seed.position, to_json(o.seed.payload)]
+                          for o in outcomes if o.seed is not None])
+            with self._batch("written", ["run_id", "seed_id", "status", "error"],
+                             [[o.run_id, o.seed_id, o.status, o.error] for o in outcomes]):
+                # A seed retried after a crash (--retry-errors) replaces its crash record and the lineage of the
+                # crashed attempt: call ids derive from run, seed and call, so the retry's calls would otherwise
+                # collide with the old ones and be dropped, leaving lineage that belongs to no sample. Only such
+                # seeds are looked for in the big tables, which have no index on the seed: a scan of them for
+                # every batch would make a long run's writes grow with the square of its length.
+                retried = self.con.execute("SELECT count(*) FROM seeds JOIN written USING (run_id, seed_id) "
+                                           "WHERE seeds.status = 'error'").fetchone()[0]
+                if retried:
+                    self.con.execute("DELETE FROM samples USING written WHERE samples.run_id = written.run_id "
+                                     "AND samples.seed_id = written.seed_id AND samples.kind = 'seed_error'")
+                    self.con.execute("DELETE FROM agent_calls USING written WHERE agent_calls.run_id = "
+                                     "written.run_id AND agent_calls.seed_id = written.seed_id")
+                self._insert(
+                    "samples",
+                    ["sample_id", "run_id", "seed_id", "group_id", "kind", "status", "reason", "score", "payload"],
+                    [[s.sample_id, s.run_id, s.seed_id, s.group_id, s.kind, s.status, s.reason, s.score,
+                      to_json(s.payload)] for s in samples],
+                )
+                self._insert(
+                    "messages",
+                    ["sample_id", "turn", "role", "content", "tool_calls", "tool_call_id", "name"],
+                    [[m.sample_id, m.turn, m.role, m.content, to_json(m.tool_calls), m.tool_call_id, m.name]
+                     for m in messages],
+                )
+                self._insert(
+                    "verdicts",
+                    ["verdict_id", "sample_id", "verifier", "turn", "outcome", "passed", "score", "detail"],
+                    [[v.verdict_id, v.sample_id, v.verifier, v.turn, v.outcome, v.passed, v.score, v.detail]
+                     for v in verdicts],
+                )
+                self._insert(
+                    "agent_calls",
+                    ["call_id", "run_id", "seed_id", "sample_id", "role", "node", "model", "prompt_hash", "prompt",
+                     "completion", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "sampling",
+                     "error", "started_at"],
+                    [[c.call_id, c.run_id, c.seed_id, c.sample_id, c.role, c.node, c.model, c.prompt_hash,
+                      to_json(c.prompt), c.completion, c.prompt_tokens, c.completion_tokens, c.latency_s,
+                      c.finish_reason, to_json(c.sampling), c.error, c.started_at] for c in calls],
+                )
+                self.con.execute("UPDATE seeds SET status = written.status, error = written.error, "
+                                 "finished_at = current_timestamp FROM written "
+                                 "WHERE seeds.run_id = written.run_id AND seeds.seed_id = written.seed_id")
 
     def _insert(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
-        marks = ", ".join("?" for _ in columns)
-        self._many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+        if not rows:
+            return
+        listed = ", ".join(columns)
+        with self._batch("batch", columns, rows):
+            self.con.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM batch ON CONFLICT DO NOTHING")
 
-    def _many(self, sql: str, rows: list[list[Any]]) -> None:
-        if rows:  # DuckDB refuses executemany with no parameter sets
-            self.con.executemany(sql, rows)
+    @contextlib.contextmanager
+    def _batch(self, name: str, columns: list[str], rows: list[list[Any]]):
+        """`rows` as a table named `name` for the statements inside: one columnar insert per table instead of
+        DuckDB's executemany, which runs its statement once per row (the writer's whole cost at high rates)."""
+        self.con.register(name, pa.Table.from_pydict({c: [row[i] for row in rows] for i, c in enumerate(columns)}))
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
 
     @contextlib.contextmanager
     def transaction(self):

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from synthgraph.tools import math_answers
 from synthgraph.tools.math_answers import AnswerCheck, answers_match, check_answer, extract_final_answer
 
 # Generous: a pathological check is cut off after its timeout_s (1 s here), plus starting a fresh helper.
@@ -185,3 +186,21 @@ def test_very_long_answer_returns_in_bounded_time():
 def test_checks_after_a_timeout_still_work():
     assert check_answer(r"#### 10^{10^{10}}", "1", timeout_s=1).outcome == "unparseable"
     assert answers_match("#### 0.5", r"\frac{1}{2}")
+
+
+@pytest.mark.parametrize(("candidate", "reference"), [
+    ("42", "42"), ("042", "42"), ("-0", "0"), ("+5", "5"), ("41", "42"), ("-18", "18"),
+    ("123456789012345", "123456789012345"), ("123456789012345", "123456789012344"),
+])
+def test_plain_integers_are_compared_in_process_as_math_verify_would(candidate, reference):
+    in_process = math_answers._compare_integers(candidate, reference)
+    assert in_process is not None
+    assert in_process == math_answers._compare(candidate, reference)
+
+
+@pytest.mark.parametrize(("candidate", "reference"), [
+    ("1234567890123456", "1234567890123456"),  # past math-verify's 15 significant digits: its own rules apply
+    ("42.0", "42"), ("1/2", "0.5"), ("x", "1"), ("42", "42%"),
+])
+def test_everything_but_short_plain_integers_goes_to_math_verify(candidate, reference):
+    assert math_answers._compare_integers(candidate, reference) is None

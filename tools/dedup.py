@@ -73,7 +73,10 @@ class NearDuplicateIndex:
         self.threshold = threshold
         self._lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_SLACK), num_perm=NUM_PERM)
         self._exact: dict[bytes, Hashable] = {}
-        self._sketches: dict[Hashable, np.ndarray] = {}
+        # The sketches of the indexed texts, one row each, so a query's candidates are compared in one numpy
+        # operation: templated tasks can make every earlier text a candidate of the LSH.
+        self._rows: dict[Hashable, int] = {}
+        self._sketches: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._exact)  # distinct texts; copies are not added again
@@ -93,11 +96,13 @@ class NearDuplicateIndex:
         found: dict[Hashable, float] = {}
         if (first := self._exact.get(text.digest)) is not None:
             found[first] = 1.0
-        for key in self._lsh.query(text.sketch) if text.sketch is not None else ():
-            if key not in found:
-                similarity = float(np.mean(self._sketches[key] == text.sketch.hashvalues))
-                if similarity >= self.threshold:
-                    found[key] = similarity
+        candidates = ([key for key in self._lsh.query(text.sketch) if key not in found]
+                      if text.sketch is not None else [])
+        if candidates:
+            rows = self._sketches[[self._rows[key] for key in candidates]]
+            similarities = np.mean(rows == text.sketch.hashvalues, axis=1)
+            found.update((key, float(similarity)) for key, similarity in zip(candidates, similarities)
+                         if similarity >= self.threshold)
         return sorted(found.items(), key=lambda kv: -kv[1])
 
     def insert(self, key: Hashable, text: PreparedText) -> None:
@@ -106,7 +111,14 @@ class NearDuplicateIndex:
         self._exact[text.digest] = key
         if text.sketch is not None:
             self._lsh.insert(key, text.sketch)
-            self._sketches[key] = text.sketch.hashvalues
+            self._rows[key] = row = len(self._rows)
+            held = 0 if self._sketches is None else len(self._sketches)
+            if row == held:  # room for twice as many rows: appends stay amortized O(1)
+                grown = np.empty((max(64, 2 * held), NUM_PERM), dtype=text.sketch.hashvalues.dtype)
+                if self._sketches is not None:
+                    grown[:held] = self._sketches
+                self._sketches = grown
+            self._sketches[row] = text.sketch.hashvalues
 
     def matches(self, text: str) -> list[tuple[Hashable, float]]:
         return self.match(self.prepare(text))

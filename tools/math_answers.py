@@ -2,11 +2,12 @@
 
     extract_final_answer(solution)        '#### 18', the last \\boxed{...}, or 'The answer is 18.'  ->  '18'
     check_answer(solution, reference)     match / mismatch / unparseable, with the extracted answer and a reason
+    await acheck_answer(solution, ref)    the same from a coroutine (a worker thread only when a helper is needed)
     answers_match(solution, reference)    check_answer(...).outcome == "match"
 
-Extraction is plain text work and runs in the caller. The comparison runs in a helper interpreter: sympy can
-spend unbounded time and memory on a legal answer such as 9^{9^{9^{9}}}, and math-verify's own timeouts
-use SIGALRM, which Python only allows in the main thread, while graph nodes call this from worker threads
+Extraction is plain text work and runs in the caller, as does comparing two plain integers. Any other
+comparison runs in a helper interpreter: sympy can spend unbounded time and memory on a legal answer such as
+9^{9^{9^{9}}}, and math-verify's own timeouts use SIGALRM, which Python only allows in the main thread, while graph nodes call this from worker threads
 (`asyncio.to_thread`). Nothing can stop a running thread, but a process can be killed, so each check gets
 a deadline and a helper that overruns it is killed and replaced. Helpers are kept and reused, so a check
 costs a round trip through a pipe, not an interpreter start.
@@ -14,6 +15,7 @@ costs a round trip through a pipe, not an interpreter start.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import math
@@ -30,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CHECK_TIMEOUT_S", "AnswerCheck", "answers_match", "check_answer", "extract_final_answer"]
+__all__ = ["CHECK_TIMEOUT_S", "AnswerCheck", "acheck_answer", "answers_match", "check_answer", "extract_final_answer"]
 
 CHECK_TIMEOUT_S = 10.0
 # Importing sympy and warming up the LaTeX parser takes about a second on an idle machine and much longer
@@ -71,6 +73,15 @@ def extract_final_answer(solution: str) -> str | None:
     return None
 
 
+async def acheck_answer(candidate: str, reference: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> AnswerCheck:
+    """`check_answer` for a coroutine: a check that needs a helper waits for it in a worker thread, one that
+    does not (no final answer, two plain integers) is answered at once, without the hop to a thread."""
+    check = _check_in_caller(candidate, reference)
+    if isinstance(check, AnswerCheck):
+        return check
+    return await asyncio.to_thread(_in_helper, check.model_copy(update={"timeout_s": timeout_s}))
+
+
 def answers_match(candidate: str, reference: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
     """Whether the final answer of the solution `candidate` equals the bare answer `reference`."""
     return check_answer(candidate, reference, timeout_s=timeout_s).outcome == "match"
@@ -82,12 +93,21 @@ def check_answer(candidate: str, reference: str, *, timeout_s: float = CHECK_TIM
     Safe to call from any thread. Returns within about `timeout_s` once a helper is free (starting one,
     on first use or after a helper was killed, takes a second or more).
     """
+    check = _check_in_caller(candidate, reference)
+    if isinstance(check, AnswerCheck):
+        return check
+    return _in_helper(check.model_copy(update={"timeout_s": timeout_s}))
+
+
+def _check_in_caller(candidate: str, reference: str) -> AnswerCheck | _Request:
+    """The verdict where the caller can give it (no final answer, two plain integers), else the helper's request."""
     extracted = extract_final_answer(candidate)
     if extracted is None:
         return AnswerCheck(outcome="unparseable", extracted=None,
                            reason="no final answer found (expected '#### <answer>', \\boxed{...} or 'The answer is ...')")
     reference_answer = extract_final_answer(reference) or _tidy(reference)
-    return _in_helper(_Request(candidate=extracted, reference=reference_answer, timeout_s=timeout_s))
+    return (_compare_integers(extracted, reference_answer)
+            or _Request(candidate=extracted, reference=reference_answer, timeout_s=CHECK_TIMEOUT_S))
 
 
 # ---- extraction ----------------------------------------------------------------------------------------
@@ -171,6 +191,28 @@ def _is_unit(words: str) -> bool:
     return all(len(word) > 1 and word.lower() not in _NOT_UNITS for word in words.split())
 
 
+# ---- comparison of plain integers, in the caller ---------------------------------------------------------
+
+# Up to 15 digits math-verify compares integers exactly (its numeric precision is 15 significant digits), so
+# for such pairs Python's int gives its verdict without the round trip to a helper: the common case (GSM8K
+# answers are integers) costs microseconds instead of a pipe, a thread and a parse by sympy.
+_PLAIN_INTEGER = re.compile(r"[-+]?\d{1,15}")
+
+
+def _compare_integers(candidate: str, reference: str) -> AnswerCheck | None:
+    if not (_PLAIN_INTEGER.fullmatch(candidate) and _PLAIN_INTEGER.fullmatch(reference)):
+        return None
+    return _verdict(candidate, reference, int(candidate) == int(reference))
+
+
+def _verdict(candidate: str, reference: str, same: bool) -> AnswerCheck:
+    if same:
+        return AnswerCheck(outcome="match", extracted=candidate,
+                           reason=f"{_quote(candidate)} equals the reference {_quote(reference)}")
+    return AnswerCheck(outcome="mismatch", extracted=candidate,
+                       reason=f"{_quote(candidate)} differs from the reference {_quote(reference)}")
+
+
 # ---- comparison, in a helper process -------------------------------------------------------------------
 
 class _Request(BaseModel):
@@ -208,11 +250,7 @@ def _compare(candidate: str, reference: str) -> AnswerCheck:
         return unparseable(f"comparing {_quote(candidate)} with {_quote(reference)} ran out of memory")
     except Exception as exc:
         return unparseable(f"math-verify failed on {_quote(candidate)} vs {_quote(reference)}: {type(exc).__name__}")
-    if same:
-        return AnswerCheck(outcome="match", extracted=candidate,
-                           reason=f"{_quote(candidate)} equals the reference {_quote(reference)}")
-    return AnswerCheck(outcome="mismatch", extracted=candidate,
-                       reason=f"{_quote(candidate)} differs from the reference {_quote(reference)}")
+    return _verdict(candidate, reference, same)
 
 
 def _quote(answer: str) -> str:

@@ -1,0 +1,69 @@
+"""ModelClient's call path: synthgraph's own chat models are called directly unless a callback handler listens,
+and the reply and its lineage are the same either way."""
+
+from __future__ import annotations
+
+import asyncio
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.tracers.context import collect_runs
+
+from synthgraph.agents.models import CallLog, ModelClient, Sampling, ScriptedChatModel, current_call_log
+from synthgraph.agents.prompting import RenderedPrompt
+
+MESSAGES = RenderedPrompt("reasoning_solver", [SystemMessage("You solve problems."), HumanMessage("2 + 2?")])
+
+
+def scripted(seen: list[dict]) -> ScriptedChatModel:
+    def respond(messages, kwargs):
+        seen.append(kwargs)
+        return "2 + 2 = 4\n#### 4"
+
+    return ScriptedChatModel(respond=respond)
+
+
+class ChatStarts(AsyncCallbackHandler):
+    def __init__(self):
+        self.starts = 0
+
+    async def on_chat_model_start(self, serialized, messages, **kwargs):
+        self.starts += 1
+
+
+async def complete(client: ModelClient, **kwargs):
+    current_call_log.set(log := CallLog())
+    completion = await client.complete(MESSAGES, role="solver", sampling=Sampling(max_tokens=64), **kwargs)
+    return completion, log.records
+
+
+def test_a_call_nobody_listens_to_reaches_the_model_with_its_role_and_template():
+    seen: list[dict] = []
+    completion, records = asyncio.run(complete(ModelClient(scripted(seen), name="fake")))
+    assert completion.text == "2 + 2 = 4\n#### 4"
+    assert seen[0]["role"] == "solver" and seen[0]["prompt"] == "reasoning_solver" and seen[0]["max_tokens"] == 64
+    record = records[0]
+    assert (record.prompt_tokens, record.completion_tokens, record.finish_reason) == (6, 7, "stop")
+
+
+def test_a_callback_handler_hears_every_call():
+    seen: list[dict] = []
+    handler = ChatStarts()
+    chat = scripted(seen).model_copy(update={"callbacks": [handler]})
+    completion, records = asyncio.run(complete(ModelClient(chat, name="fake")))
+    assert handler.starts == 1  # LangChain's own path, callbacks and all
+    assert completion.text == "2 + 2 = 4\n#### 4" and seen[0]["role"] == "solver"
+    assert records[0].completion_tokens == 7 and records[0].finish_reason == "stop"
+
+
+def test_a_tracer_in_the_context_sees_the_call():
+    seen: list[dict] = []
+
+    async def traced():
+        with collect_runs() as runs:
+            await complete(ModelClient(scripted(seen), name="fake"))
+        return runs.traced_runs
+
+    runs = asyncio.run(traced())
+    assert [run.run_type for run in runs] == ["llm"]
+    assert runs[0].extra["metadata"]["synthgraph_role"] == "solver"
