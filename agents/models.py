@@ -604,10 +604,13 @@ def _is_openai(chat: BaseChatModel) -> bool:
 class VLLMEngine:
     """One in-process vLLM `AsyncLLM` per model, loaded once, shared by every role that names it."""
 
-    def __init__(self, model_path: str, settings: EngineSettings, served_name: str):
+    def __init__(self, model_path: str, settings: EngineSettings, served_name: str,
+                 engine_args: dict[str, Any] | None = None):
         self.model_path = model_path
         self.settings = settings
         self.served_name = served_name
+        # More of vLLM's AsyncEngineArgs, as given (a Ray worker's tensor_parallel_size on a GPU cluster).
+        self.engine_args = dict(engine_args or {})
         self._engine = None
         self._tokenizer = None
         self._lock = asyncio.Lock()
@@ -645,6 +648,7 @@ class VLLMEngine:
             # Each request carries its seed's admission order as priority: queued requests of earlier seeds
             # run first, so started seeds finish before new ones spread over the batch.
             scheduling_policy="priority",
+            **self.engine_args,
         )
         engine = AsyncLLM.from_engine_args(args, stat_loggers=[self.watch.factory])
         return engine, engine.get_tokenizer()
@@ -822,9 +826,11 @@ _DIRECT_CHAT_MODELS = (ChatVLLM, ScriptedChatModel)
 class ModelPool:
     """Builds one `ModelClient` per distinct spec and owns the engines behind them."""
 
-    def __init__(self, settings: EngineSettings | None = None, *, max_attempts: int = 3):
+    def __init__(self, settings: EngineSettings | None = None, *, max_attempts: int = 3,
+                 engine_args: dict[str, Any] | None = None):
         self.settings = settings or EngineSettings()
         self.max_attempts = max_attempts
+        self.engine_args = engine_args  # passed to every in-process engine (VLLMEngine.engine_args)
         self._clients: dict[ModelSpec, ModelClient] = {}
         self._engines: list[VLLMEngine] = []
         self._servers: dict[str, ServerLoad] = {}
@@ -860,7 +866,8 @@ class ModelPool:
                 max_retries=2,
                 timeout=600,
             )
-        engine = VLLMEngine(resolve_model_path(spec.model), self.settings, served_name=spec.model)
+        engine = VLLMEngine(resolve_model_path(spec.model), self.settings, served_name=spec.model,
+                            engine_args=self.engine_args)
         self._engines.append(engine)
         return ChatVLLM(engine)
 

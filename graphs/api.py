@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from synthgraph.agents.models import ModelPool
+from synthgraph.graphs.ray_workers import RayOptions
 from synthgraph.graphs.recipe import RecipeBase, SeedBase, load_recipe, load_seeds
 from synthgraph.graphs.runner import RunResult, Runner, RunTally
 from synthgraph.store.db import DEFAULT_STORE
@@ -44,10 +45,11 @@ class Run:
 
 def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None, limit: int | None = None,
         db: str | Path | None = None, retry_errors: bool = False, pool: ModelPool | None = None,
-        **overrides: Any) -> Run:
+        ray: RayOptions | str | None = None, **overrides: Any) -> Run:
     """Run a recipe given as a path or a recipe object (its seeds loaded from its `seeds:` source unless given),
     with any recipe field replaced by a keyword (`model=`, `concurrency=`, `roles=`...). `pool` shares loaded
-    engines between runs (it is left running). Works inside a notebook's running event loop too."""
+    engines between runs (it is left running). `ray` spreads the seeds over Ray workers: a cluster's address
+    (as `--ray` takes it) or `RayOptions`. Works inside a notebook's running event loop too."""
     if isinstance(recipe, (str, Path)):
         recipe, loaded = load_recipe(Path(recipe))
         seeds = seeds or loaded
@@ -55,8 +57,10 @@ def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None,
         recipe = recipe.with_overrides(**overrides)
     if seeds is None:
         seeds = load_seeds(recipe, base=recipe._base, where=f"recipe {recipe.name}")
+    if isinstance(ray, str):
+        ray = RayOptions(address=ray)
     runner = Runner(recipe, seeds, store_path=Path(db) if db else None, limit=limit, retry_errors=retry_errors,
-                    pool=pool)
+                    pool=pool, ray=ray)
     result: RunResult = _run_to_completion(runner.run())
     return Run(result.run_id, result.store_path, result.tally, recipe, result.budget_exhausted)
 

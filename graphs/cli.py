@@ -72,10 +72,20 @@ def run(
     grace: Annotated[float, typer.Option(help="seconds seeds in flight get to finish after Ctrl-C / SIGTERM",
                                          min=0)] = 10.0,
     report: Annotated[Path | None, typer.Option("--report", help="write the run's HTML report here afterwards")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="spread the seeds over Ray workers, one engine each: the head's HOST:PORT, "
+                                         "ray://HOST:PORT, auto (this machine's cluster / RAY_ADDRESS) or local "
+                                         "(a Ray of its own here)")] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        help="with --ray: workers to start (default: one per node; on GPUs one per tensor-parallel group)",
+        min=1)] = None,
+    ray_tensor_parallel_size: Annotated[int, typer.Option(
+        help="with --ray on a GPU cluster: GPUs per worker's engine (vLLM's tensor_parallel_size)", min=1)] = 1,
 ):
     """Run a recipe; rerunning the same command resumes where it stopped (a seed in flight from its last step)."""
     from pydantic import ValidationError
 
+    from synthgraph.graphs.ray_workers import RayOptions, RayUnavailable
     from synthgraph.graphs.recipe import RecipeError, load_recipe
     from synthgraph.graphs.runner import Runner
     from synthgraph.tools.dedup import BenchmarkError
@@ -90,6 +100,10 @@ def run(
         except ReportError as exc:
             _fail(f"--report: {exc}")
 
+    if ray is None and (ray_workers is not None or ray_tensor_parallel_size != 1):
+        _fail("--ray-workers and --ray-tensor-parallel-size go with --ray ADDRESS (e.g. --ray auto)")
+    ray_options = None if ray is None else RayOptions(address=ray, workers=ray_workers,
+                                                      tensor_parallel_size=ray_tensor_parallel_size)
     try:
         recipe, seeds = load_recipe(recipe_path)
     except RecipeError as exc:
@@ -125,11 +139,12 @@ def run(
                         rejected=tally.rejected, errors=tally.errors, tok_s=tally.tokens_per_s)
 
     runner = Runner(recipe, seeds, store_path=db, recipe_path=recipe_path, limit=limit,
-                    retry_errors=retry_errors, on_update=on_update, handle_signals=True, grace_s=grace)
+                    retry_errors=retry_errors, on_update=on_update, handle_signals=True, grace_s=grace,
+                    ray=ray_options)
     with progress:
         try:
             result = asyncio.run(runner.run())
-        except (StoreError, RetrievalError, BenchmarkError) as exc:  # e.g. a corpus file that cannot be read
+        except (StoreError, RetrievalError, BenchmarkError, RayUnavailable) as exc:  # e.g. an unreadable corpus
             _fail(str(exc))
     print_run_summary(result, recipe.name, rerun=_command_line(ctx))
     if report is None:  # one unwrapped line, so it can be copied as it is
@@ -165,7 +180,11 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
     summary.add_row("seeds", f"{tally.seeds_done} done, {tally.seeds_failed} crashed, "
                              f"{tally.seeds_skipped} already done earlier, of {tally.seeds_total}"
                              + (f"; {tally.seeds_resumed} resumed mid-seed" if tally.seeds_resumed else "")
-                             + (f"; {tally.seeds_abandoned} abandoned (left pending)" if tally.seeds_abandoned else ""))
+                             + (f"; {tally.seeds_abandoned} abandoned (left pending)" if tally.seeds_abandoned else "")
+                             + (f"; {tally.seeds_requeued} redone after their Ray worker died"
+                                if tally.seeds_requeued else ""))
+    if tally.workers:
+        summary.add_row("ray", f"{tally.workers} workers")
     summary.add_row("samples", f"{tally.accepted} accepted, {tally.rejected} rejected, {tally.errors} errors")
     cleaning = tally.cleaning
     summary.add_row("cleaning", f"{cleaning.contaminated_seeds} contaminated seeds skipped, {cleaning.contaminated} "

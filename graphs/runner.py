@@ -14,6 +14,9 @@ something says stop:
 the target of accepted samples is met, a budget (tokens, seconds, seeds) is spent, SIGINT/SIGTERM arrives, or the
 model server is down. Then no new seed starts and the ones in flight finish (after a signal, within a grace
 period; the rest are abandoned and stay pending).
+
+A seed runs here (graphs/seed_execution.py, over one model pool) or, with `ray=`, on Ray workers that each own an
+engine (graphs/ray_workers.py); either way this process admits, cleans and writes, so resume is the same.
 """
 
 from __future__ import annotations
@@ -25,23 +28,26 @@ import itertools
 import signal
 import sys
 import time
-import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosqlite
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from synthgraph.agents.models import (CallLog, CallRecord, ModelPool, ModelServerDown, SeedRequests, current_call_log,
-                                      current_seed)
+from synthgraph.agents.models import CallRecord, ModelPool, ModelServerDown, SeedRequests, current_seed
 from synthgraph.graphs.checkpoints import BatchedSqliteSaver
 from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
+from synthgraph.graphs.seed_execution import SeedAbandoned, SeedExecutor
 from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
-from synthgraph.store.rows import AgentCallRow, RunRow, SampleRow, SeedOutcome, SeedRow, stable_id
+from synthgraph.store.rows import RunRow, SampleRow, SeedOutcome, SeedRow
+
+if TYPE_CHECKING:
+    from synthgraph.graphs.ray_workers import RayOptions
 
 
 @dataclass
@@ -55,6 +61,8 @@ class RunTally:
     seeds_failed: int = 0
     seeds_abandoned: int = 0   # in flight when the run stopped: left pending, resumed by the next run
     seeds_resumed: int = 0     # picked up from a checkpoint mid-seed
+    seeds_requeued: int = 0    # on Ray: in flight on a worker that died, so run again on a live one
+    workers: int = 0           # on Ray: the workers the run started with
     accepted: int = 0
     rejected: int = 0
     errors: int = 0
@@ -99,8 +107,6 @@ class Stop:
 
 BUDGETS = ("tokens", "seconds", "seeds")
 CHECKPOINT_CALLS_OVER_S = 0.01
-_RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields
-                              and name != "call_id")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3
 ENGINE_POLL_S = 0.05  # how often a full engine is looked at again: a decode step on CPU takes ~0.1-1 s
@@ -259,11 +265,6 @@ class SeedCheckpoints:
             await self.saver.adelete_thread(f"{run_id}:{seed_id}")
 
 
-class SeedAbandoned(Exception):
-    """A seed failed after the run was told to stop (vLLM's engine shares the terminal's Ctrl-C and dies with
-    it): the seed stays pending for the next run rather than being recorded as a crash."""
-
-
 class Runner:
     def __init__(
         self,
@@ -280,6 +281,7 @@ class Runner:
         handle_signals: bool = False,
         grace_s: float = 10.0,
         checkpoints: bool = True,
+        ray: RayOptions | None = None,
     ):
         self.recipe = recipe
         self.seeds = seeds
@@ -293,6 +295,7 @@ class Runner:
         self.handle_signals = handle_signals
         self.grace_s = grace_s
         self.use_checkpoints = checkpoints
+        self.ray = ray  # spread the seeds over Ray workers (graphs/ray_workers.py); None: run them here
         self.run_id = recipe.run_id(seeds)
         self.family = family(recipe.graph)
         self.tally = RunTally()
@@ -399,6 +402,9 @@ class Runner:
                 f"({self.admission.accepted} of {target})")
 
     async def _generate(self, first: SeedBase, seeds: Iterator[SeedBase], store: Store) -> None:
+        if self.ray is not None:
+            await self._generate_on_ray(first, seeds, store)
+            return
         owns_pool = self.pool is None
         pool = self.pool or ModelPool(self.recipe.engine, max_attempts=self.recipe.max_model_attempts)
         context = self.family.make_context(self.recipe, pool, store)
@@ -427,32 +433,66 @@ class Runner:
                     if checkpoints is not None:
                         await checkpoints.forget(self.run_id, [o.seed_id for o in outcomes])
 
-                writer = await stack.enter_async_context(StoreWriter(store, on_written=written))
-                seeds = itertools.chain([first], seeds)
-                while True:
-                    # A seed is drawn only when a slot is free, so the source decides on what has finished.
-                    await self._wait_for_slot(pool)
-                    if not admission.may_start() or (seed := next(seeds, None)) is None:
-                        break
-                    # The seed's requests are scheduled by its admission order (earlier seeds first), and the
-                    # engine's load counts it as starting until its first request arrives.
-                    requests = SeedRequests(priority=self.tally.seeds_started)
-                    self.tally.seeds_started += 1
-                    token = current_seed.set(requests)
-                    task = asyncio.create_task(self._seed_task(seed, graph, context, writer, checkpoints))
-                    current_seed.reset(token)
-                    self._seed_requests[task] = requests
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._finished)
-                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+                executor = SeedExecutor(self.run_id, self.family, graph, context, checkpoints=checkpoints,
+                                        unchecked_graph=self._unchecked_graph, checkpoints_pay=self._checkpoints_pay,
+                                        on_call=self._on_call, on_resumed=self._resumed, stopping=self._interrupted)
+                await self._admit(first, seeds, StoreWriter(store, on_written=written), executor.run,
+                                  slots=self.recipe.concurrency, pool=pool)
             if self._failure is not None:
                 raise self._failure
         finally:
             if owns_pool:
                 pool.shutdown()
 
-    async def _wait_for_slot(self, pool: ModelPool) -> None:
-        """Until another seed may start: below `concurrency` seeds in flight (the memory guard), the target not
+    async def _generate_on_ray(self, first: SeedBase, seeds: Iterator[SeedBase], store: Store) -> None:
+        """The seeds run on Ray workers, each with its own engine; this process stays the store's only writer.
+        A seed in flight on a worker that dies is redone from its start (checkpoints are local to a machine)."""
+        from synthgraph.graphs.ray_workers import RayWorkers  # Ray is imported only when a run asks for it
+
+        workers = RayWorkers(self.ray, self.recipe, self.run_id, on_call=self._on_call, on_requeued=self._requeued)
+        try:
+            t0 = time.perf_counter()
+            try:
+                await workers.start()
+            except ModelServerDown as exc:
+                self.admission.halt("server", str(exc))
+                return
+            self.tally.load_s = time.perf_counter() - t0
+            self.tally.workers = len(workers.workers)
+            await self._admit(first, seeds, StoreWriter(store), workers.run, slots=workers.slots)
+            if self._failure is not None:
+                raise self._failure
+        finally:
+            workers.shutdown()
+
+    async def _admit(self, first: SeedBase, seeds: Iterator[SeedBase], writer: StoreWriter,
+                     execute: Callable[[SeedBase], Awaitable[SeedOutcome]], *, slots: int,
+                     pool: ModelPool | None = None) -> None:
+        """Start seeds while a slot is free (and `pool`'s engines have room) and nothing says stop; each is run by
+        `execute` and its outcome handed to the writer. Returns when every seed started has finished (or was
+        abandoned)."""
+        admission = self.admission
+        async with writer:
+            seeds = itertools.chain([first], seeds)
+            while True:
+                # A seed is drawn only when a slot is free, so the source decides on what has finished.
+                await self._wait_for_slot(pool, slots)
+                if not admission.may_start() or (seed := next(seeds, None)) is None:
+                    break
+                # The seed's requests are scheduled by its admission order (earlier seeds first), and the
+                # engine's load counts it as starting until its first request arrives.
+                requests = SeedRequests(priority=self.tally.seeds_started)
+                self.tally.seeds_started += 1
+                token = current_seed.set(requests)
+                task = asyncio.create_task(self._seed_task(seed, execute, writer))
+                current_seed.reset(token)
+                self._seed_requests[task] = requests
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def _wait_for_slot(self, pool: ModelPool | None, slots: int) -> None:
+        """Until another seed may start: below `slots` seeds in flight (the memory guard), the target not
         already covered by them, and — where the model back ends report their load — every engine with room
         for another request (none waiting, a free slot counting the admitted seeds that have not sent a request
         yet). So the engine's queue paces admission: seeds between calls (in the sandbox, fanning out) are
@@ -460,11 +500,12 @@ class Runner:
         admission = self.admission
         while admission.stop is None:
             engine_full = False
-            if len(self._in_flight) < self.recipe.concurrency and not admission.covered(len(self._in_flight)):
+            if len(self._in_flight) < slots and not admission.covered(len(self._in_flight)):
                 for task in [t for t in self._seed_requests if t.done()]:
                     del self._seed_requests[task]
                 starting = sum(r.sent == 0 for r in self._seed_requests.values())
-                engine_full = not all(load.has_room(starting) for load in await pool.loads())
+                loads = await pool.loads() if pool is not None else []
+                engine_full = not all(load.has_room(starting) for load in loads)
                 if not engine_full:
                     return
             admission.changed.clear()
@@ -480,10 +521,10 @@ class Runner:
         self.admission.changed.set()
         self.on_update(self.tally)
 
-    async def _seed_task(self, seed: SeedBase, graph, context, writer: StoreWriter,
-                         checkpoints: SeedCheckpoints | None) -> None:
+    async def _seed_task(self, seed: SeedBase, execute: Callable[[SeedBase], Awaitable[SeedOutcome]],
+                         writer: StoreWriter) -> None:
         try:
-            outcome = await self._run_seed(seed, graph, context, checkpoints)
+            outcome = await execute(seed)
         except (asyncio.CancelledError, SeedAbandoned):
             self.tally.seeds_abandoned += 1
             return
@@ -504,53 +545,15 @@ class Runner:
         else:
             self.tally.seeds_failed += 1
 
-    async def _run_seed(self, seed: SeedBase, graph, context, checkpoints: SeedCheckpoints | None) -> SeedOutcome:
-        log = CallLog(on_call=self._on_call)
-        current_call_log.set(log)  # this coroutine runs in its own task, so the log is this seed's
-        seed_id = seed.seed_id
-        try:
-            state = await self._invoke(seed, graph, context, checkpoints)
-            samples, messages, verdicts, sample_ids = self.family.to_rows(
-                state, run_id=self.run_id, seed_id=seed_id, context=context)
-            status, error = "done", None
-        except ModelServerDown:
-            raise
-        except Exception as exc:  # a bug or a dead engine must cost one seed, not the run
-            if self.admission.stop is not None and self.admission.stop.kind in SIGNAL_EXIT:
-                raise SeedAbandoned(seed_id) from exc
-            error = f"{type(exc).__name__}: {exc}"
-            sample_id = stable_id(self.run_id, seed_id, "seed_error")
-            samples = [SampleRow(sample_id=sample_id, run_id=self.run_id, seed_id=seed_id,
-                                 group_id=stable_id(self.run_id, seed_id), kind="seed_error", status="error",
-                                 reason=error, payload={"traceback": traceback.format_exc()[-4000:]})]
-            messages, verdicts, sample_ids, status = [], [], {}, "error"
-        ordinals: Counter[tuple[str, str | None]] = Counter()
-        calls = []
-        for record in log.records:
-            ordinals[record.node, record.subject] += 1
-            calls.append(self._call_row(record, seed_id, sample_ids.get(record.subject),
-                                        ordinals[record.node, record.subject]))
-        return SeedOutcome(run_id=self.run_id, seed_id=seed_id, status=status, error=error, samples=samples,
-                           messages=messages, verdicts=verdicts, agent_calls=calls)
+    def _interrupted(self) -> bool:
+        return self.admission.stop is not None and self.admission.stop.kind in SIGNAL_EXIT
 
-    async def _invoke(self, seed: SeedBase, graph, context, checkpoints: SeedCheckpoints | None):
-        """Run the seed's graph; with checkpoints, a seed that was in flight when a run died goes on from its
-        last finished node."""
-        resumable = checkpoints is not None and checkpoints.may_hold(self.run_id, seed.seed_id)
-        if checkpoints is None or (not resumable and not self._checkpoints_pay()):
-            return await self._unchecked_graph.ainvoke(self.family.initial_state(seed), context=context)
-        # LangGraph's default durability ("async": a step's checkpoint is written while the next step runs) loses
-        # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
-        # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
-        config = checkpoints.config(self.run_id, seed.seed_id)
-        saved = await graph.aget_state(config) if resumable else None
-        if saved is not None and saved.values:
-            # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
-            # short are applied, the rest run; a thread that had reached the end just gives its state back.
-            # (`saved.next` is no test of "finished": it is empty too when every node of the cut step had finished.)
-            self.tally.seeds_resumed += 1
-            return await graph.ainvoke(None, config, context=context)
-        return await graph.ainvoke(self.family.initial_state(seed), config, context=context)
+    def _resumed(self) -> None:
+        self.tally.seeds_resumed += 1
+
+    def _requeued(self, seed_id: str) -> None:
+        self.tally.seeds_requeued += 1
+        self.on_update(self.tally)
 
     def _checkpoints_pay(self) -> bool:
         """Whether a new seed should be checkpointed step by step. Checkpoints save model work from a kill; they
@@ -570,11 +573,3 @@ class Runner:
             self._call_update_at = now
             self.on_update(self.tally)
 
-    def _call_row(self, record: CallRecord, seed_id: str, sample_id: str | None, ordinal: int) -> AgentCallRow:
-        # The id derives from run, seed, node, subject and the call's place among that node's calls about that
-        # subject, so redoing a seed rewrites the same ids instead of leaving a second, orphaned lineage.
-        call_id = stable_id(self.run_id, seed_id, record.node, record.subject, ordinal)
-        # The record was validated when the call was made: its fields are copied by reference, not re-validated
-        # (a prompt is a list of messages, and there is a row per call).
-        return AgentCallRow.model_construct(**{name: getattr(record, name) for name in _RECORDED_CALL_FIELDS},
-                                            call_id=call_id, run_id=self.run_id, seed_id=seed_id, sample_id=sample_id)

@@ -1,0 +1,156 @@
+"""Seeds spread over Ray workers, on a real Ray started on this machine and the scripted fake model: a worker
+killed mid-seed loses only its seeds in flight, which are redone; the store ends up as a local run leaves it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray_fakes import SEEDS, ScriptedSeedWorker, script
+from readback import rows
+from typer.testing import CliRunner
+
+from fakes import ScriptedPool
+from synthgraph.graphs.cli import app
+from synthgraph.graphs.ray_workers import RayOptions, RayUnavailable, RayWorkers
+from synthgraph.graphs.recipe import load_recipe, load_seeds, parse_recipe
+from synthgraph.graphs.runner import Runner
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def die_dir():
+    """A Ray of two CPUs inside this test process (its own temp dir: socket paths must stay short); its workers
+    import the test doubles and read the folder where a test leaves its `die-N` orders."""
+    root = Path(tempfile.mkdtemp(prefix="sgray-"))
+    orders = root / "orders"
+    orders.mkdir()
+    paths = [str(Path(__file__).parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             _temp_dir=str(root / "ray"), object_store_memory=80 * 2**20,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths),
+                                       "SYNTHGRAPH_TEST_DIE_DIR": str(orders)}})
+    try:
+        yield orders
+    finally:
+        ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def scripted_workers(monkeypatch):
+    monkeypatch.setattr(RayWorkers, "worker_class", ScriptedSeedWorker)
+
+
+def recipe():
+    return parse_recipe({"name": "ray-unit", "graph": "reasoning", "seeds": {"inline": SEEDS},
+                         "roles": {"solver": {"samples": 2}}, "concurrency": 2})
+
+
+def run(db: Path, options: RayOptions | None):
+    r = recipe()
+    seeds = load_seeds(r, base=Path("."), where="test")
+    pool = None if options else ScriptedPool(script())
+    return asyncio.run(Runner(r, seeds, store_path=db, pool=pool, ray=options).run())
+
+
+def store_rows(db: Path) -> dict[str, list[tuple]]:
+    return {
+        "seeds": rows(db, "SELECT seed_id, status FROM seeds ORDER BY seed_id"),
+        "samples": rows(db, "SELECT sample_id, seed_id, status FROM samples ORDER BY sample_id"),
+        "calls": rows(db, "SELECT call_id, seed_id, sample_id, node FROM agent_calls ORDER BY call_id"),
+        "verdicts": rows(db, "SELECT verdict_id FROM verdicts ORDER BY verdict_id"),
+    }
+
+
+def test_a_worker_killed_mid_seed_loses_only_its_seeds_which_are_redone(tmp_path, die_dir, scripted_workers):
+    local = run(tmp_path / "local.duckdb", None)
+    (die_dir / "die-3").touch()   # the worker that meets seed 3 kills its own process (SIGKILL)
+
+    result = run(tmp_path / "ray.duckdb", RayOptions(workers=2, max_restarts=1))
+
+    assert not (die_dir / "die-3").exists(), "no worker met seed 3: nothing was killed"
+    assert result.tally.workers == 2
+    assert result.tally.seeds_requeued >= 1
+    assert result.tally.seeds_done == len(SEEDS) and result.tally.seeds_failed == 0
+    assert result.exit_code == 0 and result.pending == 0
+    # Every seed once, with the very rows and lineage ids a run on one machine writes: nothing lost, nothing twice.
+    ray_rows, local_rows = store_rows(tmp_path / "ray.duckdb"), store_rows(tmp_path / "local.duckdb")
+    assert ray_rows["seeds"] == [(s["id"], "done") for s in sorted(SEEDS, key=lambda s: s["id"])]
+    assert ray_rows == local_rows
+    assert result.tally.calls == local.tally.calls
+
+
+def test_with_every_worker_gone_the_run_stops_as_on_a_dead_server_and_a_rerun_resumes(tmp_path, die_dir,
+                                                                                      scripted_workers):
+    (die_dir / "die-2").touch()
+    db = tmp_path / "ray.duckdb"
+
+    stopped = run(db, RayOptions(workers=1, max_restarts=0))
+
+    assert stopped.stop is not None and stopped.stop.kind == "server"
+    assert "every Ray worker died" in stopped.stop.message
+    assert stopped.exit_code == 3 and stopped.pending > 0
+    assert not rows(db, "SELECT seed_id FROM seeds WHERE status = 'error'")  # the lost seeds are not crashes
+
+    resumed = run(db, RayOptions(workers=1))
+
+    assert resumed.tally.seeds_skipped == len(SEEDS) - stopped.pending
+    assert resumed.exit_code == 0 and resumed.pending == 0
+    run(tmp_path / "local.duckdb", None)
+    assert store_rows(db) == store_rows(tmp_path / "local.duckdb")
+
+
+def test_a_seed_whose_worker_dies_on_every_try_is_recorded_as_crashed(tmp_path, die_dir, scripted_workers):
+    (die_dir / "die-5").touch()
+
+    result = run(tmp_path / "ray.duckdb", RayOptions(workers=2, max_restarts=3, seed_attempts=1))
+
+    # One try each: seed 5 and any seed beside it on the worker that died are crashes, the rest are done.
+    errors = rows(tmp_path / "ray.duckdb", "SELECT seed_id, error FROM seeds WHERE status = 'error'")
+    assert "gold-5" in {seed_id for seed_id, _ in errors}
+    assert all(error.startswith("WorkerDied: the seed's worker died on each of 1 tries") for _, error in errors)
+    assert result.tally.seeds_failed == len(errors) and result.tally.seeds_requeued == 0
+    assert result.tally.seeds_done + result.tally.seeds_failed == len(SEEDS)
+    assert result.exit_code == 1
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2(tmp_path):
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({"name": "ray-unit", "graph": "reasoning", "seeds": {"inline": SEEDS}}))
+    with socket.socket() as probe:   # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    result = CliRunner().invoke(app, ["run", str(recipe_file), "--db", str(tmp_path / "s.duckdb"),
+                                      "--ray", f"127.0.0.1:{port}"])
+
+    assert result.exit_code == 2
+    assert f"error: --ray 127.0.0.1:{port}: no Ray cluster answers there" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_ray_settings_without_ray_are_refused(tmp_path):
+    result = CliRunner().invoke(app, ["run", "any.yaml", "--ray-workers", "2"])
+    assert result.exit_code == 2
+    assert "--ray-workers and --ray-tensor-parallel-size go with --ray ADDRESS" in " ".join(result.output.split())
+
+
+def test_a_family_that_reads_the_store_while_it_runs_is_refused_at_start(die_dir):
+    recipe, _ = load_recipe(Path(__file__).parents[1] / "demos" / "domain_qa.yaml")
+    workers = RayWorkers(RayOptions(workers=1), recipe, "run")
+    try:
+        with pytest.raises(RayUnavailable) as error:
+            asyncio.run(workers.start())
+    finally:
+        workers.shutdown()
+    assert str(error.value).startswith("Ray worker 0 could not start: RetrievalError: ")
+    assert "cannot run on Ray yet: run it without --ray" in str(error.value)
