@@ -289,13 +289,14 @@ def _copy_at_offsets(source: int, target: int, size: int) -> None:
 class StoreWriter:
     """The single writer task: graph instances hand it finished seeds; it writes them in batches.
 
-    Batching keeps DuckDB's per-transaction cost off the hot path while each seed still lands whole.
+    Batching keeps DuckDB's per-statement cost off the hot path while each seed still lands whole: a batch is
+    what queued while the last one was written, up to `max_batch` seeds (256 seeds cost a third per seed of 64).
     While it runs it also publishes snapshots of the store for readers (`Store.publish_snapshot`): at the
     start, then after a batch once `snapshot_every_s` have passed, and never more often than ten times the
     last snapshot took, so copying a large store costs the writer at most a tenth of its time.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 64, snapshot_every_s: float = 15.0,
+    def __init__(self, store: Store, *, max_batch: int = 256, snapshot_every_s: float = 15.0,
                  on_written: Callable[[list[SeedOutcome]], Awaitable[None]] | None = None):
         self.store = store
         self.max_batch = max_batch
