@@ -1,16 +1,15 @@
-"""Reasoning pipeline throughput: orchestration overhead, and how close the graph keeps vLLM to a full batch.
+"""Reasoning pipeline throughput: how close the graph keeps vLLM to a full batch. (The orchestration's own ceiling,
+with a zero-latency model beside bare LangGraph, is bench/orchestration.py.)
 
 Prints figures, asserts nothing:
-  (a) agent calls per second through the whole runner (graph, verification, store writes) with a
-      zero-latency scripted model — the ceiling orchestration puts on any engine;
   (b) generated tokens/s of the reasoning pipeline on the real model, then of raw engine generation of the
       very same prompts (replayed from the run's lineage, all submitted at once), and their ratio, for each
       seed count; with the engine's mean batch occupancy and prefix-cache reuse during the pipeline;
   (c) in process: the k solver samples of a problem as k requests (what the graph sends) or as one with n=k.
 
-    .venv/bin/python bench/reasoning_throughput.py                       # both; (b) on the embedded model
-    .venv/bin/python bench/reasoning_throughput.py --skip-model          # (a) only, seconds
-    .venv/bin/python bench/reasoning_throughput.py --model vllm:smollm2-135m --model-seeds 16
+    .venv/bin/python bench/reasoning_throughput.py                       # 8, 32, 128 seeds on the embedded model
+    .venv/bin/python bench/reasoning_throughput.py --model-samples 2 --max-tokens 192 --model-seeds 128
+    .venv/bin/python bench/reasoning_throughput.py --backend openai --model-seeds 32 128
 """
 
 from __future__ import annotations
@@ -22,48 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthgraph.agents.models import CallRecord, ModelPool, ModelSpec, ScriptedChatModel
-from synthgraph.graphs.recipe import load_recipe, load_seeds, parse_recipe
+from synthgraph.agents.models import CallRecord, ModelPool, ModelSpec
+from synthgraph.graphs.recipe import load_recipe
 from synthgraph.graphs.runner import Runner
 
 DEMO = Path(__file__).resolve().parents[1] / "demos" / "reasoning.yaml"
-
-
-def scripted_team(messages, kwargs) -> str:
-    """Instant, always-usable replies for every reasoning role."""
-    system = messages[0].content
-    if "You write new" in system:
-        return "Problem: Ann has 6 bags of 7 apples. How many apples?\n```python\nprint(6 * 7)\n```"
-    if "You write short Python programs" in system:      # the second program that corroborates the reference
-        return "```python\nprint(6 * 7)\n```"
-    if "You review worked" in system:
-        return json.dumps({"reason": "Each step follows.", "score": 8})
-    if "math teacher" in system:
-        return json.dumps({"feedback": "Multiply."})
-    return "6 bags of 7 apples is 6 * 7 = 42 apples.\n#### 42"
-
-
-class ScriptedPool(ModelPool):
-    def _build(self, spec: ModelSpec):
-        return ScriptedChatModel(respond=scripted_team)
-
-
-def bench_orchestration(seeds: int, samples: int, concurrency: int) -> None:
-    inline = [{"id": f"g{i}", "problem": f"Ann has 6 bags of 7 apples ({i}). How many apples?", "answer": "42"}
-              for i in range(seeds)]
-    recipe = parse_recipe({"name": "bench-fake", "graph": "reasoning", "seeds": {"inline": inline},
-                                    "roles": {"solver": {"samples": samples}}, "concurrency": concurrency})
-    with tempfile.TemporaryDirectory() as tmp:
-        runner = Runner(recipe, load_seeds(recipe, base=Path(tmp), where="bench"),
-                        store_path=Path(tmp) / "bench.duckdb", pool=ScriptedPool())
-        t0 = time.perf_counter()
-        result = asyncio.run(runner.run())
-        elapsed = time.perf_counter() - t0
-    tally = result.tally
-    print(f"(a) zero-latency model: {seeds} seeds x k={samples}, concurrency {concurrency}")
-    print(f"    {tally.calls} agent calls, {tally.accepted} accepted samples in {elapsed:.2f} s")
-    print(f"    {tally.calls / elapsed:.0f} agent calls/s, {seeds / elapsed:.1f} seeds/s "
-          f"(graph, math-verify checks, store writes; gold seeds, so no sandbox runs)")
 
 
 class FixedPool(ModelPool):
@@ -316,13 +278,8 @@ class VLLMServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fake-seeds", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=4, help="(a): solver samples per problem")
-    parser.add_argument("--concurrency", type=int, default=16, help="(a): seeds in flight")
     parser.add_argument("--model-concurrency", type=int, default=128,
                         help="(b): the upper bound on seeds in flight (the only pace with --pacing fixed)")
-    parser.add_argument("--skip-model", action="store_true")
-    parser.add_argument("--skip-fake", action="store_true")
     parser.add_argument("--model", help="(b): model spec; default: the demo recipe's")
     parser.add_argument("--model-seeds", type=int, nargs="+", default=[8, 32, 128],
                         help="(b): seed counts, each a run of its own on the same engine")
@@ -336,10 +293,7 @@ def main() -> None:
     parser.add_argument("--pacing", choices=["engine", "fixed"], default="engine",
                         help="(b): admission paced by the engine's queue, or only by --concurrency (as before)")
     args = parser.parse_args()
-    if not args.skip_fake:
-        bench_orchestration(args.fake_seeds, args.samples, args.concurrency)
-    if not args.skip_model:
-        bench_model(args)
+    bench_model(args)
 
 
 if __name__ == "__main__":
