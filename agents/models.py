@@ -223,6 +223,11 @@ class ServerLoad:
         self.url = f"{root}/metrics"
         self.interval_s = interval_s
         self.is_vllm: bool | None = None   # None until the first read
+        # Our own requests to it not yet answered (current, where the metrics are up to `interval_s` old), and
+        # the most requests it was seen running while others waited: its batch size, which /metrics does not
+        # give. Once that is known, our own count paces admission between reads.
+        self.outstanding = 0
+        self.capacity: int | None = None
         self.prefix_queries = 0.0
         self.prefix_hits = 0.0
         self._last: EngineLoad | None = None
@@ -236,7 +241,11 @@ class ServerLoad:
             if time.monotonic() - self._read_at >= self.interval_s:
                 self._last = await self._read()
                 self._read_at = time.monotonic()
-        return self._last
+        last = self._last
+        if last is None or self.capacity is None:
+            return last
+        return EngineLoad(running=max(last.running, self.outstanding),
+                          waiting=max(last.waiting, self.outstanding - self.capacity), capacity=self.capacity)
 
     async def _read(self) -> EngineLoad | None:
         import httpx
@@ -259,6 +268,8 @@ class ServerLoad:
             self.is_vllm = False
             return None
         self.is_vllm = True
+        if waiting > 0:
+            self.capacity = max(self.capacity or 0, int(running))
         self.prefix_queries = _metric_sum(families, "vllm:prefix_cache_queries") or 0.0
         self.prefix_hits = _metric_sum(families, "vllm:prefix_cache_hits") or 0.0
         return EngineLoad(running=int(running), waiting=int(waiting))
@@ -485,11 +496,16 @@ class ModelClient:
             try:
                 # The role and template travel as run metadata: tracing shows them, test fakes answer per role.
                 config = {"metadata": {"synthgraph_role": role, "synthgraph_prompt": getattr(messages, "name", None)}}
+                if self.server_load is not None:
+                    self.server_load.outstanding += 1
                 message: AIMessage = await self._invoke(list(messages), config, stop, kwargs)
             except Exception as exc:
                 if (converted := self._server_error(exc)) is exc:
                     raise
                 raise converted from exc
+            finally:
+                if self.server_load is not None:
+                    self.server_load.outstanding -= 1
             self.consecutive_failures = 0
             text = message.content if isinstance(message.content, str) else json.dumps(message.content)
             usage = message.usage_metadata or {}

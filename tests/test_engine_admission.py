@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -258,7 +259,8 @@ def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(met
         return loads
 
     loads = asyncio.run(scenario())
-    assert loads == [EngineLoad(running=7, waiting=2)]
+    # 7 running while 2 wait: the server's batch holds 7, which paces admission by our own requests from now on
+    assert loads == [EngineLoad(running=7, waiting=2, capacity=7)]
     assert not loads[0].has_room()
     server = pool._servers[metrics_server.spec.base_url]
     assert (server.prefix_queries, server.prefix_hits) == (1000, 600)
@@ -285,3 +287,18 @@ def test_server_load_reads_the_metrics_root_beside_the_v1_path():
     assert ServerLoad("http://host:8000/v1").url == "http://host:8000/metrics"
     assert ServerLoad("http://host:8000/v1/").url == "http://host:8000/metrics"
     assert ServerLoad("http://host/proxy/v1").url == "http://host/proxy/metrics"
+
+
+def test_a_server_whose_batch_size_is_known_is_paced_by_our_own_requests_between_reads():
+    server = ServerLoad("http://host:8000/v1", interval_s=3600)
+    server.is_vllm, server.capacity = True, 4
+    server._last, server._read_at = EngineLoad(running=1, waiting=0), time.monotonic()  # a fresh read
+    server.outstanding = 3
+
+    async def load():
+        return await server.load()
+
+    assert asyncio.run(load()) == EngineLoad(running=3, waiting=0, capacity=4)
+    assert asyncio.run(load()).has_room() and not asyncio.run(load()).has_room(starting=1)
+    server.outstanding = 6  # sent since the last read: more than the batch holds, so some are queued
+    assert asyncio.run(load()) == EngineLoad(running=6, waiting=2, capacity=4)
