@@ -145,9 +145,6 @@ class SampleCleaner:
         self.run_id = run_id
         self.decontaminator = decontaminator if decontaminate.enabled else None
         self.index = NearDuplicateIndex(dedup.threshold) if dedup.enabled else None
-        # What the outcome being checked has already computed per text (benchmark hits, sketches).
-        self._hits: dict[str, list] = {}
-        self._prepared: dict[str, PreparedText] = {}
         self.kept: dict[str, _Kept] = {}
         self.tally = CleaningTally()
         if self.decontaminator is not None:
@@ -206,13 +203,14 @@ class SampleCleaner:
         turns_of: dict[str, list] = {}
         for message in outcome.messages:
             turns_of.setdefault(message.sample_id, []).append(message)
-        # The samples of one seed often share a text (the task, on the user side): it is read, checked against
-        # the benchmarks and sketched once.
-        self._hits, self._prepared = {}, {}
+        # The samples of one seed often share a text (the task, on the user side): it is checked against the
+        # benchmarks and sketched once.
+        hits: dict[str, list[BenchmarkHit]] = {}
+        sketches: dict[str, PreparedText] = {}
         for sample in outcome.samples:
             if sample.status == "accepted":
                 turns = turns_of.get(sample.sample_id, [])
-                finding = self._decontaminate(sample, turns) or self._deduplicate(sample, turns)
+                finding = self._decontaminate(sample, turns, hits) or self._deduplicate(sample, turns, sketches)
                 if finding is not None:
                     verdict, action = finding
                     verdicts.append(verdict)
@@ -224,25 +222,27 @@ class SampleCleaner:
             samples.append(sample)
         return outcome.model_copy(update={"samples": samples, "verdicts": verdicts})
 
-    def _decontaminate(self, sample: SampleRow, turns) -> tuple[VerdictRow, CleaningAction] | None:
+    def _decontaminate(self, sample: SampleRow, turns, known: dict[str, list[BenchmarkHit]]
+                       ) -> tuple[VerdictRow, CleaningAction] | None:
         if self.decontaminator is None:
             return None
         text = sample_text(turns, self.decontaminate.text)
-        if text not in self._hits:
-            self._hits[text] = self.decontaminator.check(text)
-        hits = self._hits[text]
+        if text not in known:
+            known[text] = self.decontaminator.check(text)
+        hits = known[text]
         if not hits:
             return None
         self.tally.contaminated += 1
         return decontamination_verdict(sample.sample_id, hits), self.decontaminate.action
 
-    def _deduplicate(self, sample: SampleRow, turns) -> tuple[VerdictRow, CleaningAction] | None:
+    def _deduplicate(self, sample: SampleRow, turns, known: dict[str, PreparedText]
+                     ) -> tuple[VerdictRow, CleaningAction] | None:
         if self.index is None:
             return None
         raw = sample_text(turns, self.dedup.text)
-        if raw not in self._prepared:
-            self._prepared[raw] = self.index.prepare(raw)
-        text = self._prepared[raw]
+        if raw not in known:
+            known[raw] = self.index.prepare(raw)
+        text = known[raw]
         for other_id, similarity in self.index.match(text):
             other = self.kept[other_id]
             if self.dedup.text == "user" and other.group_id == sample.group_id:

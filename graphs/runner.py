@@ -3,9 +3,10 @@
 Resume is by seed: a seed is written whole (samples, turns, verdicts, lineage) in one transaction together with
 its `done` mark, so after a kill the same command skips what was written. A seed that was in flight resumes from
 its last finished node: LangGraph checkpoints each in-flight seed in `<store>.checkpoints.sqlite`, and a seed's
-checkpoints are dropped once the seed is in the store. (Not when the model answers in under 10 ms on average — a
-fake, a cache —: then a killed seed costs less to redo than checkpoints cost every seed.) (The lineage of the calls made before a kill is lost with
-the process: a resumed seed's `agent_calls` hold only the calls made after it resumed.)
+checkpoints are dropped once the seed is in the store. Seeds are not checkpointed while the model answers in under
+10 ms on average (a fake, a cache): then a killed seed costs less to redo than checkpoints cost every seed. (The
+lineage of the calls made before a kill is lost with the process: a resumed seed's `agent_calls` hold only the
+calls made after it resumed.)
 
 Admission is one seed at a time, paced by the model engines' queues where they report one (a new seed starts
 while every engine has room for another request, so the continuous batch stays full) and at most `concurrency`
@@ -306,7 +307,6 @@ class Runner:
         self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
         self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
         self._call_update_at = 0.0
-        self._unchecked_graph = None  # the family's graph without a checkpointer, for seeds not worth checkpointing
 
     async def run(self) -> RunResult:
         selected = self.seeds[: self.limit] if self.limit is not None else self.seeds
@@ -358,7 +358,7 @@ class Runner:
         pending, their checkpoints kept). A second signal abandons them at once."""
         assert self.admission is not None
         loop = asyncio.get_running_loop()
-        if self.admission.stop is not None and self.admission.stop.kind in SIGNAL_EXIT:
+        if self._interrupted():
             self._abandon_in_flight()
             if self.handle_signals:  # a third signal gets Python's default: e.g. while a model is still loading
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -417,14 +417,14 @@ class Runner:
                 admission.halt("server", str(exc))
                 return
             except Exception:
-                if admission.stop is not None and admission.stop.kind in SIGNAL_EXIT:
+                if self._interrupted():
                     return  # the engine's processes died of the same Ctrl-C while loading: the run is interrupted
                 raise
             self.tally.load_s = time.perf_counter() - t0
             checkpoints = SeedCheckpoints(self.store_path) if self.use_checkpoints else None
             async with contextlib.AsyncExitStack() as stack:
                 stack.enter_context(fewer_collections())
-                graph = self._unchecked_graph = self.family.graph_for(self.recipe)
+                graph = unchecked_graph = self.family.graph_for(self.recipe)
                 if checkpoints is not None:
                     await stack.enter_async_context(checkpoints)
                     graph = checkpoints.attach(graph)
@@ -434,7 +434,7 @@ class Runner:
                         await checkpoints.forget(self.run_id, [o.seed_id for o in outcomes])
 
                 executor = SeedExecutor(self.run_id, self.family, graph, context, checkpoints=checkpoints,
-                                        unchecked_graph=self._unchecked_graph, checkpoints_pay=self._checkpoints_pay,
+                                        unchecked_graph=unchecked_graph, checkpoints_pay=self._checkpoints_pay,
                                         on_call=self._on_call, on_resumed=self._resumed, stopping=self._interrupted)
                 await self._admit(first, seeds, StoreWriter(store, on_written=written), executor.run,
                                   slots=self.recipe.concurrency, pool=pool)

@@ -92,8 +92,7 @@ class SeedExecutor:
         # at most one more step to a kill. "sync" would be tighter, but a subgraph compiled without a checkpointer
         # (tool_use, domain) then fails inside langgraph 1.2 (`AsyncPregelLoop` has no `_put_checkpoint_fut`).
         config = checkpoints.config(self.run_id, seed.seed_id)
-        saved = await graph.aget_state(config) if resumable else None
-        if saved is not None and saved.values:
+        if resumable and (await graph.aget_state(config)).values:
             # Input None goes on from the checkpoint: the writes of nodes that finished in the step the kill cut
             # short are applied, the rest run; a thread that had reached the end just gives its state back.
             # (`saved.next` is no test of "finished": it is empty too when every node of the cut step had finished.)

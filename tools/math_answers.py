@@ -76,10 +76,10 @@ def extract_final_answer(solution: str) -> str | None:
 async def acheck_answer(candidate: str, reference: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> AnswerCheck:
     """`check_answer` for a coroutine: a check that needs a helper waits for it in a worker thread, one that
     does not (no final answer, two plain integers) is answered at once, without the hop to a thread."""
-    check = _check_in_caller(candidate, reference)
+    check = _check_in_caller(candidate, reference, timeout_s)
     if isinstance(check, AnswerCheck):
         return check
-    return await asyncio.to_thread(_in_helper, check.model_copy(update={"timeout_s": timeout_s}))
+    return await asyncio.to_thread(_in_helper, check)
 
 
 def answers_match(candidate: str, reference: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
@@ -93,13 +93,11 @@ def check_answer(candidate: str, reference: str, *, timeout_s: float = CHECK_TIM
     Safe to call from any thread. Returns within about `timeout_s` once a helper is free (starting one,
     on first use or after a helper was killed, takes a second or more).
     """
-    check = _check_in_caller(candidate, reference)
-    if isinstance(check, AnswerCheck):
-        return check
-    return _in_helper(check.model_copy(update={"timeout_s": timeout_s}))
+    check = _check_in_caller(candidate, reference, timeout_s)
+    return check if isinstance(check, AnswerCheck) else _in_helper(check)
 
 
-def _check_in_caller(candidate: str, reference: str) -> AnswerCheck | _Request:
+def _check_in_caller(candidate: str, reference: str, timeout_s: float) -> AnswerCheck | _Request:
     """The verdict where the caller can give it (no final answer, two plain integers), else the helper's request."""
     extracted = extract_final_answer(candidate)
     if extracted is None:
@@ -107,7 +105,7 @@ def _check_in_caller(candidate: str, reference: str) -> AnswerCheck | _Request:
                            reason="no final answer found (expected '#### <answer>', \\boxed{...} or 'The answer is ...')")
     reference_answer = extract_final_answer(reference) or _tidy(reference)
     return (_compare_integers(extracted, reference_answer)
-            or _Request(candidate=extracted, reference=reference_answer, timeout_s=CHECK_TIMEOUT_S))
+            or _Request(candidate=extracted, reference=reference_answer, timeout_s=timeout_s))
 
 
 # ---- extraction ----------------------------------------------------------------------------------------
