@@ -212,6 +212,10 @@ def _metric_sum(families, name: str) -> float | None:
     return sum(values) if values else None
 
 
+_READ_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prefix_cache_queries",
+                 "vllm:prefix_cache_hits")
+
+
 class ServerLoad:
     """The load of an OpenAI-compatible server, read from its Prometheus `/metrics` (vLLM's
     `vllm:num_requests_running` / `vllm:num_requests_waiting`), at most every `interval_s`. A server without
@@ -233,6 +237,15 @@ class ServerLoad:
         self._last: EngineLoad | None = None
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._http = None   # (event loop, httpx client): a client per read cost 20 ms of CPU (its TLS context)
+
+    def _client(self):
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http[0] is not loop:
+            self._http = (loop, httpx.AsyncClient(timeout=5))
+        return self._http[1]
 
     async def load(self) -> EngineLoad | None:
         if self.is_vllm is False:
@@ -244,7 +257,7 @@ class ServerLoad:
         last = self._last
         if last is None or self.capacity is None:
             return last
-        return EngineLoad(running=max(last.running, self.outstanding),
+        return EngineLoad(running=max(last.running, min(self.outstanding, self.capacity)),
                           waiting=max(last.waiting, self.outstanding - self.capacity), capacity=self.capacity)
 
     async def _read(self) -> EngineLoad | None:
@@ -252,10 +265,11 @@ class ServerLoad:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                response = await client.get(self.url)
+            response = await self._client().get(self.url)
             response.raise_for_status()
-            families = list(text_string_to_metric_families(response.text))
+            # vLLM's page is ~60 KB of histograms; parsing only the lines read costs 0.1 ms instead of 6.
+            wanted = "\n".join(line for line in response.text.splitlines() if line.startswith(_READ_METRICS))
+            families = list(text_string_to_metric_families(wanted))
         except (httpx.HTTPError, ValueError):
             # Unreachable now: the calls themselves report that (and open the breaker); no metrics at all on
             # the first read: this server will not have them later either.

@@ -53,9 +53,13 @@ class OccupancySampler:
             return "no load reported"
         running = sum(s[0] for s in self.samples) / len(self.samples)
         waiting = sum(s[1] for s in self.samples) / len(self.samples)
-        capacity = self.samples[0][2]
+        capacity = self.samples[-1][2]
         full = f" of {capacity}" if capacity else ""
-        return f"mean {running:.1f}{full} running, {waiting:.1f} waiting"
+        # Where the batch was short: a tail (seeds finishing with nothing left to admit) shows in the last tenths.
+        tenth = max(len(self.samples) // 10, 1)
+        by_tenth = " ".join(f"{sum(s[0] for s in self.samples[i:i + tenth]) / len(self.samples[i:i + tenth]):.0f}"
+                            for i in range(0, tenth * 10, tenth) if self.samples[i:i + tenth])
+        return f"mean {running:.1f}{full} running, {waiting:.1f} waiting; running by tenth of the run: {by_tenth}"
 
 
 def model_recipe(model: str | None, concurrency: int, samples: int | None, max_tokens: int | None):
@@ -117,9 +121,9 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     with tempfile.TemporaryDirectory() as tmp:
         runner = Runner(recipe, all_seeds, store_path=Path(tmp) / "bench.duckdb", limit=count, pool=pool,
                         on_call=records.append)
-        if engine is not None:
-            # Prefix reuse within each phase only: the raw replay must not find the pipeline's prompts cached.
-            await engine._engine.reset_prefix_cache()
+        # Prefix reuse within each phase only: the raw replay must not find the pipeline's prompts cached.
+        await _reset_prefix_cache(engine, server)
+        preempted0 = await server.preemptions() if server is not None else 0
         watch = engine.watch if engine is not None else next(iter(pool._servers.values()))
         await pool.loads()   # a server's counters are read with its load
         hits0, queries0 = watch.prefix_hits, watch.prefix_queries
@@ -140,8 +144,9 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     queries = watch.prefix_queries - queries0
     caching = f"prefix cache {'on' if engine.prefix_caching else 'off'}" if engine is not None else "server's prefix cache"
     prefix = f", {caching}: {(watch.prefix_hits - hits0) / max(queries, 1):.0%} of prompt tokens reused"
-    if engine is not None:
-        await engine._engine.reset_prefix_cache()
+    if server is not None:
+        prefix += f", {await server.preemptions() - preempted0:.0f} requests preempted"
+    await _reset_prefix_cache(engine, server)
     t0 = time.perf_counter()
     if engine is not None:
         outputs = await asyncio.gather(*(
@@ -158,6 +163,13 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
           f"{raw_s:.1f} s = {raw_rate:.1f} tok/s;  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
     return records
+
+
+async def _reset_prefix_cache(engine, server) -> None:
+    if engine is not None:
+        await engine._engine.reset_prefix_cache()
+    else:
+        await server.reset_prefix_cache()
 
 
 def _orchestration_cpu_s() -> float:
@@ -233,8 +245,9 @@ class VLLMServer:
                    "--enforce-eager", "--scheduling-policy", "priority", "--seed", str(settings.seed),
                    "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="vllm-server-")
+        # Dev mode serves /reset_prefix_cache, so each phase starts with a cold cache as in process.
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "VLLM_LOGGING_LEVEL": "INFO"})
+                                        env={**os.environ, "VLLM_LOGGING_LEVEL": "INFO", "VLLM_SERVER_DEV_MODE": "1"})
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -260,6 +273,30 @@ class VLLMServer:
             except Exception:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    async def reset_prefix_cache(self) -> None:
+        """Empty the server's prefix cache; it refuses while requests still hold blocks, so try until it takes."""
+        import httpx
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30) as client:
+            for _ in range(60):
+                response = await client.post("/reset_prefix_cache")
+                response.raise_for_status()
+                if response.json().get("success"):
+                    return
+                await asyncio.sleep(1)
+        raise SystemExit("vLLM's server kept refusing to reset its prefix cache: the raw figure would be flattered")
+
+    async def preemptions(self) -> float:
+        """Requests the server has preempted so far (freed their KV cache to be computed again later)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from synthgraph.agents.models import _metric_sum
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(f"http://127.0.0.1:{self.port}/metrics")
+        return _metric_sum(text_string_to_metric_families(response.text), "vllm:num_preemptions") or 0.0
 
     async def replay(self, records: list[CallRecord]) -> int:
         """Completion tokens of the records' prompts sent to the server all at once."""
