@@ -147,6 +147,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     if server is not None:
         prefix += f", {await server.preemptions() - preempted0:.0f} requests preempted"
     await _reset_prefix_cache(engine, server)
+    raw_hits0, raw_queries0 = await _prefix_counters(pool, watch)
     t0 = time.perf_counter()
     if engine is not None:
         outputs = await asyncio.gather(*(
@@ -155,14 +156,23 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     else:
         raw_tokens = await server.replay(records)
     raw_s = time.perf_counter() - t0
+    raw_hits, raw_queries = await _prefix_counters(pool, watch)
     pipeline_rate, raw_rate = pipeline_tokens / pipeline_s, raw_tokens / raw_s
     print(f"    {count} seeds ({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
           f"{pipeline_rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
           f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
           f"{cpu / pipeline_s:.2f} cores)")
     print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
-          f"{raw_s:.1f} s = {raw_rate:.1f} tok/s;  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
+          f"{raw_s:.1f} s = {raw_rate:.1f} tok/s ({(raw_hits - raw_hits0) / max(raw_queries - raw_queries0, 1):.0%} of "
+          f"prompt tokens reused);  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
     return records
+
+
+async def _prefix_counters(pool: ModelPool, watch) -> tuple[float, float]:
+    """The prefix cache's hit and lookup totals now (a server's are read with its load, at most every 0.25 s)."""
+    await asyncio.sleep(0.3)
+    await pool.loads()
+    return watch.prefix_hits, watch.prefix_queries
 
 
 async def _reset_prefix_cache(engine, server) -> None:
