@@ -301,8 +301,7 @@ class Runner:
         self.family = family(recipe.graph)
         self.tally = RunTally()
         self.admission: Admission | None = None
-        self._in_flight: set[asyncio.Task] = set()
-        self._seed_requests: dict[asyncio.Task, SeedRequests] = {}  # admission's view of each seed's requests
+        self._in_flight: dict[asyncio.Task, SeedRequests] = {}  # the seeds running, and what they asked of engines
         self._made_positions: dict[str, int] = {}  # seeds made by cycling the list: their place in the run
         self._recent_accepted: deque[int] = deque()  # accepted samples of the last seeds to finish
         self._failure: BaseException | None = None  # what killed a seed task outside its graph (the writer)
@@ -486,8 +485,7 @@ class Runner:
                 token = current_seed.set(requests)
                 task = asyncio.create_task(self._seed_task(seed, execute, writer))
                 current_seed.reset(token)
-                self._seed_requests[task] = requests
-                self._in_flight.add(task)
+                self._in_flight[task] = requests
                 task.add_done_callback(self._finished)
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
@@ -501,9 +499,7 @@ class Runner:
         while admission.stop is None:
             engine_full = False
             if len(self._in_flight) < slots and not admission.covered(len(self._in_flight)):
-                for task in [t for t in self._seed_requests if t.done()]:
-                    del self._seed_requests[task]
-                starting = sum(r.sent == 0 for r in self._seed_requests.values())
+                starting = sum(r.sent == 0 for r in self._in_flight.values())
                 loads = await pool.loads() if pool is not None else []
                 engine_full = not all(load.has_room(starting) for load in loads)
                 if not engine_full:
@@ -513,7 +509,7 @@ class Runner:
                 await asyncio.wait_for(admission.changed.wait(), ENGINE_POLL_S if engine_full else None)
 
     def _finished(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             # The writer died (disk full, a bug): stop generating data that could not be saved, then raise it.
             self._failure = task.exception()
