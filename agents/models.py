@@ -37,7 +37,6 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables.config import ensure_config
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from synthgraph.agents.engine_lifetime import bind_engine_processes
 
@@ -102,9 +101,9 @@ class ModelSpec(BaseModel):
 
 
 class CallRecord(BaseModel):
-    """One model call attempt, as lineage. `error` is set when the output was refused (and retried)."""
+    """One model call attempt, as lineage (its id is given when it is stored: `SeedExecutor`). `error` is set when
+    the output was refused (and retried)."""
 
-    call_id: str
     role: str
     node: str
     subject: str | None
@@ -301,10 +300,6 @@ def _current_node() -> str:
 # ------------------------------------------------------------------------------------- the call path
 
 
-class OutputRefused(Exception):
-    """The model's output cannot be used as is (empty, malformed, runaway); the call is retried."""
-
-
 class ModelOutputError(Exception):
     """The model's output was refused on every allowed attempt. Graphs record this, they do not crash."""
 
@@ -461,36 +456,26 @@ class ModelClient:
         prompt = _message_dicts(messages)
         prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
         node = _current_node()
-        attempt = 0
-        last_reason = ""
-        try:
-            async for retry in AsyncRetrying(
-                stop=stop_after_attempt(self.max_attempts), retry=retry_if_exception_type(OutputRefused), reraise=True
-            ):
-                with retry:
-                    attempt += 1
-                    # A retry at temperature 0 would repeat the refused output word for word.
-                    call_sampling = sampling if attempt == 1 or sampling.temperature > 0 else sampling.model_copy(
-                        update={"temperature": 0.7}
-                    )
-                    if call_sampling.seed is not None:
-                        call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
-                    completion = await self._attempt(
-                        messages, prompt, prompt_hash, role, node, subject, call_sampling, schema, json_schema, tools,
-                        check, keep_truncated, stop, top_logprobs)
-                    if completion.record.error:
-                        last_reason = completion.record.error
-                        raise OutputRefused(last_reason)
-                    return completion
-        except OutputRefused:
-            raise ModelOutputError(role, attempt, last_reason) from None
-        raise AssertionError("unreachable")
+        reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            # A retry at temperature 0 would repeat the refused output word for word.
+            call_sampling = sampling if attempt == 1 or sampling.temperature > 0 else sampling.model_copy(
+                update={"temperature": 0.7})
+            if call_sampling.seed is not None:
+                call_sampling = call_sampling.model_copy(update={"seed": call_sampling.seed + attempt - 1})
+            completion = await self._attempt(messages, prompt, prompt_hash, role, node, subject, call_sampling, schema,
+                                             json_schema, tools, check, keep_truncated, stop, top_logprobs)
+            if completion.record.error is None:
+                return completion
+            reason = completion.record.error
+        raise ModelOutputError(role, self.max_attempts, reason)
 
     async def _attempt(self, messages, prompt, prompt_hash, role, node, subject, sampling, schema, json_schema,
                        tools, check, keep_truncated=False, stop=None, top_logprobs=None) -> Completion:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        kwargs: dict[str, Any] = dict(sampling.model_dump(exclude_none=True))
+        settings = sampling.model_dump()
+        kwargs: dict[str, Any] = {name: value for name, value in settings.items() if value is not None}
         if schema is not None:
             kwargs.update(structured_output_kwargs(self.chat, schema, json_schema))
         if tools:
@@ -545,7 +530,6 @@ class ModelClient:
                 error = check(text)
         # Every field is built right here from typed values: constructed, not validated (a row per call).
         record = CallRecord.model_construct(
-            call_id=uuid.uuid4().hex,
             role=role,
             node=node,
             subject=subject,
@@ -557,7 +541,7 @@ class ModelClient:
             completion_tokens=usage.get("output_tokens"),
             latency_s=time.perf_counter() - t0,
             finish_reason=finish_reason,
-            sampling={**sampling.model_dump(), **({"stop": stop} if stop else {})},
+            sampling={**settings, **({"stop": stop} if stop else {})},
             error=error,
             started_at=started,
         )

@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from synthgraph.graphs.runner import SeedCheckpoints
 
 
-_RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields
-                              and name != "call_id")
+_RECORDED_CALL_FIELDS = tuple(name for name in AgentCallRow.model_fields if name in CallRecord.model_fields)
 
 
 class SeedAbandoned(Exception):

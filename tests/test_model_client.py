@@ -1,5 +1,5 @@
 """ModelClient's call path: synthgraph's own chat models are called directly unless a callback handler listens,
-and the reply and its lineage are the same either way."""
+and the reply and its lineage are the same either way; a refused output is asked for again, up to the limit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tracers.context import collect_runs
 
-from synthgraph.agents.models import CallLog, ModelClient, Sampling, ScriptedChatModel, current_call_log
+import pytest
+
+from synthgraph.agents.models import CallLog, ModelClient, ModelOutputError, Sampling, ScriptedChatModel, current_call_log
 from synthgraph.agents.prompting import RenderedPrompt
 
 MESSAGES = RenderedPrompt("reasoning_solver", [SystemMessage("You solve problems."), HumanMessage("2 + 2?")])
@@ -31,9 +33,9 @@ class ChatStarts(AsyncCallbackHandler):
         self.starts += 1
 
 
-async def complete(client: ModelClient, **kwargs):
+async def complete(client: ModelClient, sampling: Sampling = Sampling(max_tokens=64), **kwargs):
     current_call_log.set(log := CallLog())
-    completion = await client.complete(MESSAGES, role="solver", sampling=Sampling(max_tokens=64), **kwargs)
+    completion = await client.complete(MESSAGES, role="solver", sampling=sampling, **kwargs)
     return completion, log.records
 
 
@@ -67,3 +69,30 @@ def test_a_tracer_in_the_context_sees_the_call():
     runs = asyncio.run(traced())
     assert [run.run_type for run in runs] == ["llm"]
     assert runs[0].extra["metadata"]["synthgraph_role"] == "solver"
+
+
+def replies(*texts: str) -> tuple[ScriptedChatModel, list[dict]]:
+    seen: list[dict] = []
+    queue = list(texts)
+
+    def respond(messages, kwargs):
+        seen.append(kwargs)
+        return queue.pop(0)
+
+    return ScriptedChatModel(respond=respond), seen
+
+
+def test_a_refused_output_is_asked_for_again_without_repeating_a_greedy_draw():
+    chat, seen = replies("   ", "4")
+    completion, records = asyncio.run(complete(ModelClient(chat, name="fake"), Sampling(temperature=0, seed=7)))
+    assert completion.text == "4"
+    assert [r.error for r in records] == ["empty output", None]  # both attempts are lineage
+    # Greedy decoding would repeat the refused output: the retry samples, with the next seed.
+    assert [(s["temperature"], s["seed"]) for s in seen] == [(0, 7), (0.7, 8)]
+
+
+def test_outputs_refused_on_every_attempt_raise_with_the_last_reason():
+    chat, seen = replies("", " ", "\n")
+    with pytest.raises(ModelOutputError, match=r"solver: no usable output after 3 attempts \(last: empty output\)"):
+        asyncio.run(complete(ModelClient(chat, name="fake", max_attempts=3)))
+    assert len(seen) == 3
