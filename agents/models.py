@@ -35,7 +35,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.globals import get_llm_cache
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables.config import ensure_config
+from langchain_core.runnables.config import var_child_runnable_config
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from synthgraph.agents.engine_lifetime import bind_engine_processes
@@ -559,13 +559,13 @@ class ModelClient:
         chat = self.chat
         uncached = chat.cache is False or (chat.cache is None and get_llm_cache() is None)
         if isinstance(chat, _DIRECT_CHAT_MODELS) and uncached and chat.rate_limiter is None:
-            config = ensure_config(config)
-            listeners = AsyncCallbackManager.configure(
-                config.get("callbacks"), chat.callbacks, chat.verbose, config.get("tags"), chat.tags,
-                config.get("metadata"), chat.metadata)
-            if not listeners.handlers:
+            # Handlers come from the enclosing run (the graph node's callbacks), the model's own, verbosity and
+            # the tracing environment; tags and metadata add none, so they are left out of the question.
+            inherited = (var_child_runnable_config.get() or {}).get("callbacks")
+            if not AsyncCallbackManager.configure(inherited, chat.callbacks, chat.verbose).handlers:
+                # Nobody hears of the call: the metadata only reaches the model itself (the test fake reads it).
                 run = AsyncCallbackManagerForLLMRun(run_id=uuid.uuid4(), handlers=[], inheritable_handlers=[],
-                                                    metadata=listeners.metadata)
+                                                    metadata={**(chat.metadata or {}), **config["metadata"]})
                 result = await chat._agenerate(messages, stop=stop, run_manager=run, **kwargs)
                 return result.generations[0].message
         return await chat.ainvoke(messages, config=config, stop=stop, **kwargs)

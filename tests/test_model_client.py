@@ -7,6 +7,7 @@ import asyncio
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
 import pytest
@@ -56,6 +57,19 @@ def test_a_callback_handler_hears_every_call():
     assert handler.starts == 1  # LangChain's own path, callbacks and all
     assert completion.text == "2 + 2 = 4\n#### 4" and seen[0]["role"] == "solver"
     assert records[0].completion_tokens == 7 and records[0].finish_reason == "stop"
+
+
+def test_a_handler_of_the_enclosing_run_hears_the_call():
+    """A graph node's callbacks (here a runnable's) reach the model calls made inside it."""
+    seen: list[dict] = []
+    handler = ChatStarts()
+
+    async def node(_):
+        return await complete(ModelClient(scripted(seen), name="fake"))
+
+    completion, records = asyncio.run(RunnableLambda(node).ainvoke(None, config={"callbacks": [handler]}))
+    assert handler.starts == 1
+    assert completion.text == "2 + 2 = 4\n#### 4" and seen[0]["role"] == "solver"
 
 
 def test_a_tracer_in_the_context_sees_the_call():
