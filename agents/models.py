@@ -118,6 +118,9 @@ class CallRecord(BaseModel):
     sampling: dict[str, Any]
     error: str | None
     started_at: datetime
+    # The JSON schema the output was held to (structured output), so the call can be sent again as it was;
+    # not a column of the store, whose rows name the role and its template instead.
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -477,6 +480,7 @@ class ModelClient:
         settings = sampling.model_dump()
         kwargs: dict[str, Any] = {name: value for name, value in settings.items() if value is not None}
         if schema is not None:
+            json_schema = json_schema or _json_schema(schema)
             kwargs.update(structured_output_kwargs(self.chat, schema, json_schema))
         if tools:
             kwargs["tools"] = tools
@@ -544,6 +548,7 @@ class ModelClient:
             sampling={**settings, **({"stop": stop} if stop else {})},
             error=error,
             started_at=started,
+            json_schema=json_schema if schema is not None else None,
         )
         log = current_call_log.get()
         if log is not None:

@@ -36,17 +36,34 @@ class FixedPool(ModelPool):
 
 
 class OccupancySampler:
-    """Samples the engines' running and waiting requests every `every_s` while the pipeline runs."""
+    """Samples the engines' running and waiting requests every `every_s` while a phase runs; given a vLLM server's
+    `/metrics` URL, also its generated-token counter every second, for the tokens/s in each tenth of the phase
+    (where the batch is full, that rate against the raw replay's says what a slot yields in each)."""
 
-    def __init__(self, pool: ModelPool, every_s: float = 0.25):
-        self.pool, self.every_s = pool, every_s
+    def __init__(self, pool: ModelPool, every_s: float = 0.25, metrics_url: str | None = None):
+        self.pool, self.every_s, self.metrics_url = pool, every_s, metrics_url
         self.samples: list[tuple[int, int, int | None]] = []
+        self.tokens: list[tuple[float, float]] = []   # (monotonic time, generated tokens so far)
 
     async def run(self) -> None:
-        while True:
-            for load in await self.pool.loads():
-                self.samples.append((load.running, load.waiting, load.capacity))
-            await asyncio.sleep(self.every_s)
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from synthgraph.agents.models import _metric_sum
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            tick = 0
+            while True:
+                for load in await self.pool.loads():
+                    self.samples.append((load.running, load.waiting, load.capacity))
+                if self.metrics_url and tick % max(1, round(1 / self.every_s)) == 0:
+                    page = (await client.get(self.metrics_url)).text
+                    wanted = "\n".join(line for line in page.splitlines()
+                                       if line.startswith("vllm:generation_tokens"))
+                    total = _metric_sum(text_string_to_metric_families(wanted), "vllm:generation_tokens")
+                    self.tokens.append((time.monotonic(), total or 0.0))
+                tick += 1
+                await asyncio.sleep(self.every_s)
 
     def summary(self) -> str:
         if not self.samples:
@@ -59,7 +76,23 @@ class OccupancySampler:
         tenth = max(len(self.samples) // 10, 1)
         by_tenth = " ".join(f"{sum(s[0] for s in self.samples[i:i + tenth]) / len(self.samples[i:i + tenth]):.0f}"
                             for i in range(0, tenth * 10, tenth) if self.samples[i:i + tenth])
-        return f"mean {running:.1f}{full} running, {waiting:.1f} waiting; running by tenth of the run: {by_tenth}"
+        return (f"mean {running:.1f}{full} running, {waiting:.1f} waiting; running by tenth of the run: {by_tenth}"
+                + self._rates())
+
+    def _rates(self) -> str:
+        if len(self.tokens) < 11:
+            return ""
+        start, end = self.tokens[0][0], self.tokens[-1][0]
+        edges = [start + (end - start) * i / 10 for i in range(11)]
+
+        def generated_by(moment: float) -> float:   # linear between the two samples around it
+            for (t0, n0), (t1, n1) in zip(self.tokens, self.tokens[1:]):
+                if t0 <= moment <= t1:
+                    return n0 + (n1 - n0) * (moment - t0) / max(t1 - t0, 1e-9)
+            return self.tokens[-1][1]
+
+        rates = [(generated_by(b) - generated_by(a)) / (b - a) for a, b in zip(edges, edges[1:])]
+        return "; tok/s by tenth: " + " ".join(f"{r:.0f}" for r in rates)
 
 
 def model_recipe(model: str | None, concurrency: int, samples: int | None, max_tokens: int | None):
@@ -127,7 +160,8 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         watch = engine.watch if engine is not None else next(iter(pool._servers.values()))
         await pool.loads()   # a server's counters are read with its load
         hits0, queries0 = watch.prefix_hits, watch.prefix_queries
-        sampler = OccupancySampler(pool)
+        metrics_url = f"http://127.0.0.1:{server.port}/metrics" if server is not None else None
+        sampler = OccupancySampler(pool, metrics_url=metrics_url)
         sampling = asyncio.create_task(sampler.run())
         cpu0 = _orchestration_cpu_s()
         try:
@@ -151,10 +185,16 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     t0 = time.perf_counter()
     if engine is not None:
         outputs = await asyncio.gather(*(
-            engine.generate(r.prompt, {k: v for k, v in r.sampling.items() if v is not None}) for r in records))
+            engine.generate(r.prompt, {k: v for k, v in {**r.sampling, "json_schema": r.json_schema}.items()
+                                       if v is not None}) for r in records))
         raw_tokens = sum(o[2] for o in outputs)
     else:
-        raw_tokens = await server.replay(records)
+        raw_sampler = OccupancySampler(pool, metrics_url=metrics_url)
+        raw_sampling = asyncio.create_task(raw_sampler.run())
+        try:
+            raw_tokens = await server.replay(records)
+        finally:
+            raw_sampling.cancel()
     raw_s = time.perf_counter() - t0
     raw_hits, raw_queries = await _prefix_counters(pool, watch)
     pipeline_rate, raw_rate = pipeline_tokens / pipeline_s, raw_tokens / raw_s
@@ -164,7 +204,8 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
           f"{cpu / pipeline_s:.2f} cores)")
     print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
           f"{raw_s:.1f} s = {raw_rate:.1f} tok/s ({(raw_hits - raw_hits0) / max(raw_queries - raw_queries0, 1):.0%} of "
-          f"prompt tokens reused);  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
+          f"prompt tokens reused{'; ' + raw_sampler.summary() if engine is None else ''});  "
+          f"pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
     return records
 
 
@@ -315,10 +356,16 @@ class VLLMServer:
         client = AsyncOpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="EMPTY", timeout=3600,
                              max_retries=0)
         fields = ("temperature", "top_p", "max_tokens", "seed", "stop")
+
+        def request(record: CallRecord) -> dict:
+            sent = {k: record.sampling[k] for k in fields if record.sampling.get(k) is not None}
+            if record.json_schema is not None:   # the same grammar as the pipeline's structured outputs
+                sent["response_format"] = {"type": "json_schema",
+                                           "json_schema": {"name": "output", "schema": record.json_schema}}
+            return sent
+
         replies = await asyncio.gather(*(
-            client.chat.completions.create(model=self.name, messages=r.prompt,
-                                           **{k: r.sampling[k] for k in fields if r.sampling.get(k) is not None})
-            for r in records))
+            client.chat.completions.create(model=self.name, messages=r.prompt, **request(r)) for r in records))
         await client.close()
         return sum(reply.usage.completion_tokens for reply in replies)
 
