@@ -284,7 +284,10 @@ class ServerLoad:
             self.is_vllm = False
             return None
         self.is_vllm = True
-        if waiting > 0:
+        # Running while others wait is the batch size, or below it: requests also wait for the step's token budget
+        # (prefill). A later read of more running raises it; without that, pacing by our own requests would
+        # hold the server at a first low estimate for the whole run.
+        if waiting > 0 or self.capacity is not None:
             self.capacity = max(self.capacity or 0, int(running))
         self.prefix_queries = _metric_sum(families, "vllm:prefix_cache_queries") or 0.0
         self.prefix_hits = _metric_sum(families, "vllm:prefix_cache_hits") or 0.0

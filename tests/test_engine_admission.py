@@ -200,6 +200,7 @@ class MetricsServer:
 
     def __init__(self, metrics: str | None):
         self.bodies: list[dict] = []
+        self.metrics = metrics
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -214,8 +215,8 @@ class MetricsServer:
                 self.wfile.write(data)
 
             def do_GET(self):
-                if self.path == "/metrics" and metrics is not None:
-                    self.reply(200, metrics.encode(), "text/plain; version=0.0.4")
+                if self.path == "/metrics" and server.metrics is not None:
+                    self.reply(200, server.metrics.encode(), "text/plain; version=0.0.4")
                 else:
                     self.reply(404, b'{"detail": "Not Found"}')
 
@@ -265,6 +266,15 @@ def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(met
     server = pool._servers[metrics_server.spec.base_url]
     assert (server.prefix_queries, server.prefix_hits) == (1000, 600)
     assert metrics_server.bodies[0]["priority"] == 5
+
+
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
+def test_a_server_seen_running_more_than_its_learned_batch_size_raises_it(metrics_server):
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
+    first = asyncio.run(server.load())   # 7 running while 2 wait (for the step's prefill budget, as it turns out)
+    metrics_server.metrics = VLLM_METRICS.replace("} 7.0", "} 12.0").replace("} 2.0", "} 0.0")
+    assert first == EngineLoad(running=7, waiting=2, capacity=7)
+    assert asyncio.run(server.load()) == EngineLoad(running=12, waiting=0, capacity=12)
 
 
 @pytest.mark.parametrize("metrics_server", [None], indirect=True)
