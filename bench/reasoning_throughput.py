@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
@@ -163,7 +164,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         metrics_url = f"http://127.0.0.1:{server.port}/metrics" if server is not None else None
         sampler = OccupancySampler(pool, metrics_url=metrics_url)
         sampling = asyncio.create_task(sampler.run())
-        cpu0 = _orchestration_cpu_s()
+        cpu0, split0 = _orchestration_cpu_s(), _cpu_split(server)
         try:
             await runner.run()
         finally:
@@ -171,7 +172,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         # The engine (its own processes, not reaped until shutdown) is not in this figure: this process (graphs,
         # store, checks) and its finished children (sandbox runs, math-verify workers) are. On a CPU machine
         # every second of it is a second the engine did not get.
-        cpu = _orchestration_cpu_s() - cpu0
+        cpu, split = _orchestration_cpu_s() - cpu0, _cpu_split(server, split0)
     tally = runner.tally
     pipeline_s, pipeline_tokens = tally.generation_s, tally.completion_tokens
     await pool.loads()
@@ -182,7 +183,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         prefix += f", {await server.preemptions() - preempted0:.0f} requests preempted"
     await _reset_prefix_cache(engine, server)
     raw_hits0, raw_queries0 = await _prefix_counters(pool, watch)
-    t0 = time.perf_counter()
+    t0, raw_split0 = time.perf_counter(), _cpu_split(server)
     if engine is not None:
         outputs = await asyncio.gather(*(
             engine.generate(r.prompt, {k: v for k, v in {**r.sampling, "json_schema": r.json_schema}.items()
@@ -195,16 +196,17 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
             raw_tokens = await server.replay(records)
         finally:
             raw_sampling.cancel()
-    raw_s = time.perf_counter() - t0
+    raw_s, raw_split = time.perf_counter() - t0, _cpu_split(server, raw_split0)
     raw_hits, raw_queries = await _prefix_counters(pool, watch)
     pipeline_rate, raw_rate = pipeline_tokens / pipeline_s, raw_tokens / raw_s
     print(f"    {count} seeds ({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
           f"{pipeline_rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
           f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
-          f"{cpu / pipeline_s:.2f} cores)")
+          f"{cpu / pipeline_s:.2f} cores{_split_text(split, pipeline_s)})")
     print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
           f"{raw_s:.1f} s = {raw_rate:.1f} tok/s ({(raw_hits - raw_hits0) / max(raw_queries - raw_queries0, 1):.0%} of "
-          f"prompt tokens reused{'; ' + raw_sampler.summary() if engine is None else ''});  "
+          f"prompt tokens reused{'; ' + raw_sampler.summary() if engine is None else ''}"
+          f"{_split_text(raw_split, raw_s)});  "
           f"pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
     return records
 
@@ -228,6 +230,32 @@ def _orchestration_cpu_s() -> float:
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _cpu_split(server, since: tuple[float, float] | None = None) -> tuple[float, float] | None:
+    """(CPU seconds of the server's processes, of everything else on the machine) so far, or since `since`. On a
+    CPU machine both share the cores: what the rest takes (this process, sandbox runs, math-verify helpers, other
+    jobs) the engine's threads wait for."""
+    if server is None:
+        return None
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    engine = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            engine += times.user + times.system
+    machine = psutil.cpu_times()
+    busy = machine.user + machine.nice + machine.system + machine.irq + machine.softirq
+    now = (engine, busy - engine)
+    return now if since is None else (now[0] - since[0], now[1] - since[1])
+
+
+def _split_text(split: tuple[float, float] | None, seconds: float) -> str:
+    if split is None:
+        return ""
+    return f"; server's processes {split[0] / seconds:.2f} cores, everything else {split[1] / seconds:.2f} cores"
 
 
 async def bench_shared_prompt(engine, records: list[CallRecord], k: int, problems: int) -> None:
