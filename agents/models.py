@@ -215,7 +215,7 @@ def _metric_sum(families, name: str) -> float | None:
 
 
 _READ_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prefix_cache_queries",
-                 "vllm:prefix_cache_hits")
+                 "vllm:prefix_cache_hits", "vllm:generation_tokens")
 
 
 class ServerLoad:
@@ -236,6 +236,7 @@ class ServerLoad:
         self.capacity: int | None = None
         self.prefix_queries = 0.0
         self.prefix_hits = 0.0
+        self.generated_tokens = 0.0   # by the whole server so far, as of the last read
         self._last: EngineLoad | None = None
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -291,6 +292,7 @@ class ServerLoad:
             self.capacity = max(self.capacity or 0, int(running))
         self.prefix_queries = _metric_sum(families, "vllm:prefix_cache_queries") or 0.0
         self.prefix_hits = _metric_sum(families, "vllm:prefix_cache_hits") or 0.0
+        self.generated_tokens = _metric_sum(families, "vllm:generation_tokens") or 0.0
         return EngineLoad(running=int(running), waiting=int(waiting))
 
 

@@ -38,33 +38,21 @@ class FixedPool(ModelPool):
 
 class OccupancySampler:
     """Samples the engines' running and waiting requests every `every_s` while a phase runs; given a vLLM server's
-    `/metrics` URL, also its generated-token counter every second, for the tokens/s in each tenth of the phase
-    (where the batch is full, that rate against the raw replay's says what a slot yields in each)."""
+    load (`ServerLoad`), also its generated-token counter, read with the load, for the tokens/s in each tenth of
+    the phase (where the batch is full, that rate against the raw replay's says what a slot yields in each)."""
 
-    def __init__(self, pool: ModelPool, every_s: float = 0.25, metrics_url: str | None = None):
-        self.pool, self.every_s, self.metrics_url = pool, every_s, metrics_url
+    def __init__(self, pool: ModelPool, every_s: float = 0.25, server_load=None):
+        self.pool, self.every_s, self.server_load = pool, every_s, server_load
         self.samples: list[tuple[int, int, int | None]] = []
         self.tokens: list[tuple[float, float]] = []   # (monotonic time, generated tokens so far)
 
     async def run(self) -> None:
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
-
-        from synthgraph.agents.models import _metric_sum
-
-        async with httpx.AsyncClient(timeout=10) as client:
-            tick = 0
-            while True:
-                for load in await self.pool.loads():
-                    self.samples.append((load.running, load.waiting, load.capacity))
-                if self.metrics_url and tick % max(1, round(1 / self.every_s)) == 0:
-                    page = (await client.get(self.metrics_url)).text
-                    wanted = "\n".join(line for line in page.splitlines()
-                                       if line.startswith("vllm:generation_tokens"))
-                    total = _metric_sum(text_string_to_metric_families(wanted), "vllm:generation_tokens")
-                    self.tokens.append((time.monotonic(), total or 0.0))
-                tick += 1
-                await asyncio.sleep(self.every_s)
+        while True:
+            for load in await self.pool.loads():
+                self.samples.append((load.running, load.waiting, load.capacity))
+            if self.server_load is not None:
+                self.tokens.append((time.monotonic(), self.server_load.generated_tokens))
+            await asyncio.sleep(self.every_s)
 
     def summary(self) -> str:
         if not self.samples:
@@ -161,8 +149,8 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         watch = engine.watch if engine is not None else next(iter(pool._servers.values()))
         await pool.loads()   # a server's counters are read with its load
         hits0, queries0 = watch.prefix_hits, watch.prefix_queries
-        metrics_url = f"http://127.0.0.1:{server.port}/metrics" if server is not None else None
-        sampler = OccupancySampler(pool, metrics_url=metrics_url)
+        server_load = watch if engine is None else None
+        sampler = OccupancySampler(pool, server_load=server_load)
         sampling = asyncio.create_task(sampler.run())
         cpu0, split0 = _orchestration_cpu_s(), _cpu_split(server)
         try:
@@ -190,7 +178,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
                                        if v is not None}) for r in records))
         raw_tokens = sum(o[2] for o in outputs)
     else:
-        raw_sampler = OccupancySampler(pool, metrics_url=metrics_url)
+        raw_sampler = OccupancySampler(pool, server_load=server_load)
         raw_sampling = asyncio.create_task(raw_sampler.run())
         try:
             raw_tokens = await server.replay(records)

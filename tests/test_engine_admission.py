@@ -192,6 +192,9 @@ vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000.0
 # HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.
 # TYPE vllm:prefix_cache_hits counter
 vllm:prefix_cache_hits_total{engine="0",model_name="m"} 600.0
+# HELP vllm:generation_tokens Number of generation tokens processed.
+# TYPE vllm:generation_tokens counter
+vllm:generation_tokens_total{engine="0",model_name="m"} 4321.0
 """
 
 
@@ -264,7 +267,7 @@ def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(met
     assert loads == [EngineLoad(running=7, waiting=2, capacity=7)]
     assert not loads[0].has_room()
     server = pool._servers[metrics_server.spec.base_url]
-    assert (server.prefix_queries, server.prefix_hits) == (1000, 600)
+    assert (server.prefix_queries, server.prefix_hits, server.generated_tokens) == (1000, 600, 4321)
     assert metrics_server.bodies[0]["priority"] == 5
 
 
