@@ -289,32 +289,44 @@ def _copy_at_offsets(source: int, target: int, size: int) -> None:
 class StoreWriter:
     """The single writer task: graph instances hand it finished seeds; it writes them in batches.
 
-    Batching keeps DuckDB's per-statement cost off the hot path while each seed still lands whole: a batch is
-    what queued while the last one was written, up to `max_batch` seeds (256 seeds cost a third per seed of 64).
+    Batching keeps DuckDB's per-statement cost off the hot path while each seed still lands whole. DuckDB
+    charges ~2-4 ms of CPU per statement whatever its size, and a batch takes ten of them: a seed written
+    alone costs ~22 ms of CPU, one of 256 ~0.3 ms. So a batch is what arrives within `linger_s` of its first
+    seed (sooner once `max_batch` are queued or the run ends): a finished seed reaches the store within about
+    a second plus the write, and a kill in between costs only that second's seeds, which are redone. The
+    writer's statements run on one DuckDB thread: its batches are small for DuckDB, and on a small machine a
+    second thread would take a core from the event loop or the engine.
     While it runs it also publishes snapshots of the store for readers (`Store.publish_snapshot`): at the
     start, then after a batch once `snapshot_every_s` have passed, and never more often than ten times the
     last snapshot took, so copying a large store costs the writer at most a tenth of its time.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 256, snapshot_every_s: float = 15.0,
+    def __init__(self, store: Store, *, max_batch: int = 256, linger_s: float = 1.0, snapshot_every_s: float = 15.0,
                  on_written: Callable[[list[SeedOutcome]], Awaitable[None]] | None = None):
         self.store = store
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.snapshot_every_s = snapshot_every_s
         self.on_written = on_written  # after each committed batch: e.g. drop the seeds' resume checkpoints
         self._queue: asyncio.Queue[SeedOutcome | None] = asyncio.Queue()
+        self._batch_full = asyncio.Event()  # max_batch seeds queued, or the run is over: stop lingering
+        self._closing = False
         self._task: asyncio.Task | None = None
         self._next_snapshot = 0.0
         self._unpublished = False
 
     async def __aenter__(self) -> StoreWriter:
+        self.store.con.execute("SET threads = 1")
         self._task = asyncio.create_task(self._drain())
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         await self._queue.put(None)
+        self._closing = True
+        self._batch_full.set()
         assert self._task is not None
         await self._task
+        self.store.con.execute("RESET threads")
 
     async def put(self, outcome: SeedOutcome) -> None:
         if self._task is not None and self._task.done():
@@ -322,6 +334,8 @@ class StoreWriter:
             self._task.result()
             raise StoreError("the store writer stopped; nothing more can be saved")
         await self._queue.put(outcome)
+        if self._queue.qsize() >= self.max_batch:
+            self._batch_full.set()
 
     async def _drain(self) -> None:
         await asyncio.to_thread(self._snapshot)  # readers see the run from its start (the model loads meanwhile)
@@ -335,13 +349,18 @@ class StoreWriter:
             except TimeoutError:
                 await asyncio.to_thread(self._snapshot)
                 continue
+            self._batch_full.clear()
+            if not self._closing and self._queue.qsize() + 1 < self.max_batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.linger_s)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             closing = None in batch
             outcomes = [o for o in batch if o is not None]
-            await asyncio.to_thread(self._write, outcomes, closing)
-            if self.on_written is not None and outcomes:
-                await self.on_written(outcomes)
+            if outcomes:
+                await asyncio.to_thread(self._write, outcomes, closing)
+                if self.on_written is not None:
+                    await self.on_written(outcomes)
 
     def _write(self, outcomes: list[SeedOutcome], closing: bool) -> None:
         self.store.write_outcomes(outcomes)

@@ -21,7 +21,7 @@ CHILD = textwrap.dedent("""
     from synthgraph.graphs.runner import Runner
 
     def solver(messages):
-        time.sleep(0.02)  # slow enough that the kill lands mid-run
+        time.sleep(0.05)  # slow enough that the kill lands mid-run, after the writer's first batches
         n = int(messages[-1].content.split()[2])
         return f"{{n}} times 7 is {{7 * n}}.\\n#### {{7 * n}}"
 
@@ -47,7 +47,8 @@ def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     child = start(db)
     deadline = time.monotonic() + 120
     for line in child.stdout:
-        if line.startswith("done") and int(line.split()[1]) >= 15:
+        # half the seeds finished: the writer, which gathers a second's worth of them per batch, has written some
+        if line.startswith("done") and int(line.split()[1]) >= 30:
             break
         assert time.monotonic() < deadline, "the child never got going"
     os.killpg(child.pid, signal.SIGKILL)

@@ -217,6 +217,73 @@ def test_a_failing_snapshot_never_stops_the_writer(tmp_path, monkeypatch):
     assert query(db, "SELECT count(*) FROM seeds WHERE status = 'done'")[1] == [(3,)]
 
 
+# ------------------------------------------------------------------------- the writer's batches
+
+
+def spied_store(path: Path, seeds: int, batches: list[tuple[int, str]]) -> Store:
+    """A store whose writes record (seeds in the batch, DuckDB's thread setting while writing)."""
+    store = Store(path)
+    store.register_run(RunRow(run_id="r", name="t", graph="reasoning", recipe={}),
+                       [SeedRow(run_id="r", seed_id=f"s{i}", position=i, payload={}) for i in range(seeds)])
+    write = store.write_outcomes
+
+    def spy(outcomes):
+        outcomes = list(outcomes)
+        batches.append((len(outcomes), store.con.execute("SELECT current_setting('threads')").fetchone()[0]))
+        write(outcomes)
+
+    store.write_outcomes = spy
+    return store
+
+
+def test_seeds_finishing_one_by_one_are_written_in_one_batch_on_one_thread(tmp_path):
+    import asyncio
+
+    from synthgraph.store.db import StoreWriter
+
+    batches: list[tuple[int, str]] = []
+    store = spied_store(tmp_path / "s.duckdb", 10, batches)
+    threads_before = store.con.execute("SELECT current_setting('threads')").fetchone()[0]
+
+    async def write():
+        async with StoreWriter(store, linger_s=3600) as writer:
+            for i in range(10):
+                await writer.put(outcome("r", i))
+                await asyncio.sleep(0.01)  # the writer is free to take the first seed alone
+
+    asyncio.run(asyncio.wait_for(write(), 60))  # the run's end cuts the linger short
+    assert batches == [(10, 1)]
+    assert store.con.execute("SELECT current_setting('threads')").fetchone()[0] == threads_before
+    store.close()
+    assert query(tmp_path / "s.duckdb", "SELECT count(*) FROM seeds WHERE status = 'done'")[1] == [(10,)]
+
+
+def test_a_full_batch_is_written_without_waiting_out_the_linger(tmp_path):
+    import asyncio
+
+    from synthgraph.store.db import StoreWriter
+
+    batches: list[tuple[int, str]] = []
+    store = spied_store(tmp_path / "s.duckdb", 8, batches)
+
+    async def write():
+        written = asyncio.Event()
+
+        async def on_written(outcomes):
+            written.set()
+
+        async with StoreWriter(store, max_batch=4, linger_s=3600, on_written=on_written) as writer:
+            for i in range(4):
+                await writer.put(outcome("r", i))
+            await asyncio.wait_for(written.wait(), 30)
+            for i in range(4, 8):
+                await writer.put(outcome("r", i))
+
+    asyncio.run(write())
+    assert [size for size, _ in batches] == [4, 4]
+    store.close()
+
+
 # --------------------------------------------------------------------------- export fails safe
 
 
