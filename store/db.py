@@ -293,9 +293,10 @@ class StoreWriter:
     charges ~2-4 ms of CPU per statement whatever its size, and a batch takes ten of them: a seed written
     alone costs ~22 ms of CPU, one of 256 ~0.3 ms. So a batch is what arrives within `linger_s` of its first
     seed (sooner once `max_batch` are queued or the run ends): a finished seed reaches the store within about
-    a second plus the write, and a kill in between costs only that second's seeds, which are redone. The
-    writer's statements run on one DuckDB thread: its batches are small for DuckDB, and on a small machine a
-    second thread would take a core from the event loop or the engine.
+    a second plus the write. A kill in between loses no model work where seeds are checkpointed (a finished
+    seed keeps its checkpoints until it is written, so a rerun takes it from them whole); without checkpoints
+    that second's seeds are redone. The writer's statements run on one DuckDB thread: its batches are small
+    for DuckDB, and on a small machine a second thread would take a core from the event loop or the engine.
     While it runs it also publishes snapshots of the store for readers (`Store.publish_snapshot`): at the
     start, then after a batch once `snapshot_every_s` have passed, and never more often than ten times the
     last snapshot took, so copying a large store costs the writer at most a tenth of its time.
