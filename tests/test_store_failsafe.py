@@ -30,10 +30,16 @@ def outcome(run_id: str, i: int, *, padding: int = 0) -> SeedOutcome:
         MessageRow(sample_id=f"x{i}", turn=1, role="assistant", content=f"answer {i}")])
 
 
-def make_store(path: Path, seeds: int = 10, *, padding: int = 0) -> Path:
+def registered_store(path: Path, seeds: int) -> Store:
+    """An open store holding run `r` with `seeds` pending seeds."""
     store = Store(path)
     store.register_run(RunRow(run_id="r", name="t", graph="reasoning", recipe={}),
                        [SeedRow(run_id="r", seed_id=f"s{i}", position=i, payload={}) for i in range(seeds)])
+    return store
+
+
+def make_store(path: Path, seeds: int = 10, *, padding: int = 0) -> Path:
+    store = registered_store(path, seeds)
     store.write_outcomes([outcome("r", i, padding=padding) for i in range(seeds)])
     store.close()
     return path
@@ -205,9 +211,7 @@ def test_a_failing_snapshot_never_stops_the_writer(tmp_path, monkeypatch):
     db = tmp_path / "s.duckdb"
 
     async def write():
-        store = Store(db)
-        store.register_run(RunRow(run_id="r", name="t", graph="reasoning", recipe={}),
-                           [SeedRow(run_id="r", seed_id=f"s{i}", position=i, payload={}) for i in range(3)])
+        store = registered_store(db, 3)
         async with StoreWriter(store, snapshot_every_s=0) as writer:
             for i in range(3):
                 await writer.put(outcome("r", i))
@@ -220,11 +224,9 @@ def test_a_failing_snapshot_never_stops_the_writer(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------- the writer's batches
 
 
-def spied_store(path: Path, seeds: int, batches: list[tuple[int, str]]) -> Store:
-    """A store whose writes record (seeds in the batch, DuckDB's thread setting while writing)."""
-    store = Store(path)
-    store.register_run(RunRow(run_id="r", name="t", graph="reasoning", recipe={}),
-                       [SeedRow(run_id="r", seed_id=f"s{i}", position=i, payload={}) for i in range(seeds)])
+def spied_store(path: Path, seeds: int, batches: list[tuple[int, int]]) -> Store:
+    """A registered store whose writes record (seeds in the batch, DuckDB's thread setting while writing)."""
+    store = registered_store(path, seeds)
     write = store.write_outcomes
 
     def spy(outcomes):
@@ -241,7 +243,7 @@ def test_seeds_finishing_one_by_one_are_written_in_one_batch_on_one_thread(tmp_p
 
     from synthgraph.store.db import StoreWriter
 
-    batches: list[tuple[int, str]] = []
+    batches: list[tuple[int, int]] = []
     store = spied_store(tmp_path / "s.duckdb", 10, batches)
     threads_before = store.con.execute("SELECT current_setting('threads')").fetchone()[0]
 
@@ -263,7 +265,7 @@ def test_a_full_batch_is_written_without_waiting_out_the_linger(tmp_path):
 
     from synthgraph.store.db import StoreWriter
 
-    batches: list[tuple[int, str]] = []
+    batches: list[tuple[int, int]] = []
     store = spied_store(tmp_path / "s.duckdb", 8, batches)
 
     async def write():
