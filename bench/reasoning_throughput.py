@@ -20,6 +20,7 @@ import contextlib
 import json
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthgraph.agents.models import CallRecord, ModelPool, ModelSpec
@@ -132,12 +133,39 @@ async def _bench_counts(args, recipe, all_seeds, pool: ModelPool, backend: str, 
             run_recipe = recipe.model_copy(update={"budget": budget})
         else:
             run_recipe = recipe
-        records = await _bench_one(run_recipe, all_seeds, count, pool, server)
+        records = await _bench_one(run_recipe, all_seeds, count, pool, server, args.bracket)
     if pool._engines and not args.skip_shared:
         await bench_shared_prompt(pool._engines[0], records, recipe.roles.solver.samples, args.shared_problems)
 
 
-async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> None:
+async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server, bracket: bool) -> list[CallRecord]:
+    first = await _pipeline_phase(recipe, all_seeds, count, pool, server)
+    raw = await _raw_phase(first.records, pool, server)
+    print(f"    {count} seeds: {first.text}")
+    print(f"    {count} seeds: {raw.text};  pipeline / raw = {first.rate / raw.rate:.2f}", flush=True)
+    if bracket:
+        # The host's speed drifts over tens of minutes here (a raw phase alone went from 204 to 303 tok/s by tenth),
+        # enough to move one pipeline/raw pair by 0.1. In the order pipeline, raw, raw, pipeline both means sit at
+        # the same moment, so a steady drift cancels; the same prompts replayed twice show how far the host moved.
+        again = await _raw_phase(first.records, pool, server)
+        second = await _pipeline_phase(recipe, all_seeds, count, pool, server)
+        print(f"    {count} seeds, raw again: {again.text}; the same prompts ran {again.rate / raw.rate:.2f}x as fast "
+              f"as the first time")
+        print(f"    {count} seeds, pipeline again: {second.text}")
+        pipeline_rate, raw_rate = (first.rate + second.rate) / 2, (raw.rate + again.rate) / 2
+        print(f"    {count} seeds, bracketed (pipeline, raw, raw, pipeline): pipeline {pipeline_rate:.1f} tok/s, "
+              f"raw {raw_rate:.1f} tok/s (means);  pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
+    return first.records
+
+
+@dataclass
+class Phase:
+    rate: float   # generated tokens/s
+    text: str
+    records: list[CallRecord] = field(default_factory=list)
+
+
+async def _pipeline_phase(recipe, all_seeds, count: int, pool: ModelPool, server) -> Phase:
     records: list[CallRecord] = []
     engine = pool._engines[0] if pool._engines else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,11 +174,10 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
         # Prefix reuse within each phase only: the raw replay must not find the pipeline's prompts cached.
         await _reset_prefix_cache(engine, server)
         preempted0 = await server.preemptions() if server is not None else 0
-        watch = engine.watch if engine is not None else next(iter(pool._servers.values()))
+        watch = _watch(pool)
         await pool.loads()   # a server's counters are read with its load
         hits0, queries0 = watch.prefix_hits, watch.prefix_queries
-        server_load = watch if engine is None else None
-        sampler = OccupancySampler(pool, server_load=server_load)
+        sampler = OccupancySampler(pool, server_load=watch if engine is None else None)
         sampling = asyncio.create_task(sampler.run())
         cpu0, split0 = _orchestration_cpu_s(), _cpu_split(server)
         try:
@@ -169,6 +196,17 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
     prefix = f", {caching}: {(watch.prefix_hits - hits0) / max(queries, 1):.0%} of prompt tokens reused"
     if server is not None:
         prefix += f", {await server.preemptions() - preempted0:.0f} requests preempted"
+    rate = pipeline_tokens / pipeline_s
+    text = (f"({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
+            f"{rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
+            f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
+            f"{cpu / pipeline_s:.2f} cores{_split_text(split, pipeline_s)})")
+    return Phase(rate, text, records)
+
+
+async def _raw_phase(records: list[CallRecord], pool: ModelPool, server) -> Phase:
+    engine = pool._engines[0] if pool._engines else None
+    watch = _watch(pool)
     await _reset_prefix_cache(engine, server)
     raw_hits0, raw_queries0 = await _prefix_counters(pool, watch)
     t0, raw_split0 = time.perf_counter(), _cpu_split(server)
@@ -178,7 +216,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
                                        if v is not None}) for r in records))
         raw_tokens = sum(o[2] for o in outputs)
     else:
-        raw_sampler = OccupancySampler(pool, server_load=server_load)
+        raw_sampler = OccupancySampler(pool, server_load=watch)
         raw_sampling = asyncio.create_task(raw_sampler.run())
         try:
             raw_tokens = await server.replay(records)
@@ -186,17 +224,17 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server) -> 
             raw_sampling.cancel()
     raw_s, raw_split = time.perf_counter() - t0, _cpu_split(server, raw_split0)
     raw_hits, raw_queries = await _prefix_counters(pool, watch)
-    pipeline_rate, raw_rate = pipeline_tokens / pipeline_s, raw_tokens / raw_s
-    print(f"    {count} seeds ({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
-          f"{pipeline_rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
-          f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
-          f"{cpu / pipeline_s:.2f} cores{_split_text(split, pipeline_s)})")
-    print(f"    {count} seeds: raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
-          f"{raw_s:.1f} s = {raw_rate:.1f} tok/s ({(raw_hits - raw_hits0) / max(raw_queries - raw_queries0, 1):.0%} of "
-          f"prompt tokens reused{'; ' + raw_sampler.summary() if engine is None else ''}"
-          f"{_split_text(raw_split, raw_s)});  "
-          f"pipeline / raw = {pipeline_rate / raw_rate:.2f}", flush=True)
-    return records
+    rate = raw_tokens / raw_s
+    text = (f"raw generate of the same {len(records)} prompts at once: {raw_tokens} tokens in "
+            f"{raw_s:.1f} s = {rate:.1f} tok/s ({(raw_hits - raw_hits0) / max(raw_queries - raw_queries0, 1):.0%} of "
+            f"prompt tokens reused{'; ' + raw_sampler.summary() if engine is None else ''}"
+            f"{_split_text(raw_split, raw_s)})")
+    return Phase(rate, text)
+
+
+def _watch(pool: ModelPool):
+    """What reports the engine's prefix-cache counters: the in-process engine's watch, or the server's load."""
+    return pool._engines[0].watch if pool._engines else next(iter(pool._servers.values()))
 
 
 async def _prefix_counters(pool: ModelPool, watch) -> tuple[float, float]:
@@ -400,6 +438,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--skip-shared", action="store_true", help="skip (c), k requests vs one with n=k")
     parser.add_argument("--shared-problems", type=int, default=16, help="(c): problems (from the last seed count)")
+    parser.add_argument("--bracket", action="store_true",
+                        help="(b): per seed count, pipeline, raw, raw again, pipeline again; the ratio of the means "
+                             "cancels a steady drift of the host's speed (twice as long)")
     parser.add_argument("--pacing", choices=["engine", "fixed"], default="engine",
                         help="(b): admission paced by the engine's queue, or only by --concurrency (as before)")
     args = parser.parse_args()
