@@ -10,6 +10,8 @@ Prints figures, asserts nothing:
     .venv/bin/python bench/reasoning_throughput.py                       # 8, 32, 128 seeds on the embedded model
     .venv/bin/python bench/reasoning_throughput.py --model-samples 2 --max-tokens 192 --model-seeds 128
     .venv/bin/python bench/reasoning_throughput.py --backend openai --model-seeds 32 128
+    .venv/bin/python bench/reasoning_throughput.py --backend openai --model-samples 2 --max-tokens 192 \
+        --model-seeds 256 --skip-shared --bracket       # pipeline, raw, raw, pipeline: the host's drift cancels
 """
 
 from __future__ import annotations
