@@ -10,7 +10,7 @@ Prints figures, asserts nothing:
     .venv/bin/python bench/reasoning_throughput.py                       # 8, 32, 128 seeds on the embedded model
     .venv/bin/python bench/reasoning_throughput.py --model-samples 2 --max-tokens 192 --model-seeds 128
     .venv/bin/python bench/reasoning_throughput.py --backend openai --model-seeds 32 128
-    .venv/bin/python bench/reasoning_throughput.py --backend openai --model-samples 2 --max-tokens 192 \
+    .venv/bin/python bench/reasoning_throughput.py --backend openai --model-samples 2 --max-tokens 192 \\
         --model-seeds 256 --skip-shared --bracket       # pipeline, raw, raw, pipeline: the host's drift cancels
 """
 
@@ -146,7 +146,7 @@ async def _bench_one(recipe, all_seeds, count: int, pool: ModelPool, server, bra
     print(f"    {count} seeds: {first.text}")
     print(f"    {count} seeds: {raw.text};  pipeline / raw = {first.rate / raw.rate:.2f}", flush=True)
     if bracket:
-        # The host's speed drifts over tens of minutes here (a raw phase alone went from 204 to 303 tok/s by tenth),
+        # The host's speed drifts over tens of minutes here (a raw phase alone went from 233 to 303 tok/s by tenth),
         # enough to move one pipeline/raw pair by 0.1. In the order pipeline, raw, raw, pipeline both means sit at
         # the same moment, so a steady drift cancels; the same prompts replayed twice show how far the host moved.
         again = await _raw_phase(first.records, pool, server)
