@@ -228,7 +228,7 @@ def reference_from_output(stdout: str) -> str | None:
 
 def route_from_start(state: TraceState, runtime: Runtime[ReasoningContext]) -> list[Send] | Literal["propose"]:
     """A gold seed brings its problem (see `initial_state`), so its solvers start at once: a proposer step that
-    would only copy the problem costs a graph step, and each step is ~7% of a seed's orchestration CPU."""
+    would only copy the problem costs a graph step, and each step is ~5% of a seed's orchestration CPU."""
     return "propose" if state.get("problem") is None else fan_out(state, runtime)
 
 
