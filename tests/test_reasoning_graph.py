@@ -40,8 +40,19 @@ def test_gold_seed_skips_the_proposer_and_accepts_verified_traces(script):
     assert script.calls["critic"] == 3
 
 
+def test_a_gold_seed_takes_only_the_steps_of_its_solvers_the_check_and_the_judge(script):
+    """Every step of the graph costs a seed's orchestration the same whatever it does (~5% of its CPU): a gold
+    seed takes no proposer step, and the judge's verdict ends the seed without a step of its own."""
+    async def steps() -> list[str]:
+        updates = reasoning.graph.astream(reasoning.initial_state(GOLD), context=make_context(script),
+                                          stream_mode="updates")
+        return [node async for update in updates for node in update]
+
+    assert asyncio.run(steps()) == ["solve"] * 3 + ["verify", "judge"]
+
+
 @pytest.mark.parametrize("threshold, status", [(8, "accepted"), (8.5, "rejected")])
-def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_router_and_the_rows(script, threshold, status):
+def test_a_critic_score_exactly_at_the_threshold_is_accepted_by_the_judge_and_the_rows(script, threshold, status):
     context = make_context(script, samples=1, critic_threshold=threshold)  # the scripted critic scores 8
     state = run_graph(GOLD, context)
     assert state["outcome"] == status
