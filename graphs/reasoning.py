@@ -1,5 +1,5 @@
-"""Verified reasoning traces: propose -> corroborate -> solve k ways -> verify -> critique -> (diagnose -> revise)
--> accept. A seed with a gold problem starts at the solvers.
+"""Verified reasoning traces: propose -> corroborate -> solve k ways -> verify -> (diagnose -> revise) -> critique,
+whose verdict accepts or rejects the seed. A seed with a gold problem starts at the solvers.
 
 The verified rejection-sampling loop of STaR / RFT / ReST-EM with program-of-thought references: the proposer
 writes a problem and a program whose printed output is the reference answer (or a seed brings a gold answer),
