@@ -222,12 +222,18 @@ class ServerLoad:
     """The load of an OpenAI-compatible server, read from its Prometheus `/metrics` (vLLM's
     `vllm:num_requests_running` / `vllm:num_requests_waiting`), at most every `interval_s`. A server without
     them (not vLLM, or metrics off) reports None for the rest of the run: admission then keeps to the
-    recipe's fixed concurrency. Seeing vLLM's metrics is also what makes it safe to send vLLM's `priority`."""
+    recipe's fixed concurrency. Seeing vLLM's metrics is also what makes it safe to send vLLM's `priority`.
 
-    def __init__(self, base_url: str, interval_s: float = 0.25):
+    Once its batch size is known our own requests pace admission, and the page is read only every
+    `paced_interval_s`, for other clients' load and a larger batch: rendering it costs vLLM's server ~5 ms of
+    CPU (5.3 ms measured on this project's CPU machine), 2% of a core at four reads a second, taken from the
+    engine where they share the CPUs."""
+
+    def __init__(self, base_url: str, interval_s: float = 0.25, paced_interval_s: float = 1.0):
         root = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
         self.url = f"{root}/metrics"
         self.interval_s = interval_s
+        self.paced_interval_s = paced_interval_s
         self.is_vllm: bool | None = None   # None until the first read
         # Our own requests to it not yet answered (current, where the metrics are up to `interval_s` old), and
         # the most requests it was seen running while others waited: its batch size, which /metrics does not
@@ -254,7 +260,8 @@ class ServerLoad:
         if self.is_vllm is False:
             return None
         async with self._lock:
-            if time.monotonic() - self._read_at >= self.interval_s:
+            interval = self.interval_s if self.capacity is None else self.paced_interval_s
+            if time.monotonic() - self._read_at >= interval:
                 self._last = await self._read()
                 self._read_at = time.monotonic()
         last = self._last

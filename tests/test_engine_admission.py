@@ -273,10 +273,21 @@ def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(met
 
 @pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
 def test_a_server_seen_running_more_than_its_learned_batch_size_raises_it(metrics_server):
-    server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0, paced_interval_s=0)
     first = asyncio.run(server.load())   # 7 running while 2 wait (for the step's prefill budget, as it turns out)
     metrics_server.metrics = VLLM_METRICS.replace("} 7.0", "} 12.0").replace("} 2.0", "} 0.0")
     assert first == EngineLoad(running=7, waiting=2, capacity=7)
+    assert asyncio.run(server.load()) == EngineLoad(running=12, waiting=0, capacity=12)
+
+
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
+def test_a_server_whose_batch_size_is_known_is_read_only_at_the_slower_paced_interval(metrics_server):
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0, paced_interval_s=3600)
+    first = asyncio.run(server.load())   # 2 waiting: the batch size (7) is learned from this read
+    metrics_server.metrics = VLLM_METRICS.replace("} 7.0", "} 12.0").replace("} 2.0", "} 0.0")
+    again = asyncio.run(server.load())
+    assert first == again == EngineLoad(running=7, waiting=2, capacity=7)   # the page was not read again
+    server.paced_interval_s = 0
     assert asyncio.run(server.load()) == EngineLoad(running=12, waiting=0, capacity=12)
 
 
