@@ -28,6 +28,7 @@ from pathlib import Path
 from synthgraph.agents.models import CallRecord, ModelPool, ModelSpec
 from synthgraph.graphs.recipe import load_recipe
 from synthgraph.graphs.runner import Runner
+from synthgraph.store.db import query
 
 DEMO = Path(__file__).resolve().parents[1] / "demos" / "reasoning.yaml"
 
@@ -190,6 +191,7 @@ async def _pipeline_phase(recipe, all_seeds, count: int, pool: ModelPool, server
         # store, checks) and its finished children (sandbox runs, math-verify workers) are. On a CPU machine
         # every second of it is a second the engine did not get.
         cpu, split = _orchestration_cpu_s() - cpu0, _cpu_split(server, split0)
+        errors = _error_reasons(Path(tmp) / "bench.duckdb")
     tally = runner.tally
     pipeline_s, pipeline_tokens = tally.generation_s, tally.completion_tokens
     await pool.loads()
@@ -202,8 +204,20 @@ async def _pipeline_phase(recipe, all_seeds, count: int, pool: ModelPool, server
     text = (f"({tally.seeds_started} started): pipeline {pipeline_tokens} tokens in {pipeline_s:.1f} s = "
             f"{rate:.1f} tok/s ({len(records)} calls, {tally.accepted} accepted / {tally.rejected} rejected / "
             f"{tally.errors} errors; {sampler.summary()}{prefix}; orchestration used {cpu:.0f} CPU s = "
-            f"{cpu / pipeline_s:.2f} cores{_split_text(split, pipeline_s)})")
+            f"{cpu / pipeline_s:.2f} cores{_split_text(split, pipeline_s)}){errors}")
     return Phase(rate, text, records)
+
+
+def _error_reasons(store: Path, shown: int = 3) -> str:
+    """The commonest reasons of the phase's error samples (numbers masked, so one cause is one line): the store
+    is temporary, and an error count alone does not say whether the bench's short max_tokens caused it."""
+    _, rows = query(store, "SELECT regexp_replace(left(reason, 160), '[0-9]+', 'N', 'g') AS why, count(*) AS n "
+                           "FROM samples WHERE status = 'error' GROUP BY why ORDER BY n DESC, why")
+    if not rows:
+        return ""
+    listed = "; ".join(f"{n} x {why}" for why, n in rows[:shown])
+    more = sum(n for _, n in rows[shown:])
+    return f"\n      errors by reason: {listed}" + (f"; {more} others" if more else "")
 
 
 async def _raw_phase(records: list[CallRecord], pool: ModelPool, server) -> Phase:
