@@ -144,20 +144,23 @@ current_call_log: contextvars.ContextVar[CallLog | None] = contextvars.ContextVa
 
 class EngineLoad(BaseModel):
     """What one model back end is doing now: the requests it is generating, those queued behind them, and how
-    many it runs at once (None: not known, e.g. a server whose settings are not visible)."""
+    many it runs at once (None: not known, e.g. a server whose settings are not visible). While that is not
+    known, `ramp` (if given) bounds the requests it may be given until a read shows it running them."""
 
     model_config = ConfigDict(frozen=True)
 
     running: int
     waiting: int
     capacity: int | None = None
+    ramp: int | None = None
 
     def has_room(self, starting: int = 0) -> bool:
         """Whether one more request would run at once rather than queue: nothing waits, and the running ones
         plus the `starting` ones (admitted work whose first request has not arrived yet) leave a free slot."""
         if self.waiting > 0:
             return False
-        return self.capacity is None or self.running + starting < self.capacity
+        limit = self.capacity if self.capacity is not None else self.ramp
+        return limit is None or self.running + starting < limit
 
 
 @dataclass
@@ -214,6 +217,9 @@ def _metric_sum(families, name: str) -> float | None:
     return sum(values) if values else None
 
 
+# A server's first load, before it has been seen running anything: a few requests, whatever its batch size.
+RAMP_FLOOR = 8
+
 _READ_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prefix_cache_queries",
                  "vllm:prefix_cache_hits", "vllm:generation_tokens")
 
@@ -240,6 +246,13 @@ class ServerLoad:
         # give. Once that is known, our own count paces admission between reads.
         self.outstanding = 0
         self.capacity: int | None = None
+        # Until the batch size is known: how many requests it may be loaded with. It doubles at each read that
+        # shows nothing queued and at least three quarters of our requests in the server's counts, as TCP's
+        # slow start grows its window on acknowledgements. On a busy CPU vLLM's front end and a step that
+        # prefills a burst each take seconds before the counts show new requests: a read that does not count
+        # ours yet says nothing of its room. Not all of ours: some are always on the wire, answered but not yet
+        # read (a quarter would be requests of under ~20 ms, not generations).
+        self.ramp = RAMP_FLOOR
         self.prefix_queries = 0.0
         self.prefix_hits = 0.0
         self.generated_tokens = 0.0   # by the whole server so far, as of the last read
@@ -265,8 +278,13 @@ class ServerLoad:
                 self._last = await self._read()
                 self._read_at = time.monotonic()
         last = self._last
-        if last is None or self.capacity is None:
-            return last
+        if last is None:
+            return None
+        if self.capacity is None:
+            # Nothing has queued yet: a read alone (up to `interval_s` old, and behind vLLM's front end) would
+            # let a fresh server receive every seed the concurrency allows at once. Our own requests count as
+            # they go out, up to the ramp.
+            return EngineLoad(running=max(last.running, self.outstanding), waiting=last.waiting, ramp=self.ramp)
         return EngineLoad(running=max(last.running, min(self.outstanding, self.capacity)),
                           waiting=max(last.waiting, self.outstanding - self.capacity), capacity=self.capacity)
 
@@ -274,6 +292,7 @@ class ServerLoad:
         import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
+        sent = self.outstanding
         try:
             response = await self._client().get(self.url)
             response.raise_for_status()
@@ -297,6 +316,8 @@ class ServerLoad:
         # hold the server at a first low estimate for the whole run.
         if waiting > 0 or self.capacity is not None:
             self.capacity = max(self.capacity or 0, int(running))
+        elif 4 * running >= 3 * (sent := min(sent, self.outstanding)):
+            self.ramp = max(self.ramp, 2 * sent)
         self.prefix_queries = _metric_sum(families, "vllm:prefix_cache_queries") or 0.0
         self.prefix_hits = _metric_sum(families, "vllm:prefix_cache_hits") or 0.0
         self.generated_tokens = _metric_sum(families, "vllm:generation_tokens") or 0.0

@@ -5,18 +5,20 @@ OpenAI-compatible vLLM server's load is read from its Prometheus metrics."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakes import ReasoningScript, ScriptedPool
 
-from synthgraph.agents.models import (EngineLoad, ModelPool, ModelSpec, Sampling, ScriptedChatModel, SeedRequests,
-                                      ServerLoad, current_seed, user_message)
+from synthgraph.agents.models import (RAMP_FLOOR, EngineLoad, ModelPool, ModelSpec, Sampling, ScriptedChatModel,
+                                      SeedRequests, ServerLoad, current_seed, user_message)
 from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
@@ -198,6 +200,10 @@ vllm:generation_tokens_total{engine="0",model_name="m"} 4321.0
 """
 
 
+def vllm_metrics(running: int, waiting: int) -> str:
+    return VLLM_METRICS.replace("} 7.0", "} %d.0" % running).replace("} 2.0", "} %d.0" % waiting)
+
+
 class MetricsServer:
     """An OpenAI-compatible endpoint serving model `m`, with vLLM's `/metrics` or none; keeps each request body."""
 
@@ -326,3 +332,101 @@ def test_a_server_whose_batch_size_is_known_is_paced_by_our_own_requests_between
     assert asyncio.run(load()).has_room() and not asyncio.run(load()).has_room(starting=1)
     server.outstanding = 6  # sent since the last read: more than the batch holds, so some are queued
     assert asyncio.run(load()) == EngineLoad(running=4, waiting=2, capacity=4)
+
+
+class BatchingServer:
+    """An OpenAI-compatible vLLM stand-in that runs `capacity` requests at once, each for `request_s`, queues the
+    rest, and reports both counts on `/metrics` as vLLM does; answers reasoning prompts (solver, critic) right."""
+
+    def __init__(self, capacity: int, request_s: float = 0.05):
+        self.running = self.waiting = self.most_held = 0
+        self.counts = threading.Lock()
+        batch = threading.Semaphore(capacity)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, data: bytes, kind: str = "application/json") -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                with server.counts:
+                    page = vllm_metrics(server.running, server.waiting)
+                self.reply(page.encode(), "text/plain; version=0.0.4")
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.counts:
+                    server.waiting += 1
+                    server.most_held = max(server.most_held, server.running + server.waiting)
+                with batch:
+                    with server.counts:
+                        server.waiting -= 1
+                        server.running += 1
+                    time.sleep(request_s)
+                    with server.counts:
+                        server.running -= 1
+                if "response_format" in body:
+                    text = json.dumps({"reason": "Each step follows.", "score": 8})
+                else:
+                    text = solver_reply([SimpleNamespace(content=body["messages"][-1]["content"])])
+                message = {"role": "assistant", "content": text}
+                self.reply(json.dumps({
+                    "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}}).encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.spec = f"openai:http://127.0.0.1:{self.httpd.server_address[1]}/v1:m"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_fresh_server_gets_no_more_requests_than_its_ramp_until_a_read_shows_it_running_them(tmp_path, monkeypatch):
+    # Its batch size is unknown until something queues. A read that once said nothing waits used to let every seed
+    # the concurrency allowed start at once: 32 here. Now, with no read after the first, only RAMP_FLOOR do.
+    monkeypatch.setattr(ServerLoad, "__init__", functools.partialmethod(ServerLoad.__init__, interval_s=3600))
+    server = BatchingServer(capacity=16, request_s=0.3)
+    seeds = [{"id": f"gold-{i:02d}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 33)]
+    recipe = parse_recipe({"name": "unit", "graph": "reasoning", "model": server.spec, "seeds": {"inline": seeds},
+                           "dedup": False, "roles": {"solver": {"samples": 1}}, "concurrency": 32})
+    runner = Runner(recipe, load_seeds(recipe, base=Path("."), where="test"), store_path=tmp_path / "s.duckdb",
+                    pool=ModelPool(), checkpoints=False)
+    try:
+        result = asyncio.run(runner.run())
+    finally:
+        server.stop()
+    assert result.tally.seeds_done == 32 and result.tally.accepted == 32
+    # Each seed sends one request at a time (one solver, then the critic); a seed between the two leaves its slot
+    # to a new one (as with a known batch size), so a few more than the ramp can be out for a moment.
+    assert server.most_held < 2 * RAMP_FLOOR
+
+
+@pytest.mark.parametrize("metrics_server", [vllm_metrics(0, 0)], indirect=True)
+def test_a_servers_ramp_doubles_only_at_reads_that_count_three_quarters_of_our_requests(metrics_server):
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
+
+    def load_with(running: int, waiting: int = 0) -> EngineLoad:
+        metrics_server.metrics = vllm_metrics(running, waiting)
+        return asyncio.run(server.load())
+
+    assert load_with(0) == EngineLoad(running=0, waiting=0, ramp=RAMP_FLOOR)
+    server.outstanding = RAMP_FLOOR                   # the first seeds' requests went out
+    behind = load_with(5)                             # the server counts only 5 of the 8 yet
+    assert behind == EngineLoad(running=RAMP_FLOOR, waiting=0, ramp=RAMP_FLOOR) and not behind.has_room()
+    seen = load_with(6)                               # 6 of 8: three quarters (two answered, not yet read)
+    assert seen.ramp == 2 * RAMP_FLOOR and seen.has_room(starting=RAMP_FLOOR - 1)
+    assert not seen.has_room(starting=RAMP_FLOOR)
+    queued = load_with(12, waiting=4)                 # something queues: the batch size is known from now on
+    assert queued == EngineLoad(running=12, waiting=4, capacity=12)
