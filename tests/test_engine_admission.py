@@ -205,7 +205,8 @@ def vllm_metrics(running: int, waiting: int) -> str:
 
 
 class MetricsServer:
-    """An OpenAI-compatible endpoint serving model `m`, with vLLM's `/metrics` or none; keeps each request body."""
+    """An OpenAI-compatible endpoint serving model `m`, with vLLM's `/metrics` or none; keeps each request body.
+    `page` and `answer` write the metrics page and each reply."""
 
     def __init__(self, metrics: str | None):
         self.bodies: list[dict] = []
@@ -224,21 +225,30 @@ class MetricsServer:
                 self.wfile.write(data)
 
             def do_GET(self):
-                if self.path == "/metrics" and server.metrics is not None:
-                    self.reply(200, server.metrics.encode(), "text/plain; version=0.0.4")
+                page = server.page() if self.path == "/metrics" else None
+                if page is not None:
+                    self.reply(200, page.encode(), "text/plain; version=0.0.4")
                 else:
                     self.reply(404, b'{"detail": "Not Found"}')
 
             def do_POST(self):
-                server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.bodies.append(body)
+                message = {"role": "assistant", "content": server.answer(body)}
                 self.reply(200, json.dumps({
                     "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}}],
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
                     "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode())
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.spec = ModelSpec.parse(f"openai:http://127.0.0.1:{self.httpd.server_address[1]}/v1:m")
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def page(self) -> str | None:
+        return self.metrics
+
+    def answer(self, body: dict) -> str:
+        return "4"
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -334,63 +344,35 @@ def test_a_server_whose_batch_size_is_known_is_paced_by_our_own_requests_between
     assert asyncio.run(load()) == EngineLoad(running=4, waiting=2, capacity=4)
 
 
-class BatchingServer:
-    """An OpenAI-compatible vLLM stand-in that runs `capacity` requests at once, each for `request_s`, queues the
-    rest, and reports both counts on `/metrics` as vLLM does; answers reasoning prompts (solver, critic) right."""
+class BatchingServer(MetricsServer):
+    """A vLLM stand-in that runs `capacity` requests at once, each for `request_s`, queues the rest, and reports
+    both counts on `/metrics` as vLLM does; answers reasoning prompts (solver, critic) right."""
 
     def __init__(self, capacity: int, request_s: float = 0.05):
+        super().__init__(metrics=None)
+        self.request_s = request_s
         self.running = self.waiting = self.most_held = 0
         self.counts = threading.Lock()
-        batch = threading.Semaphore(capacity)
-        server = self
+        self.batch = threading.Semaphore(capacity)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def page(self) -> str:
+        with self.counts:
+            return vllm_metrics(self.running, self.waiting)
 
-            def log_message(self, *args):
-                pass
-
-            def reply(self, data: bytes, kind: str = "application/json") -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                with server.counts:
-                    page = vllm_metrics(server.running, server.waiting)
-                self.reply(page.encode(), "text/plain; version=0.0.4")
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.counts:
-                    server.waiting += 1
-                    server.most_held = max(server.most_held, server.running + server.waiting)
-                with batch:
-                    with server.counts:
-                        server.waiting -= 1
-                        server.running += 1
-                    time.sleep(request_s)
-                    with server.counts:
-                        server.running -= 1
-                if "response_format" in body:
-                    text = json.dumps({"reason": "Each step follows.", "score": 8})
-                else:
-                    text = solver_reply([SimpleNamespace(content=body["messages"][-1]["content"])])
-                message = {"role": "assistant", "content": text}
-                self.reply(json.dumps({
-                    "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}}).encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.spec = f"openai:http://127.0.0.1:{self.httpd.server_address[1]}/v1:m"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def answer(self, body: dict) -> str:
+        with self.counts:
+            self.waiting += 1
+            self.most_held = max(self.most_held, self.running + self.waiting)
+        with self.batch:
+            with self.counts:
+                self.waiting -= 1
+                self.running += 1
+            time.sleep(self.request_s)
+            with self.counts:
+                self.running -= 1
+        if "response_format" in body:
+            return json.dumps({"reason": "Each step follows.", "score": 8})
+        return solver_reply([SimpleNamespace(content=body["messages"][-1]["content"])])
 
 
 def test_a_fresh_server_gets_no_more_requests_than_its_ramp_until_a_read_shows_it_running_them(tmp_path, monkeypatch):
@@ -399,7 +381,7 @@ def test_a_fresh_server_gets_no_more_requests_than_its_ramp_until_a_read_shows_i
     monkeypatch.setattr(ServerLoad, "__init__", functools.partialmethod(ServerLoad.__init__, interval_s=3600))
     server = BatchingServer(capacity=16, request_s=0.3)
     seeds = [{"id": f"gold-{i:02d}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 33)]
-    recipe = parse_recipe({"name": "unit", "graph": "reasoning", "model": server.spec, "seeds": {"inline": seeds},
+    recipe = parse_recipe({"name": "unit", "graph": "reasoning", "model": str(server.spec), "seeds": {"inline": seeds},
                            "dedup": False, "roles": {"solver": {"samples": 1}}, "concurrency": 32})
     runner = Runner(recipe, load_seeds(recipe, base=Path("."), where="test"), store_path=tmp_path / "s.duckdb",
                     pool=ModelPool(), checkpoints=False)
