@@ -219,9 +219,13 @@ def _metric_sum(families, name: str) -> float | None:
 
 # A server's first load, before it has been seen running anything: a few requests, whatever its batch size.
 RAMP_FLOOR = 8
+# A queue that lasts this many engine steps (with output) without more requests running than at its start is
+# waiting for a batch slot. A burst of prompts also queues, for the step's token budget (vLLM's CPU server: 2,048
+# tokens), but each step then takes some of it into the batch.
+QUEUE_STEPS = 8
 
 _READ_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prefix_cache_queries",
-                 "vllm:prefix_cache_hits", "vllm:generation_tokens")
+                 "vllm:prefix_cache_hits", "vllm:generation_tokens", "vllm:iteration_tokens_total_count")
 
 
 class ServerLoad:
@@ -242,8 +246,8 @@ class ServerLoad:
         self.paced_interval_s = paced_interval_s
         self.is_vllm: bool | None = None   # None until the first read
         # Our own requests to it not yet answered (current, where the metrics are up to `interval_s` old), and
-        # the most requests it was seen running while others waited: its batch size, which /metrics does not
-        # give. Once that is known, our own count paces admission between reads.
+        # the most requests it was seen running while others waited for a slot: its batch size, which /metrics
+        # does not give. Once that is known, our own count paces admission between reads.
         self.outstanding = 0
         self.capacity: int | None = None
         # Until the batch size is known: how many requests it may be loaded with. It doubles at each read that
@@ -253,6 +257,7 @@ class ServerLoad:
         # ours yet says nothing of its room. Not all of ours: some are always on the wire, answered but not yet
         # read (a quarter would be requests of under ~20 ms, not generations).
         self.ramp = RAMP_FLOOR
+        self._queue: tuple[float, int] | None = None   # (engine steps, most running) since a queue was first seen
         self.prefix_queries = 0.0
         self.prefix_hits = 0.0
         self.generated_tokens = 0.0   # by the whole server so far, as of the last read
@@ -260,6 +265,20 @@ class ServerLoad:
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
         self._http = None   # (event loop, httpx client): a client per read cost 20 ms of CPU (its TLS context)
+
+    def _learn_from_queue(self, running: int, steps: float | None) -> None:
+        """Running while others wait is the batch size only if the wait is for a slot. Requests also wait for the
+        step's token budget: a burst of prompts to prefill. That queue drains into the batch, step by step; one
+        for a slot keeps as many running as when it began. Taken from a burst's queue (28 running of 64, 4
+        waiting, at the ramp's step from 16 to 32), the estimate held a 128-seed run below the true batch for
+        minutes: paced by our own requests, the server is never offered more than the estimate, so only a
+        seed's fan-out beyond it could raise it, one or two requests at a time."""
+        if steps is None:   # a server that does not count its steps: the first queue is taken as the limit
+            self.capacity = running
+        elif self._queue is None or running > self._queue[1]:
+            self._queue = (steps, running)
+        elif steps - self._queue[0] >= QUEUE_STEPS:
+            self.capacity = self._queue[1]
 
     def _client(self):
         import httpx
@@ -275,15 +294,18 @@ class ServerLoad:
         async with self._lock:
             interval = self.interval_s if self.capacity is None else self.paced_interval_s
             if time.monotonic() - self._read_at >= interval:
-                self._last = await self._read()
+                # A failed read (a timeout, a hiccup) of a server that has shown its metrics keeps the last one,
+                # and our own requests count against it: no load at all would leave admission paced by the
+                # recipe's concurrency alone until the next read.
+                self._last = await self._read() or self._last
                 self._read_at = time.monotonic()
-        last = self._last
+        last = self._last if self.is_vllm else None
         if last is None:
             return None
         if self.capacity is None:
-            # Nothing has queued yet: a read alone (up to `interval_s` old, and behind vLLM's front end) would
-            # let a fresh server receive every seed the concurrency allows at once. Our own requests count as
-            # they go out, up to the ramp.
+            # No queue has shown the batch size yet: a read alone (up to `interval_s` old, and behind vLLM's
+            # front end) would let a fresh server receive every seed the concurrency allows at once. Our own
+            # requests count as they go out, up to the ramp.
             return EngineLoad(running=max(last.running, self.outstanding), waiting=last.waiting, ramp=self.ramp)
         return EngineLoad(running=max(last.running, min(self.outstanding, self.capacity)),
                           waiting=max(last.waiting, self.outstanding - self.capacity), capacity=self.capacity)
@@ -311,13 +333,15 @@ class ServerLoad:
             self.is_vllm = False
             return None
         self.is_vllm = True
-        # Running while others wait is the batch size, or below it: requests also wait for the step's token budget
-        # (prefill). A later read of more running raises it; without that, pacing by our own requests would
-        # hold the server at a first low estimate for the whole run.
-        if waiting > 0 or self.capacity is not None:
-            self.capacity = max(self.capacity or 0, int(running))
-        elif 4 * running >= 3 * (sent := min(sent, self.outstanding)):
-            self.ramp = max(self.ramp, 2 * sent)
+        if self.capacity is not None:
+            # A later read of more running raises it: other clients' requests, or a batch that grew.
+            self.capacity = max(self.capacity, int(running))
+        elif waiting > 0:
+            self._learn_from_queue(int(running), _metric_sum(families, "vllm:iteration_tokens_total_count"))
+        else:
+            self._queue = None
+            if 4 * running >= 3 * (sent := min(sent, self.outstanding)):
+                self.ramp = max(self.ramp, 2 * sent)
         self.prefix_queries = _metric_sum(families, "vllm:prefix_cache_queries") or 0.0
         self.prefix_hits = _metric_sum(families, "vllm:prefix_cache_hits") or 0.0
         self.generated_tokens = _metric_sum(families, "vllm:generation_tokens") or 0.0

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from fakes import ReasoningScript, ScriptedPool
 
-from synthgraph.agents.models import (RAMP_FLOOR, EngineLoad, ModelPool, ModelSpec, Sampling, ScriptedChatModel,
-                                      SeedRequests, ServerLoad, current_seed, user_message)
+from synthgraph.agents.models import (QUEUE_STEPS, RAMP_FLOOR, EngineLoad, ModelPool, ModelSpec, Sampling,
+                                      ScriptedChatModel, SeedRequests, ServerLoad, current_seed, user_message)
 from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
@@ -181,27 +181,34 @@ def test_requests_carry_their_seeds_admission_order_as_priority(tmp_path):
 # ------------------------------------------------------------------------------------ an OpenAI server
 
 
-VLLM_METRICS = """\
+def vllm_metrics(running: int, waiting: int, steps: int = 50) -> str:
+    """vLLM's `/metrics`, the families admission reads: `steps` is the engine steps that gave output so far."""
+    return f"""\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
-vllm:num_requests_running{engine="0",model_name="m"} 7.0
+vllm:num_requests_running{{engine="0",model_name="m"}} {running}.0
 # HELP vllm:num_requests_waiting Number of requests waiting to be processed.
 # TYPE vllm:num_requests_waiting gauge
-vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+vllm:num_requests_waiting{{engine="0",model_name="m"}} {waiting}.0
 # HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
 # TYPE vllm:prefix_cache_queries counter
-vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000.0
+vllm:prefix_cache_queries_total{{engine="0",model_name="m"}} 1000.0
 # HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.
 # TYPE vllm:prefix_cache_hits counter
-vllm:prefix_cache_hits_total{engine="0",model_name="m"} 600.0
+vllm:prefix_cache_hits_total{{engine="0",model_name="m"}} 600.0
 # HELP vllm:generation_tokens Number of generation tokens processed.
 # TYPE vllm:generation_tokens counter
-vllm:generation_tokens_total{engine="0",model_name="m"} 4321.0
+vllm:generation_tokens_total{{engine="0",model_name="m"}} 4321.0
+# HELP vllm:iteration_tokens_total Histogram of number of tokens per engine_step.
+# TYPE vllm:iteration_tokens_total histogram
+vllm:iteration_tokens_total_bucket{{engine="0",le="1.0",model_name="m"}} 0.0
+vllm:iteration_tokens_total_bucket{{engine="0",le="+Inf",model_name="m"}} {steps}.0
+vllm:iteration_tokens_total_count{{engine="0",model_name="m"}} {steps}.0
+vllm:iteration_tokens_total_sum{{engine="0",model_name="m"}} 4321.0
 """
 
 
-def vllm_metrics(running: int, waiting: int) -> str:
-    return VLLM_METRICS.replace("} 7.0", "} %d.0" % running).replace("} 2.0", "} %d.0" % waiting)
+VLLM_METRICS = vllm_metrics(7, 2)
 
 
 class MetricsServer:
@@ -279,30 +286,66 @@ def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(met
         return loads
 
     loads = asyncio.run(scenario())
-    # 7 running while 2 wait: the server's batch holds 7, which paces admission by our own requests from now on
-    assert loads == [EngineLoad(running=7, waiting=2, capacity=7)]
+    # 7 running while 2 wait: no room; whether for a slot or for the step's prefill budget, later reads tell
+    assert loads == [EngineLoad(running=7, waiting=2, ramp=RAMP_FLOOR)]
     assert not loads[0].has_room()
     server = pool._servers[metrics_server.spec.base_url]
     assert (server.prefix_queries, server.prefix_hits, server.generated_tokens) == (1000, 600, 4321)
     assert metrics_server.bodies[0]["priority"] == 5
 
 
+def serving(metrics_server: MetricsServer, server: ServerLoad, running: int, waiting: int, steps: int) -> EngineLoad:
+    metrics_server.metrics = vllm_metrics(running, waiting, steps)
+    return asyncio.run(server.load())
+
+
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
+def test_a_queue_that_outlasts_engine_steps_without_more_running_gives_the_batch_size(metrics_server):
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
+    # A burst of prompts queues for the step's token budget, and the steps take it into the batch: no batch size.
+    assert serving(metrics_server, server, 28, 4, steps=100) == EngineLoad(running=28, waiting=4, ramp=RAMP_FLOOR)
+    assert serving(metrics_server, server, 30, 2, steps=100 + QUEUE_STEPS).capacity is None
+    assert serving(metrics_server, server, 32, 0, steps=101 + QUEUE_STEPS).capacity is None
+    # A full batch: the queue stays, with no more running than when it began, QUEUE_STEPS steps on.
+    assert serving(metrics_server, server, 64, 64, steps=200).capacity is None
+    assert serving(metrics_server, server, 64, 60, steps=199 + QUEUE_STEPS).capacity is None
+    assert serving(metrics_server, server, 63, 61, steps=200 + QUEUE_STEPS) == EngineLoad(
+        running=63, waiting=61, capacity=64)
+
+
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
+def test_a_failed_read_of_a_vllm_server_keeps_its_last_load_and_counts_our_requests_against_it(metrics_server):
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
+    assert serving(metrics_server, server, 5, 0, steps=50) == EngineLoad(running=5, waiting=0, ramp=RAMP_FLOOR)
+    metrics_server.metrics = None   # the page fails: a 404 here, a timeout or a reset elsewhere
+    server.outstanding = RAMP_FLOOR
+    stale = asyncio.run(server.load())   # no load at all would leave admission unpaced
+    assert stale == EngineLoad(running=RAMP_FLOOR, waiting=0, ramp=RAMP_FLOOR) and not stale.has_room()
+
+
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS.replace("vllm:iteration_tokens", "vllm:other")],
+                         indirect=True)
+def test_a_server_that_does_not_count_its_steps_takes_its_first_queue_as_its_batch_size(metrics_server):
+    server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
+    assert asyncio.run(server.load()) == EngineLoad(running=7, waiting=2, capacity=7)
+
+
 @pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
 def test_a_server_seen_running_more_than_its_learned_batch_size_raises_it(metrics_server):
     server = ServerLoad(metrics_server.spec.base_url, interval_s=0, paced_interval_s=0)
-    first = asyncio.run(server.load())   # 7 running while 2 wait (for the step's prefill budget, as it turns out)
-    metrics_server.metrics = VLLM_METRICS.replace("} 7.0", "} 12.0").replace("} 2.0", "} 0.0")
-    assert first == EngineLoad(running=7, waiting=2, capacity=7)
-    assert asyncio.run(server.load()) == EngineLoad(running=12, waiting=0, capacity=12)
+    serving(metrics_server, server, 7, 2, steps=50)
+    assert serving(metrics_server, server, 7, 2, steps=50 + QUEUE_STEPS).capacity == 7
+    assert serving(metrics_server, server, 12, 0, steps=60 + QUEUE_STEPS) == EngineLoad(
+        running=12, waiting=0, capacity=12)
 
 
 @pytest.mark.parametrize("metrics_server", [VLLM_METRICS], indirect=True)
 def test_a_server_whose_batch_size_is_known_is_read_only_at_the_slower_paced_interval(metrics_server):
     server = ServerLoad(metrics_server.spec.base_url, interval_s=0, paced_interval_s=3600)
-    first = asyncio.run(server.load())   # 2 waiting: the batch size (7) is learned from this read
-    metrics_server.metrics = VLLM_METRICS.replace("} 7.0", "} 12.0").replace("} 2.0", "} 0.0")
-    again = asyncio.run(server.load())
-    assert first == again == EngineLoad(running=7, waiting=2, capacity=7)   # the page was not read again
+    serving(metrics_server, server, 7, 2, steps=50)
+    learned = serving(metrics_server, server, 7, 2, steps=50 + QUEUE_STEPS)   # the batch size (7) from this read
+    again = serving(metrics_server, server, 12, 0, steps=60 + QUEUE_STEPS)
+    assert learned == again == EngineLoad(running=7, waiting=2, capacity=7)   # the page was not read again
     server.paced_interval_s = 0
     assert asyncio.run(server.load()) == EngineLoad(running=12, waiting=0, capacity=12)
 
@@ -351,13 +394,13 @@ class BatchingServer(MetricsServer):
     def __init__(self, capacity: int, request_s: float = 0.05):
         super().__init__(metrics=None)
         self.request_s = request_s
-        self.running = self.waiting = self.most_held = 0
+        self.running = self.waiting = self.most_held = self.steps = 0
         self.counts = threading.Lock()
         self.batch = threading.Semaphore(capacity)
 
     def page(self) -> str:
         with self.counts:
-            return vllm_metrics(self.running, self.waiting)
+            return vllm_metrics(self.running, self.waiting, self.steps)
 
     def answer(self, body: dict) -> str:
         with self.counts:
@@ -370,6 +413,7 @@ class BatchingServer(MetricsServer):
             time.sleep(self.request_s)
             with self.counts:
                 self.running -= 1
+                self.steps += 1   # a request's one "step", which gives its whole output
         if "response_format" in body:
             return json.dumps({"reason": "Each step follows.", "score": 8})
         return solver_reply([SimpleNamespace(content=body["messages"][-1]["content"])])
@@ -410,5 +454,5 @@ def test_a_servers_ramp_doubles_only_at_reads_that_count_three_quarters_of_our_r
     seen = load_with(6)                               # 6 of 8: three quarters (two answered, not yet read)
     assert seen.ramp == 2 * RAMP_FLOOR and seen.has_room(starting=RAMP_FLOOR - 1)
     assert not seen.has_room(starting=RAMP_FLOOR)
-    queued = load_with(12, waiting=4)                 # something queues: the batch size is known from now on
-    assert queued == EngineLoad(running=12, waiting=4, capacity=12)
+    queued = load_with(12, waiting=4)                 # something queues: the ramp no longer matters
+    assert queued == EngineLoad(running=12, waiting=4, ramp=2 * RAMP_FLOOR) and not queued.has_room()
