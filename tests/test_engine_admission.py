@@ -294,7 +294,9 @@ def test_a_vllm_server_reports_its_queue_from_prometheus_and_gets_priorities(met
     assert metrics_server.bodies[0]["priority"] == 5
 
 
-def serving(metrics_server: MetricsServer, server: ServerLoad, running: int, waiting: int, steps: int) -> EngineLoad:
+def serving(metrics_server: MetricsServer, server: ServerLoad, running: int, waiting: int = 0,
+            steps: int = 50) -> EngineLoad:
+    """The server's load after its page was set to `running`, `waiting` and `steps`."""
     metrics_server.metrics = vllm_metrics(running, waiting, steps)
     return asyncio.run(server.load())
 
@@ -442,17 +444,12 @@ def test_a_fresh_server_gets_no_more_requests_than_its_ramp_until_a_read_shows_i
 @pytest.mark.parametrize("metrics_server", [vllm_metrics(0, 0)], indirect=True)
 def test_a_servers_ramp_doubles_only_at_reads_that_count_three_quarters_of_our_requests(metrics_server):
     server = ServerLoad(metrics_server.spec.base_url, interval_s=0)
-
-    def load_with(running: int, waiting: int = 0) -> EngineLoad:
-        metrics_server.metrics = vllm_metrics(running, waiting)
-        return asyncio.run(server.load())
-
-    assert load_with(0) == EngineLoad(running=0, waiting=0, ramp=RAMP_FLOOR)
-    server.outstanding = RAMP_FLOOR                   # the first seeds' requests went out
-    behind = load_with(5)                             # the server counts only 5 of the 8 yet
+    assert serving(metrics_server, server, 0) == EngineLoad(running=0, waiting=0, ramp=RAMP_FLOOR)
+    server.outstanding = RAMP_FLOOR   # the first seeds' requests went out
+    behind = serving(metrics_server, server, 5)   # the server counts only 5 of the 8 yet
     assert behind == EngineLoad(running=RAMP_FLOOR, waiting=0, ramp=RAMP_FLOOR) and not behind.has_room()
-    seen = load_with(6)                               # 6 of 8: three quarters (two answered, not yet read)
+    seen = serving(metrics_server, server, 6)   # 6 of 8: three quarters (two answered, not yet read)
     assert seen.ramp == 2 * RAMP_FLOOR and seen.has_room(starting=RAMP_FLOOR - 1)
     assert not seen.has_room(starting=RAMP_FLOOR)
-    queued = load_with(12, waiting=4)                 # something queues: the ramp no longer matters
+    queued = serving(metrics_server, server, 12, waiting=4)   # something queues: the ramp no longer matters
     assert queued == EngineLoad(running=12, waiting=4, ramp=2 * RAMP_FLOOR) and not queued.has_room()
