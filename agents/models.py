@@ -546,12 +546,19 @@ class ModelClient:
         text, usage, finish_reason, error, tool_calls, logprobs = "", {}, None, None, [], None
         if self.server_down is not None:
             raise ModelServerDown(self.server, self.server_down.failures, "the breaker is open")
+        extra_body: dict[str, Any] = {}
+        if _is_openai(self.chat) and "max_tokens" in kwargs:
+            # LangChain renames it `max_completion_tokens`, OpenAI's newer name: vLLM reads both, but other
+            # OpenAI-compatible servers (transformers serve) ignore that one and generate up to their own default.
+            extra_body["max_tokens"] = kwargs.pop("max_tokens")
         if (seed := current_seed.get()) is not None:
             seed.sent += 1
             if isinstance(self.chat, ChatVLLM):
                 kwargs["priority"] = seed.priority
             elif self.server_load is not None and self.server_load.is_vllm:
-                kwargs["extra_body"] = {"priority": seed.priority}   # vLLM's extension of the OpenAI API
+                extra_body["priority"] = seed.priority   # vLLM's extension of the OpenAI API
+        if extra_body:
+            kwargs["extra_body"] = extra_body
         try:
             try:
                 # The role and template travel as run metadata: tracing shows them, test fakes answer per role.

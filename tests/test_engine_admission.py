@@ -368,6 +368,16 @@ def test_a_server_without_metrics_reports_no_load_and_gets_no_priority_field(met
     assert pool._servers[metrics_server.spec.base_url].is_vllm is False
 
 
+@pytest.mark.parametrize("metrics_server", [VLLM_METRICS, None], indirect=True)
+def test_an_openai_server_gets_max_tokens_by_the_name_every_such_server_reads(metrics_server):
+    pool = ModelPool()
+    pool.client(metrics_server.spec)
+    asyncio.run(ask_as_seed(pool, metrics_server.spec, priority=5))
+    # LangChain's `max_completion_tokens` is ignored by transformers serve, which then runs to its own default
+    assert metrics_server.bodies[0]["max_tokens"] == 4
+    assert "max_completion_tokens" not in metrics_server.bodies[0]
+
+
 def test_server_load_reads_the_metrics_root_beside_the_v1_path():
     assert ServerLoad("http://host:8000/v1").url == "http://host:8000/metrics"
     assert ServerLoad("http://host:8000/v1/").url == "http://host:8000/metrics"
