@@ -421,23 +421,28 @@ class VLLMServer:
 
     async def replay(self, records: list[CallRecord]) -> int:
         """Completion tokens of the records' prompts sent to the server all at once."""
-        from openai import AsyncOpenAI
+        return await replay(f"http://127.0.0.1:{self.port}/v1", self.name, records)
 
-        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="EMPTY", timeout=3600,
-                             max_retries=0)
-        fields = ("temperature", "top_p", "max_tokens", "seed", "stop")
 
-        def request(record: CallRecord) -> dict:
-            sent = {k: record.sampling[k] for k in fields if record.sampling.get(k) is not None}
-            if record.json_schema is not None:   # the same grammar as the pipeline's structured outputs
-                sent["response_format"] = {"type": "json_schema",
-                                           "json_schema": {"name": "output", "schema": record.json_schema}}
-            return sent
+async def replay(base_url: str, name: str, records: list[CallRecord]) -> int:
+    """Completion tokens of the records' prompts sent to an OpenAI-compatible server all at once, each with the
+    sampling (and the structured-output grammar) it was sent with."""
+    from openai import AsyncOpenAI
 
-        replies = await asyncio.gather(*(
-            client.chat.completions.create(model=self.name, messages=r.prompt, **request(r)) for r in records))
-        await client.close()
-        return sum(reply.usage.completion_tokens for reply in replies)
+    client = AsyncOpenAI(base_url=base_url, api_key="EMPTY", timeout=3600, max_retries=0)
+    fields = ("temperature", "top_p", "max_tokens", "seed", "stop")
+
+    def request(record: CallRecord) -> dict:
+        sent = {k: record.sampling[k] for k in fields if record.sampling.get(k) is not None}
+        if record.json_schema is not None:   # the same grammar as the pipeline's structured outputs
+            sent["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": record.json_schema}}
+        return sent
+
+    replies = await asyncio.gather(*(
+        client.chat.completions.create(model=name, messages=r.prompt, **request(r)) for r in records))
+    await client.close()
+    return sum(reply.usage.completion_tokens for reply in replies)
 
 
 def main() -> None:
