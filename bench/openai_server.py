@@ -29,7 +29,7 @@ from reasoning_throughput import replay
 
 from synthgraph.agents.models import CallRecord, ModelPool, ModelSpec, ScriptedChatModel
 from synthgraph.graphs.recipe import SolverSettings, load_seeds, parse_recipe
-from synthgraph.graphs.runner import Runner
+from synthgraph.graphs.runner import Runner, RunTally
 
 
 class SolverOnServerPool(ModelPool):
@@ -45,7 +45,7 @@ def gold_seeds(count: int) -> list[dict]:
              "answer": str((3 + i % 17) * (4 + i % 23) - i % 5)} for i in range(count)]
 
 
-async def pipeline(server: str, seeds: int, args) -> tuple[list[CallRecord], float, object]:
+async def pipeline(server: str, seeds: int, args) -> tuple[list[CallRecord], float, RunTally]:
     recipe = parse_recipe({
         "name": "bench-openai-server", "graph": "reasoning", "model": "vllm:scripted",
         "seeds": {"inline": gold_seeds(seeds)}, "concurrency": args.concurrency, "max_model_attempts": args.attempts,
