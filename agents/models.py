@@ -970,7 +970,7 @@ def preflight(spec: ModelSpec | str, *, timeout_s: float = 5.0) -> str | None:
     """Whether a model can be used, checked before anything loads: None, or one line naming the model (or its
     server) and what to do. A shipped name must have its weights installed; a folder must hold a config.json;
     a hub-style name must be in the local Hugging Face cache (nothing is downloaded at run time); a server
-    must answer `GET /models` with the name among its models."""
+    must list the name in its `GET /models` or, where it does not, answer a one-token chat turn for it."""
     spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
     return _preflight_server(spec, timeout_s) if spec.provider == "openai" else _preflight_local(spec.model)
 
@@ -1008,27 +1008,67 @@ def _preflight_local(name: str) -> str | None:
             "ORG/NAME: `synthgraph models` lists the shipped ones")
 
 
-def _preflight_server(spec: ModelSpec, timeout_s: float) -> str | None:
+def _preflight_server(spec: ModelSpec, timeout_s: float, probe_timeout_s: float = 120.0) -> str | None:
     import httpx
 
-    url = f"{spec.base_url.rstrip('/')}/models"
+    base_url = spec.base_url.rstrip("/")
+    headers = {"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', 'EMPTY')}"}
+    url = f"{base_url}/models"
     try:
-        response = httpx.get(url, timeout=timeout_s,
-                             headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', 'EMPTY')}"})
+        response = httpx.get(url, timeout=timeout_s, headers=headers)
     except httpx.HTTPError as exc:
         return (f"cannot reach the model server at {spec.base_url} ({type(exc).__name__}: {exc}): start it "
                 f"(e.g. vllm serve {spec.model}) or fix the URL")
+    served = _listed_models(response)
+    if served is not None and spec.model in served:
+        return None
+    # A listing is not always what a server serves: transformers serve lists its Hugging Face cache (and answers
+    # HTTP 500 without one), not the model it was started with. A one-token chat turn for the name settles it.
+    refusal = _chat_refusal(base_url, spec.model, headers, probe_timeout_s)
+    if refusal is None:
+        return None
+    listing = (f"lists {', '.join(served) or 'nothing'}" if served is not None else
+               f"answered GET {url} with HTTP {response.status_code}" if response.status_code != 200 else
+               f"answered GET {url} with something other than a model list")
+    return (f"the model server at {spec.base_url} does not serve {spec.model!r}: it {listing}, and a one-token chat "
+            f"turn for that name was answered with {refusal}. Fix the model name, or the URL if it is not the "
+            "server's OpenAI-compatible base (ending in /v1; an API key goes in OPENAI_API_KEY)")
+
+
+def _listed_models(response) -> list[str] | None:
+    """The model ids of an OpenAI `GET /models` answer, None when it is not one."""
     if response.status_code != 200:
-        return (f"the model server at {spec.base_url} answered GET {url} with HTTP {response.status_code}: "
-                "is this the OpenAI-compatible base URL (ending in /v1)? (an API key goes in OPENAI_API_KEY)")
+        return None
     try:
-        served = [model["id"] for model in response.json()["data"]]
+        return [model["id"] for model in response.json()["data"]]
     except (ValueError, KeyError, TypeError):
-        return f"the model server at {spec.base_url} answered GET {url} with something other than a model list"
-    if spec.model not in served:
-        return (f"the model server at {spec.base_url} does not serve {spec.model!r} "
-                f"(it serves: {', '.join(served) or 'nothing'}): fix the model name")
-    return None
+        return None
+
+
+def _chat_refusal(base_url: str, model: str, headers: dict[str, str], timeout_s: float) -> str | None:
+    """None when the server answers a one-token chat turn for `model`, else what it answered instead (one line).
+    A server that loads models on demand loads it now, hence the long timeout."""
+    import httpx
+
+    try:
+        response = httpx.post(f"{base_url}/chat/completions", timeout=timeout_s, headers=headers,
+                              json={"model": model, "max_tokens": 1,
+                                    "messages": [{"role": "user", "content": "Say OK."}]})
+    except httpx.TimeoutException as exc:
+        return f"no answer within {timeout_s:.0f} s ({type(exc).__name__})"
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    if response.status_code == 200 and body.get("choices"):
+        return None
+    # vLLM and OpenAI put the reason in error.message, FastAPI servers (transformers serve) in detail
+    error = body.get("error")
+    detail = (error.get("message") if isinstance(error, dict) else error) or body.get("detail") or response.text
+    return f"HTTP {response.status_code}: {(str(detail).strip().splitlines() or [''])[0][:200].rstrip('.')}"
 
 
 def resolve_model_path(name: str) -> str:

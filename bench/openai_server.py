@@ -62,8 +62,8 @@ async def pipeline(server: str, seeds: int, args) -> tuple[list[CallRecord], flo
 
 
 async def answers(base_url: str, name: str, temperature: float) -> None:
-    """One short chat turn, so a server that is not there or does not serve the model fails here, in one line (not
-    by `preflight`'s GET /models: transformers serve lists its hub cache there, not the model it was started with)."""
+    """One short chat turn at the solver's temperature, so a server that is not there or does not serve the model
+    fails here, in one line, and transformers serve's continuous batching takes the solver's sampling from it."""
     from openai import AsyncOpenAI, OpenAIError
 
     async with AsyncOpenAI(base_url=base_url, api_key="EMPTY", timeout=600, max_retries=0) as client:

@@ -27,11 +27,15 @@ CONTEXT_ERROR = {"error": {"object": "error", "type": "BadRequestError", "code":
 
 
 class FakeServer:
-    """A tiny OpenAI-compatible endpoint serving one model; prompts containing LONG exceed its context."""
+    """A tiny OpenAI-compatible endpoint serving one model; prompts containing LONG exceed its context.
+    `listing`: what its GET /v1/models answers: the model ("served", as vLLM), other models ("cache", as
+    transformers serve lists its Hugging Face cache) or HTTP 500 ("error", transformers serve without a cache).
+    A chat turn for another model is refused as vLLM refuses it, or, with `pinned`, as transformers serve does."""
 
-    def __init__(self, model: str = "fake-model"):
+    def __init__(self, model: str = "fake-model", listing: str = "served", pinned: bool = False):
         self.model = model
         self.requests = 0
+        self.chat_requests = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,14 +52,29 @@ class FakeServer:
 
             def do_GET(self):
                 server.requests += 1
-                if self.path == "/v1/models":
-                    self.reply(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
-                else:
+                if self.path != "/v1/models":
                     self.reply(404, {"error": {"message": "not found"}})
+                elif listing == "error":
+                    self.reply(500, {"detail": "Internal Server Error"})
+                else:
+                    listed = server.model if listing == "served" else "HuggingFaceTB/SmolLM2-360M-Instruct"
+                    self.reply(200, {"object": "list", "data": [{"id": listed, "object": "model"}]})
 
             def do_POST(self):
                 server.requests += 1
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    self.reply(404, {"detail": "Not Found"})
+                    return
+                server.chat_requests += 1
+                if request["model"] != server.model:
+                    if pinned:
+                        self.reply(400, {"detail": f"Server is pinned to '{server.model}'; requested "
+                                                   f"'{request['model']}'."})
+                    else:
+                        self.reply(404, {"error": {"object": "error", "type": "NotFoundError", "code": 404,
+                                                   "message": f"The model `{request['model']}` does not exist."}})
+                    return
                 if "LONG" in json.dumps(request["messages"]):
                     self.reply(400, CONTEXT_ERROR)
                     return
@@ -153,8 +172,12 @@ def test_a_dead_server_trips_the_breaker_after_a_bounded_number_of_calls(server)
 
 def test_preflight_names_what_is_wrong_with_each_kind_of_model(server, tmp_path):
     assert preflight(server.spec) is None
+    assert server.chat_requests == 0  # a listed model costs the server no generation
     wrong_name = preflight(f"openai:{server.spec.base_url}:nope")
     assert "does not serve 'nope'" in wrong_name and "fake-model" in wrong_name
+    assert "HTTP 404: The model `nope` does not exist" in wrong_name
+    no_v1 = preflight(f"openai:http://127.0.0.1:{server.port}:fake-model")
+    assert "answered GET http://127.0.0.1:" in no_v1 and "HTTP 404: Not Found" in no_v1 and "(ending in /v1" in no_v1
     dead = preflight(f"openai:http://127.0.0.1:{closed_port()}/v1:x", timeout_s=2)
     assert dead.startswith("cannot reach the model server at http://127.0.0.1:")
 
@@ -168,6 +191,21 @@ def test_preflight_names_what_is_wrong_with_each_kind_of_model(server, tmp_path)
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
     assert preflight(f"vllm:{tmp_path / 'hf'}") is None
+
+
+@pytest.mark.parametrize("listing", ["cache", "error"])
+def test_preflight_takes_a_model_its_server_does_not_list_once_it_answers_a_chat_turn(listing):
+    # transformers serve lists its Hugging Face cache, not the folder it was started with (HTTP 500 without a cache)
+    fake = FakeServer("/models/smollm2-135m", listing=listing, pinned=True)
+    try:
+        assert preflight(fake.spec) is None
+        assert fake.chat_requests == 1
+        wrong = preflight(f"openai:{fake.spec.base_url}:/models/smollm2-136m")
+        assert "HTTP 400: Server is pinned to '/models/smollm2-135m'; requested '/models/smollm2-136m'" in wrong
+        assert wrong.startswith("the model server at http://127.0.0.1:") and "\n" not in wrong
+        assert ("lists HuggingFaceTB/SmolLM2-360M-Instruct" if listing == "cache" else "with HTTP 500") in wrong
+    finally:
+        fake.stop()
 
 
 def recipe_file(tmp_path: Path, model: str) -> Path:
