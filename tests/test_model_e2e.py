@@ -43,14 +43,19 @@ def test_readme_demo_on_the_embedded_model_fills_duckdb_with_verified_traces(tmp
     problems = con.execute("SELECT count(DISTINCT seed_id) FROM samples WHERE (payload->>'problem') IS NOT NULL"
                            ).fetchone()[0]
     assert problems >= 1
-    # every trace carries a math-verify verdict; every verified one a critic verdict
+    # every trace carries a math-verify verdict; every verified one a critic verdict, unless its problem's
+    # reference failed validation: such a seed is rejected before the critic, its traces as unvalidated_reference
     traces = con.execute("SELECT count(*) FROM samples WHERE kind = 'reasoning_trace' AND status <> 'error'"
                          ).fetchone()[0]
     checked = con.execute("SELECT count(*) FROM verdicts WHERE verifier = 'math_verify'").fetchone()[0]
     assert checked == traces
     unjudged = con.execute("""
-        SELECT count(*) FROM verdicts m WHERE m.verifier = 'math_verify' AND m.outcome = 'passed'
+        SELECT count(*) FROM verdicts m JOIN samples s USING (sample_id)
+        WHERE m.verifier = 'math_verify' AND m.outcome = 'passed'
         AND NOT EXISTS (SELECT 1 FROM verdicts c WHERE c.sample_id = m.sample_id AND c.verifier = 'critic')
+        AND NOT (s.status = 'rejected' AND s.reason LIKE 'unvalidated_reference:%' AND EXISTS (
+            SELECT 1 FROM verdicts r JOIN samples p USING (sample_id)
+            WHERE p.seed_id = s.seed_id AND r.verifier = 'reference_validation' AND r.outcome = 'failed'))
     """).fetchone()[0]
     assert unjudged == 0
     # lineage: real token counts from the engine for every role that ran
