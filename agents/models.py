@@ -1020,10 +1020,11 @@ def _preflight_server(spec: ModelSpec, timeout_s: float, probe_timeout_s: float 
         return (f"cannot reach the model server at {spec.base_url} ({type(exc).__name__}: {exc}): start it "
                 f"(e.g. vllm serve {spec.model}) or fix the URL")
     served = _listed_models(response)
-    if served is not None and spec.model in served:
+    if served is not None and served.get(spec.model) == "vllm":
         return None
-    # A listing is not always what a server serves: transformers serve lists its Hugging Face cache (and answers
-    # HTTP 500 without one), not the model it was started with. A one-token chat turn for the name settles it.
+    # Only vLLM's listing is what it serves. transformers serve lists its Hugging Face cache (and answers HTTP 500
+    # without one), not the model it was started with, and a server pinned to one model refuses the others it
+    # lists; other servers may list models they load on demand. A one-token chat turn for the name settles it.
     refusal = _chat_refusal(base_url, spec.model, headers, probe_timeout_s)
     if refusal is None:
         return None
@@ -1035,13 +1036,14 @@ def _preflight_server(spec: ModelSpec, timeout_s: float, probe_timeout_s: float 
             "server's OpenAI-compatible base (ending in /v1; an API key goes in OPENAI_API_KEY)")
 
 
-def _listed_models(response) -> list[str] | None:
-    """The model ids of an OpenAI `GET /models` answer, None when it is not one."""
+def _listed_models(response) -> dict[str, str] | None:
+    """The model ids of an OpenAI `GET /models` answer, each with its `owned_by` ("vllm" from vLLM), None when
+    it is not one."""
     if response.status_code != 200:
         return None
     try:
-        return [model["id"] for model in response.json()["data"]]
-    except (ValueError, KeyError, TypeError):
+        return {model["id"]: str(model.get("owned_by", "")) for model in response.json()["data"]}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -26,6 +26,9 @@ CONTEXT_ERROR = {"error": {"object": "error", "type": "BadRequestError", "code":
                                       "4000 tokens (3488 in the messages, 512 in the completion)."}}
 
 
+CACHED_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+
 class FakeServer:
     """A tiny OpenAI-compatible endpoint serving one model; prompts containing LONG exceed its context.
     `listing`: what its GET /v1/models answers: the model ("served", as vLLM), other models ("cache", as
@@ -56,9 +59,12 @@ class FakeServer:
                     self.reply(404, {"error": {"message": "not found"}})
                 elif listing == "error":
                     self.reply(500, {"detail": "Internal Server Error"})
+                elif listing == "served":
+                    self.reply(200, {"object": "list", "data": [{"id": server.model, "object": "model",
+                                                                 "owned_by": "vllm"}]})
                 else:
-                    listed = server.model if listing == "served" else "HuggingFaceTB/SmolLM2-360M-Instruct"
-                    self.reply(200, {"object": "list", "data": [{"id": listed, "object": "model"}]})
+                    self.reply(200, {"object": "list", "data": [{"id": CACHED_MODEL, "object": "model",
+                                                                 "owned_by": "HuggingFaceTB"}]})
 
             def do_POST(self):
                 server.requests += 1
@@ -203,7 +209,20 @@ def test_preflight_takes_a_model_its_server_does_not_list_once_it_answers_a_chat
         wrong = preflight(f"openai:{fake.spec.base_url}:/models/smollm2-136m")
         assert "HTTP 400: Server is pinned to '/models/smollm2-135m'; requested '/models/smollm2-136m'" in wrong
         assert wrong.startswith("the model server at http://127.0.0.1:") and "\n" not in wrong
-        assert ("lists HuggingFaceTB/SmolLM2-360M-Instruct" if listing == "cache" else "with HTTP 500") in wrong
+        assert (f"lists {CACHED_MODEL}" if listing == "cache" else "with HTTP 500") in wrong
+    finally:
+        fake.stop()
+
+
+def test_preflight_refuses_a_model_a_pinned_server_lists_but_does_not_serve():
+    # transformers serve started with one model still lists every model of its cache: only vLLM's listing is
+    # taken at its word, so every call of the run would have been refused
+    fake = FakeServer("/models/smollm2-135m", listing="cache", pinned=True)
+    try:
+        wrong = preflight(f"openai:{fake.spec.base_url}:{CACHED_MODEL}")
+        assert fake.chat_requests == 1
+        assert f"does not serve '{CACHED_MODEL}': it lists {CACHED_MODEL}, and a one-token chat turn" in wrong
+        assert f"HTTP 400: Server is pinned to '/models/smollm2-135m'; requested '{CACHED_MODEL}'" in wrong
     finally:
         fake.stop()
 
