@@ -583,15 +583,17 @@ class ModelClient:
                 error = f"malformed tool call: {message.invalid_tool_calls[0].get('error') or message.invalid_tool_calls[0]}"
         except PromptTooLong as exc:  # transport errors propagate to the graph's RetryPolicy (or stop the run)
             error = str(exc)
-        parsed = None
+        parsed, written = None, text
         if error is None:
             if not text.strip() and not tool_calls:
                 error = "empty output"
             elif finish_reason == "length" and not keep_truncated:
                 error = f"runaway output: stopped at max_tokens={sampling.max_tokens} without finishing"
             elif schema is not None and not tool_calls:
+                answer = _unfenced(text)
                 try:
-                    parsed = schema.model_validate_json(text)
+                    parsed = schema.model_validate_json(answer)
+                    text = answer   # what `check` and the caller read; the record keeps the output as written
                 except ValidationError as exc:
                     error = f"malformed structured output: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
             if error is None and check is not None and not tool_calls:
@@ -604,7 +606,7 @@ class ModelClient:
             model=self.name,
             prompt=prompt,
             prompt_hash=prompt_hash,
-            completion=text if not tool_calls else json.dumps({"content": text, "tool_calls": tool_calls}),
+            completion=written if not tool_calls else json.dumps({"content": text, "tool_calls": tool_calls}),
             prompt_tokens=usage.get("input_tokens"),
             completion_tokens=usage.get("output_tokens"),
             latency_s=time.perf_counter() - t0,
@@ -656,6 +658,16 @@ class ModelClient:
             self.server_down = self.server_down or ModelServerDown(self.server, self.consecutive_failures, detail)
             return ModelServerDown(self.server, self.consecutive_failures, detail)
         return ModelServerUnreachable(f"model server {self.server}: {detail}")
+
+
+# A JSON answer inside a Markdown code fence and nothing else, as models write one where no grammar holds them to
+# the schema (transformers serve ignores `response_format`).
+_FENCED = re.compile(r"\s*```(?:json)?[ \t]*\n(.*?)\n[ \t]*```\s*", re.DOTALL)
+
+
+def _unfenced(text: str) -> str:
+    match = _FENCED.fullmatch(text)
+    return match.group(1) if match else text
 
 
 def _first_line(exc: Exception) -> str:

@@ -10,7 +10,8 @@ Prints figures, asserts nothing. For each seed count, one after the other on the
       the bare OpenAI client; the pipeline / raw ratio.
 A server that is not vLLM reports no queue, so admission is paced by --concurrency alone (seeds in flight).
 transformers serve's continuous batching takes temperature and top_p from the first request it serves and
-max_tokens from each: the bench's first request, its check that the server answers, carries the solver's.
+max_tokens from each: the bench's first request, its check that the server answers, carries the solver's. It
+samples only if the model folder's generation_config.json says "do_sample": true, else every call is greedy.
 
     transformers serve MODEL_FOLDER --continuous-batching --device cuda --host 127.0.0.1 --port 8000 &
     python bench/openai_server.py --server http://127.0.0.1:8000/v1 --model MODEL_FOLDER --seeds 256

@@ -11,6 +11,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
 import pytest
+from pydantic import BaseModel
 
 from synthgraph.agents.models import CallLog, ModelClient, ModelOutputError, Sampling, ScriptedChatModel, current_call_log
 from synthgraph.agents.prompting import RenderedPrompt
@@ -110,3 +111,29 @@ def test_outputs_refused_on_every_attempt_raise_with_the_last_reason():
     with pytest.raises(ModelOutputError, match=r"solver: no usable output after 3 attempts \(last: empty output\)"):
         asyncio.run(complete(ModelClient(chat, name="fake", max_attempts=3)))
     assert len(seen) == 3
+
+
+class Verdict(BaseModel):
+    reason: str
+    score: int
+
+
+def test_structured_output_in_a_code_fence_is_read_where_no_grammar_held_the_model_to_json():
+    # transformers serve ignores response_format, and models then wrap the JSON in a Markdown fence
+    fenced = '```json\n{\n  "reason": "Each step follows.",\n  "score": 9\n}\n```'
+    checked: list[str] = []
+    chat, _ = replies(fenced)
+    completion, records = asyncio.run(complete(ModelClient(chat, name="fake"), schema=Verdict,
+                                               check=lambda text: checked.append(text)))
+    assert completion.parsed == Verdict(reason="Each step follows.", score=9)
+    assert checked == [completion.text] and completion.text.startswith("{")   # the check reads the JSON
+    assert records[0].completion == fenced and records[0].error is None      # lineage keeps what was written
+
+
+@pytest.mark.parametrize("text", ['Here you go:\n```json\n{"reason": "ok", "score": 9}\n```',
+                                  '```json\n{"reason": "ok", "score": 9}\n```\nI hope this helps.',
+                                  '```json\n{"reason": "ok", "score": "nine"}\n```'])
+def test_json_with_prose_around_its_fence_or_off_its_schema_is_still_refused(text):
+    chat, _ = replies(text, text)
+    with pytest.raises(ModelOutputError, match="malformed structured output"):
+        asyncio.run(complete(ModelClient(chat, name="fake", max_attempts=2), schema=Verdict))
