@@ -197,6 +197,8 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
     summary.add_row("tokens", f"{tally.prompt_tokens} prompt, {tally.completion_tokens} generated in {tally.calls} calls")
     summary.add_row("throughput", f"{tally.tokens_per_s:.1f} generated tok/s over {tally.generation_s:.0f} s "
                                   f"(model load {tally.load_s:.0f} s)")
+    if tally.greedy_warning:
+        summary.add_row("sampling", f"[yellow]{escape(tally.greedy_warning)}[/]")
     if result.target is not None:
         summary.add_row("target", f"{result.accepted_total} of {result.target} accepted samples stored")
     if result.stop is not None:

@@ -75,6 +75,12 @@ class RunTally:
     started_at: float = field(default_factory=time.perf_counter)
     load_s: float = 0.0
     cleaning: CleaningTally = field(default_factory=CleaningTally)
+    # Calls sampled at temperature > 0 with a prompt asked before (the k samples of a problem, a retry), and how
+    # many of them got the prompt's first answer word for word: a server that decodes greedily whatever the
+    # temperature (transformers serve without "do_sample") gives every one of them the same text.
+    sampled_repeats: int = 0
+    identical_repeats: int = 0
+    _first_answers: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     def add_call(self, record: CallRecord) -> None:
         self.calls += 1
@@ -83,6 +89,24 @@ class RunTally:
         self.completion_tokens += record.completion_tokens or 0
         if self.first_call_at is None:
             self.first_call_at = time.perf_counter() - record.latency_s
+        if record.completion and (record.sampling.get("temperature") or 0) > 0:
+            key, answer = (record.model, record.prompt_hash), hash(record.completion)
+            first = self._first_answers.get(key)
+            if first is None:
+                self._first_answers[key] = answer
+            else:
+                self.sampled_repeats += 1
+                self.identical_repeats += first == answer
+
+    @property
+    def greedy_warning(self) -> str | None:
+        """What to tell the user when nearly every sampled repeat of a prompt was its first answer again."""
+        if self.sampled_repeats < GREEDY_MIN_REPEATS or self.identical_repeats < GREEDY_SHARE * self.sampled_repeats:
+            return None
+        return (f"{self.identical_repeats} of {self.sampled_repeats} calls sampled at temperature > 0 for a prompt "
+                "asked before got its first answer word for word: the model server seems to decode greedily "
+                "(transformers serve samples only if the model folder's generation_config.json says "
+                '"do_sample": true)')
 
     def add_samples(self, samples: list[SampleRow]) -> None:
         self.accepted += sum(s.status == "accepted" for s in samples)
@@ -107,6 +131,7 @@ class Stop:
 
 
 BUDGETS = ("tokens", "seconds", "seeds")
+GREEDY_MIN_REPEATS, GREEDY_SHARE = 8, 0.8
 CHECKPOINT_CALLS_OVER_S = 0.01
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3

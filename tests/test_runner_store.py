@@ -155,3 +155,15 @@ def test_cli_stats_shows_yield_verdicts_and_roles(filled_store):
 def test_cli_reports_missing_store(tmp_path):
     result = CliRunner().invoke(app, ["sql", "SELECT 1", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2 and "no store at" in result.output
+
+
+def test_a_server_that_answers_every_sample_of_a_prompt_alike_is_reported_as_decoding_greedily(tmp_path):
+    # transformers serve without "do_sample" in generation_config.json: the k samples come back word for word
+    recipe = make_recipe(roles={"solver": {"samples": 4}})
+    alike = run(tmp_path / "alike.duckdb", ReasoningScript(solver=solver_reply), recipe=recipe).tally
+    assert alike.sampled_repeats >= 15 and alike.identical_repeats == alike.sampled_repeats  # 3 repeats a seed
+    assert "seems to decode greedily" in alike.greedy_warning
+    draws = iter(range(1000))
+    drawn = ReasoningScript(solver=lambda messages: f"Draw {next(draws)}: {solver_reply(messages)}")
+    sampled = run(tmp_path / "sampled.duckdb", drawn, recipe=recipe).tally
+    assert sampled.sampled_repeats >= 15 and sampled.identical_repeats == 0 and sampled.greedy_warning is None
