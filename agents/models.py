@@ -405,6 +405,23 @@ def _server_failure(exc: Exception) -> Literal["context", "transport"] | None:
     return None
 
 
+def _cut_off_reply(exc: Exception) -> AIMessage | None:
+    """The reply inside the OpenAI client's LengthFinishReasonError, else None. Asked for `response_format`, the
+    client raises instead of returning an output cut off at max_tokens, which crashed the seed and lost the call's
+    lineage; as a reply that finished for "length" it is refused as runaway output and asked for again."""
+    try:
+        from openai import LengthFinishReasonError
+    except ImportError:
+        return None
+    if not isinstance(exc, LengthFinishReasonError):
+        return None
+    reply, usage = exc.completion.choices[0].message if exc.completion.choices else None, exc.completion.usage
+    tokens = None if usage is None else {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
+                                         "total_tokens": usage.total_tokens}
+    return AIMessage(content=(reply.content if reply is not None else None) or "", usage_metadata=tokens,
+                     response_metadata={"finish_reason": "length"})
+
+
 @dataclass
 class Completion:
     text: str
@@ -567,9 +584,12 @@ class ModelClient:
                     self.server_load.outstanding += 1
                 message: AIMessage = await self._invoke(list(messages), config, stop, kwargs)
             except Exception as exc:
-                if (converted := self._server_error(exc)) is exc:
+                if (cut_off := _cut_off_reply(exc)) is not None:
+                    message = cut_off
+                elif (converted := self._server_error(exc)) is exc:
                     raise
-                raise converted from exc
+                else:
+                    raise converted from exc
             finally:
                 if self.server_load is not None:
                     self.server_load.outstanding -= 1

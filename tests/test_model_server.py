@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from synthgraph.agents.models import (
@@ -84,11 +85,14 @@ class FakeServer:
                 if "LONG" in json.dumps(request["messages"]):
                     self.reply(400, CONTEXT_ERROR)
                     return
+                rambles = "RAMBLE" in json.dumps(request["messages"])  # a JSON answer cut off at max_tokens
                 self.reply(200, {
                     "id": "c1", "object": "chat.completion", "created": 0, "model": server.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "4"}}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+                    "choices": [{"index": 0, "finish_reason": "length" if rambles else "stop",
+                                 "message": {"role": "assistant",
+                                             "content": '{"reason": "First, the' if rambles else "4"}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 16 if rambles else 1,
+                              "total_tokens": 21 if rambles else 6}})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
@@ -136,6 +140,28 @@ def test_a_prompt_too_long_for_the_server_is_a_refused_call_not_a_crash(server):
     assert len(refused) == 3 and all(str(server.port) in r.error for r in refused)
     assert server.requests == 1 + 3  # one request per attempt: no client-side or node retries on a 400
     assert client.consecutive_failures == 0 and client.server_down is None
+
+
+class Verdict(BaseModel):
+    reason: str
+    score: int
+
+
+def test_structured_output_cut_off_at_max_tokens_is_a_refused_call_not_a_crash(server):
+    # Asked for response_format, the OpenAI client raises LengthFinishReasonError instead of returning the reply
+    client = ModelPool(max_attempts=2).client(server.spec)
+    log = CallLog()
+
+    async def go():
+        current_call_log.set(log)
+        with pytest.raises(ModelOutputError, match="runaway output: stopped at max_tokens=16"):
+            await client.complete([user_message("RAMBLE on")], role="critic", sampling=Sampling(max_tokens=16),
+                                  schema=Verdict)
+
+    asyncio.run(go())
+    assert [(r.completion, r.finish_reason, r.completion_tokens) for r in log.records] == [
+        ('{"reason": "First, the', "length", 16)] * 2   # both attempts are lineage
+    assert client.consecutive_failures == 0
 
 
 def test_a_dead_server_trips_the_breaker_after_a_bounded_number_of_calls(server):
