@@ -93,6 +93,10 @@ class RunTally:
             key, answer = (record.model, record.prompt_hash), hash(record.completion)
             first = self._first_answers.get(key)
             if first is None:
+                if len(self._first_answers) >= GREEDY_PROMPTS_KEPT:
+                    # A prompt's samples and retries come close together (a seed's calls): the memory stays bounded
+                    # on a run of millions of seeds.
+                    self._first_answers.clear()
                 self._first_answers[key] = answer
             else:
                 self.sampled_repeats += 1
@@ -131,7 +135,7 @@ class Stop:
 
 
 BUDGETS = ("tokens", "seconds", "seeds")
-GREEDY_MIN_REPEATS, GREEDY_SHARE = 8, 0.8
+GREEDY_MIN_REPEATS, GREEDY_SHARE, GREEDY_PROMPTS_KEPT = 8, 0.8, 4096
 CHECKPOINT_CALLS_OVER_S = 0.01
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 EXIT_CRASHED, EXIT_SERVER_DOWN = 1, 3

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
 from synthgraph.graphs.recipe import RecipeBase, load_seeds, parse_recipe
+from synthgraph.graphs import runner as runner_module
 from synthgraph.graphs.runner import Runner
+from synthgraph.store.rows import AgentCallRow
 
 SEEDS = [{"id": f"gold-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 6)]
 
@@ -167,3 +169,13 @@ def test_a_server_that_answers_every_sample_of_a_prompt_alike_is_reported_as_dec
     drawn = ReasoningScript(solver=lambda messages: f"Draw {next(draws)}: {solver_reply(messages)}")
     sampled = run(tmp_path / "sampled.duckdb", drawn, recipe=recipe).tally
     assert sampled.sampled_repeats >= 15 and sampled.identical_repeats == 0 and sampled.greedy_warning is None
+
+
+def test_the_answers_kept_to_spot_greedy_decoding_stay_bounded(monkeypatch):
+    monkeypatch.setattr(runner_module, "GREEDY_PROMPTS_KEPT", 4)
+    tally = runner_module.RunTally()
+    for i in range(40):
+        tally.add_call(AgentCallRow.model_construct(model="m", prompt_hash=f"p{i // 2}", completion="same",
+                                                    sampling={"temperature": 0.7}, latency_s=0.1,
+                                                    prompt_tokens=None, completion_tokens=None))
+    assert len(tally._first_answers) <= 4 and tally.sampled_repeats == 20 == tally.identical_repeats
