@@ -603,7 +603,8 @@ class ModelClient:
                 error = f"malformed tool call: {message.invalid_tool_calls[0].get('error') or message.invalid_tool_calls[0]}"
         except PromptTooLong as exc:  # transport errors propagate to the graph's RetryPolicy (or stop the run)
             error = str(exc)
-        parsed, written = None, text
+        parsed = None
+        answer = text   # what `check` and the caller read; the record keeps the output as written
         if error is None:
             if not text.strip() and not tool_calls:
                 error = "empty output"
@@ -613,11 +614,10 @@ class ModelClient:
                 answer = _unfenced(text)
                 try:
                     parsed = schema.model_validate_json(answer)
-                    text = answer   # what `check` and the caller read; the record keeps the output as written
                 except ValidationError as exc:
                     error = f"malformed structured output: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
             if error is None and check is not None and not tool_calls:
-                error = check(text)
+                error = check(answer)
         # Every field is built right here from typed values: constructed, not validated (a row per call).
         record = CallRecord.model_construct(
             role=role,
@@ -626,7 +626,7 @@ class ModelClient:
             model=self.name,
             prompt=prompt,
             prompt_hash=prompt_hash,
-            completion=written if not tool_calls else json.dumps({"content": text, "tool_calls": tool_calls}),
+            completion=text if not tool_calls else json.dumps({"content": text, "tool_calls": tool_calls}),
             prompt_tokens=usage.get("input_tokens"),
             completion_tokens=usage.get("output_tokens"),
             latency_s=time.perf_counter() - t0,
@@ -639,7 +639,7 @@ class ModelClient:
         log = current_call_log.get()
         if log is not None:
             log.add(record)
-        return Completion(text=text, parsed=parsed, record=record, tool_calls=tool_calls, logprobs=logprobs)
+        return Completion(text=answer, parsed=parsed, record=record, tool_calls=tool_calls, logprobs=logprobs)
 
     async def _invoke(self, messages: list[BaseMessage], config: dict, stop: list[str] | None,
                       kwargs: dict[str, Any]) -> AIMessage:
