@@ -207,10 +207,12 @@ class SampleCleaner:
         # benchmarks and sketched once.
         hits: dict[str, list[BenchmarkHit]] = {}
         sketches: dict[str, PreparedText] = {}
+        decided: dict[tuple[str, str], tuple[str, float] | None] = {}
         for sample in outcome.samples:
             if sample.status == "accepted":
                 turns = turns_of.get(sample.sample_id, [])
-                finding = self._decontaminate(sample, turns, hits) or self._deduplicate(sample, turns, sketches)
+                finding = (self._decontaminate(sample, turns, hits)
+                           or self._deduplicate(sample, turns, sketches, decided))
                 if finding is not None:
                     verdict, action = finding
                     verdicts.append(verdict)
@@ -235,23 +237,34 @@ class SampleCleaner:
         self.tally.contaminated += 1
         return decontamination_verdict(sample.sample_id, hits), self.decontaminate.action
 
-    def _deduplicate(self, sample: SampleRow, turns, known: dict[str, PreparedText]
-                     ) -> tuple[VerdictRow, CleaningAction] | None:
+    def _deduplicate(self, sample: SampleRow, turns, known: dict[str, PreparedText],
+                     decided: dict[tuple[str, str], tuple[str, float] | None]) -> tuple[VerdictRow, CleaningAction] | None:
         if self.index is None:
             return None
         raw = sample_text(turns, self.dedup.text)
         if raw not in known:
             known[raw] = self.index.prepare(raw)
         text = known[raw]
-        for other_id, similarity in self.index.match(text):
-            other = self.kept[other_id]
-            if self.dedup.text == "user" and other.group_id == sample.group_id:
-                continue  # answers to one task share its prompt by design
-            self.tally.duplicates += 1
-            where = f" (seed {other.seed_id}" + ("" if other.run_id == sample.run_id else f", run {other.run_id}") + ")"
-            return dedup_verdict(sample.sample_id, other_id, similarity, self.dedup.text, where), self.dedup.action
-        self._keep(_Kept(sample.sample_id, sample.run_id, sample.seed_id, sample.group_id), text)
-        return None
+        by_group = self.dedup.text == "user"   # answers to one task share its prompt by design
+        # On user text the samples of a group are never each other's duplicates, so the first of them to bring a
+        # text decides for the rest: all kept, or all copies of the same earlier sample. (Most seeds have k
+        # samples of one task: one index lookup instead of k.)
+        key = (sample.group_id, raw)
+        if by_group and key in decided:
+            duplicate = decided[key]
+        else:
+            duplicate = next(((other_id, similarity) for other_id, similarity in self.index.match(text)
+                              if not (by_group and self.kept[other_id].group_id == sample.group_id)), None)
+            if by_group:
+                decided[key] = duplicate
+        if duplicate is None:
+            self._keep(_Kept(sample.sample_id, sample.run_id, sample.seed_id, sample.group_id), text)
+            return None
+        other_id, similarity = duplicate
+        other = self.kept[other_id]
+        self.tally.duplicates += 1
+        where = f" (seed {other.seed_id}" + ("" if other.run_id == sample.run_id else f", run {other.run_id}") + ")"
+        return dedup_verdict(sample.sample_id, other_id, similarity, self.dedup.text, where), self.dedup.action
 
 
 @dataclass

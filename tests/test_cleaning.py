@@ -66,6 +66,19 @@ def test_samples_of_one_seed_share_their_task_and_are_not_duplicates_of_each_oth
     assert rows(db, "SELECT status, count(*) FROM samples GROUP BY 1") == [("accepted", 3)]
 
 
+def test_every_sample_of_a_seed_that_copies_an_earlier_task_is_rejected_naming_the_first_kept(tmp_path):
+    db = tmp_path / "s.duckdb"
+    result, _ = run(db, [seed("a", TASK), seed("b", SAME_TASK), seed("c", OTHER)], roles={"solver": {"samples": 3}})
+    assert rows(db, "SELECT seed_id, status, count(*) FROM samples GROUP BY ALL ORDER BY ALL") == [
+        ("a", "accepted", 3), ("b", "rejected", 3), ("c", "accepted", 3)]
+    details = rows(db, "SELECT v.sample_id, v.detail FROM verdicts v JOIN samples s USING (sample_id) "
+                       "WHERE s.seed_id = 'b' AND v.verifier = 'dedup'")
+    assert len({sample_id for sample_id, _ in details}) == 3
+    named = {re.search(r"of sample (\S+) \(seed a\)", detail).group(1) for _, detail in details}
+    assert len(named) == 1 and named <= set(r[0] for r in rows(db, "SELECT sample_id FROM samples WHERE seed_id = 'a'"))
+    assert result.tally.cleaning.duplicates == 3
+
+
 def test_resume_keeps_what_was_kept_and_checks_new_seeds_against_the_store(tmp_path):
     db = tmp_path / "s.duckdb"
     seeds = [seed("a", TASK), seed("c", OTHER), seed("b", SAME_TASK)]
