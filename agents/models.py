@@ -349,12 +349,10 @@ class ServerLoad:
 
 
 def _current_node() -> str:
-    try:
-        from langgraph.config import get_config
-
-        return get_config().get("metadata", {}).get("langgraph_node", "direct")
-    except RuntimeError:  # called outside a graph (benchmarks, tests)
-        return "direct"
+    # What langgraph.config.get_config reads, without its import and its exception outside a graph (benchmarks,
+    # tests): this runs once per model call.
+    config = var_child_runnable_config.get() or {}
+    return config.get("metadata", {}).get("langgraph_node", "direct")
 
 
 # ------------------------------------------------------------------------------------- the call path
@@ -655,7 +653,7 @@ class ModelClient:
             inherited = (var_child_runnable_config.get() or {}).get("callbacks")
             if not AsyncCallbackManager.configure(inherited, chat.callbacks, chat.verbose).handlers:
                 # Nobody hears of the call: the metadata only reaches the model itself (the test fake reads it).
-                run = AsyncCallbackManagerForLLMRun(run_id=uuid.uuid4(), handlers=[], inheritable_handlers=[],
+                run = AsyncCallbackManagerForLLMRun(run_id=_UNHEARD_RUN, handlers=[], inheritable_handlers=[],
                                                     metadata={**(chat.metadata or {}), **config["metadata"]})
                 result = await chat._agenerate(messages, stop=stop, run_manager=run, **kwargs)
                 return result.generations[0].message
@@ -678,6 +676,10 @@ class ModelClient:
             self.server_down = self.server_down or ModelServerDown(self.server, self.consecutive_failures, detail)
             return ModelServerDown(self.server, self.consecutive_failures, detail)
         return ModelServerUnreachable(f"model server {self.server}: {detail}")
+
+
+# The run id of a call nobody hears of: it is never reported, and a fresh uuid4 costs a system call per call.
+_UNHEARD_RUN = uuid.UUID(int=0)
 
 
 # A JSON answer inside a Markdown code fence and nothing else, as models write one where no grammar holds them to
