@@ -14,10 +14,15 @@ Prints figures, asserts nothing.
       machine the second is the steadier, and "on one core" means that.
   (b) --scale: the cost of a seed from 100 to 10,000 seeds, each size in a fresh process: wall and CPU time per
       seed, peak resident memory, and the store's size.
+  (c) --batches: what the store's writer pays per seed by batch size: (a)'s finished seeds, kept as the run
+      wrote them, written again into a fresh store in batches of each size on one DuckDB thread (as the run's
+      writer does), and the store closed; CPU per seed. The seeds' rows are not registered first, so their
+      status updates touch nothing: the figures are a little under a run's.
 
     .venv/bin/python bench/orchestration.py                       # (a), 2,000 seeds, ~1 min
     .venv/bin/python bench/orchestration.py --seeds 500           # quicker
     .venv/bin/python bench/orchestration.py --scale               # (b), ~3 min
+    .venv/bin/python bench/orchestration.py --batches             # (c), ~1 min
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from synthgraph.agents.models import ModelPool, ModelSpec, ScriptedChatModel
 from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs import runner as runner_module
 from synthgraph.graphs.runner import Runner, fewer_collections
+from synthgraph.store.db import Store
 
 REPLIES = {
     "solver": "6 bags of 7 apples is 6 * 7 = 42 apples.\n#### 42",
@@ -184,6 +190,35 @@ def bench_scale(sizes: list[int], samples: int, concurrency: int) -> None:
               f"{1000 * figures['cpu'] / size:12.2f} {figures['peak_rss_mb']:12.0f} {figures['store_mb']:9.1f}")
 
 
+def bench_batches(seeds: int, samples: int, concurrency: int, sizes: list[int]) -> None:
+    outcomes = []
+    write = Store.write_outcomes
+
+    def keep(store, batch):
+        batch = list(batch)
+        outcomes.extend(batch)
+        write(store, batch)
+
+    Store.write_outcomes = keep
+    try:
+        synthgraph_run(seeds, samples, concurrency)
+    finally:
+        Store.write_outcomes = write
+    rows = sum(len(o.samples) + len(o.messages) + len(o.verdicts) + len(o.agent_calls) for o in outcomes)
+    print(f"(c) the store's writer by batch size: {len(outcomes)} finished seeds of (a) ({rows / len(outcomes):.0f} rows "
+          "each), written again into a fresh store on one DuckDB thread; CPU per seed, writes and close")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(Path(tmp) / "batches.duckdb")
+            store.con.execute("SET threads = 1")
+            cpu = time.thread_time()
+            for start in range(0, len(outcomes), size):
+                store.write_outcomes(outcomes[start:start + size])
+            store.close()
+            cpu = time.thread_time() - cpu
+        print(f"    batches of {size:5d}: {1000 * cpu / len(outcomes):.2f} ms per seed")
+
+
 def one_size(size: int, samples: int, concurrency: int) -> None:
     gc.collect()
     figures = synthgraph_run(size, samples, concurrency)
@@ -198,10 +233,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scale", action="store_true", help="(b) only: 100 to 10,000 seeds")
     parser.add_argument("--sizes", default="100,1000,3000,10000")
+    parser.add_argument("--batches", action="store_true", help="(c) only: the writer's cost by batch size")
+    parser.add_argument("--batch-sizes", default="1024,256,64,1024,256,64")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # (b)'s child process
     args = parser.parse_args()
     if args.one:
         one_size(args.one, args.samples, args.concurrency)
+    elif args.batches:
+        bench_batches(args.seeds, args.samples, args.concurrency, [int(s) for s in args.batch_sizes.split(",")])
     elif args.scale:
         bench_scale([int(s) for s in args.sizes.split(",")], args.samples, args.concurrency)
     else:
