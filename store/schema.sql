@@ -140,6 +140,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 -- The rule, the same for all three: each rejected sample is paired with the best accepted sample of its group
 -- (highest score, then lowest sample_id), and kept when the score margin reaches the `min_margin` the recipe
 -- stored in the rejected sample's payload (none for verified pairs: the check decided). Ties therefore never pair.
+-- A sample the cleaning stage rejected (a failed `dedup` or `decontamination` verdict) is never a rejected side: it
+-- was rejected for what it copies, not for being worse (a copy of its accepted sibling would pair with itself).
 -- prompt / chosen / rejected are OpenAI message lists (JSON): the turns before the first assistant turn, and the
 -- assistant's side from there on (tool calls and tool results included).
 CREATE OR REPLACE VIEW preference_pairs AS
@@ -183,6 +185,8 @@ losers AS (
     WHERE c.status = 'rejected'
       AND (k.source <> 'verified'
            OR EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = c.sample_id AND v.outcome = 'failed'))
+      AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.sample_id = c.sample_id AND v.outcome = 'failed'
+                      AND v.verifier IN ('dedup', 'decontamination'))
 )
 SELECT b.run_id, b.group_id, b.source, b.prompt, b.completion AS chosen, l.completion AS rejected,
        b.score - l.score AS margin, b.sample_id AS chosen_sample_id, l.sample_id AS rejected_sample_id,

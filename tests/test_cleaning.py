@@ -79,6 +79,13 @@ def test_every_sample_of_a_seed_that_copies_an_earlier_task_is_rejected_naming_t
     assert result.tally.cleaning.duplicates == 3
 
 
+def test_an_answer_rejected_as_a_copy_of_its_sibling_makes_no_preference_pair(tmp_path):
+    db = tmp_path / "s.duckdb"
+    run(db, [seed("a", TASK)], roles={"solver": {"samples": 2}}, dedup={"text": "assistant"})
+    assert rows(db, "SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 1") == [("accepted", 1), ("rejected", 1)]
+    assert rows(db, "SELECT count(*) FROM preference_pairs") == [(0,)]
+
+
 def test_resume_keeps_what_was_kept_and_checks_new_seeds_against_the_store(tmp_path):
     db = tmp_path / "s.duckdb"
     seeds = [seed("a", TASK), seed("c", OTHER), seed("b", SAME_TASK)]

@@ -115,6 +115,20 @@ def test_revision_pairs_only_when_the_revision_was_judged_better(tmp_path):
         ("critique_revision", "rev1", "orig1", 3.0)]
 
 
+def test_a_sample_rejected_by_cleaning_is_never_the_rejected_side(tmp_path):
+    db = tmp_path / "s.duckdb"
+    write(db, [
+        sample("kept", "reasoning_trace", "accepted", score=8),
+        # the same answer as its accepted sibling: paired, it would be chosen and rejected at once
+        sample("copy", "reasoning_trace", "rejected", reply="reply kept", reason="dedup: exact-duplicate of kept"),
+        sample("leak", "reasoning_trace", "rejected", reason="decontamination: overlaps humaneval"),
+        sample("wrong", "reasoning_trace", "rejected", reason="wrong answer: 5"),
+        judged("best", 8.5, "accepted"), judged("copied", 3.0, "rejected"),
+    ], [failed("copy", "dedup"), failed("leak", "decontamination"), failed("wrong"), failed("copied", "dedup")])
+    assert rows(db, "SELECT source, chosen_sample_id, rejected_sample_id FROM preference_pairs") == [
+        ("verified", "kept", "wrong")]
+
+
 def test_pairs_command_counts_per_source(tmp_path):
     db = tmp_path / "s.duckdb"
     write(db, [judged("best", 9, "accepted"), judged("worst", 2, "rejected"),
