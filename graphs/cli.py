@@ -267,7 +267,7 @@ def export(
     format: Annotated[ExportChoice, typer.Option("--format")] = ExportChoice.jsonl,
     status: Annotated[str, typer.Option(help="accepted, rejected, error or all (default: accepted)")] = "accepted",
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
-    exclude_flagged: Annotated[bool, typer.Option(help="leave out samples flagged by dedup / decontamination")] = False,
+    exclude_flagged: Annotated[bool, typer.Option(help="leave out samples (and pairs with a side) flagged by dedup / decontamination")] = False,
     source: Annotated[str | None, typer.Option(help="dpo / kto (and hf of them): only pairs of this source (verified, judged, "
                                                     "critique_revision)")] = None,
     records: Annotated[HfChoice, typer.Option(help="hf: which records the folder holds")] = HfChoice.chat,
@@ -294,14 +294,15 @@ def export(
     wanted = None if status == "all" else status
     try:
         if format.value in get_args(PairFormat):
-            count = export_pairs(db, out_path, format=format.value, run_id=run_id, source=source, force=force)
+            count = export_pairs(db, out_path, format=format.value, run_id=run_id, source=source,
+                                 exclude_flagged=exclude_flagged, force=force)
             out.print(f"wrote {count} {format.value} records to {out_path}")
             return
         if format.value == "hf":
             if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
                 _fail(f"--out {out_path} exists and is not an empty folder: name a new folder for the dataset")
             dataset, _ = export_hf(db, out_path, records=records.value, status=wanted, run_id=run_id, source=source,
-                                   license=license or _models_license(db, run_id))
+                                   exclude_flagged=exclude_flagged, license=license or _models_license(db, run_id))
             out.print(f"wrote {len(dataset)} {records.value} records to {out_path} (datasets folder + README.md card)")
             if push is not None:
                 _push_to_hub(out_path, push)

@@ -202,8 +202,8 @@ def chat_records(con, *, status: str | None, run_id: str | None, exclude_flagged
     return records
 
 
-def pair_records(db: Path, format: PairFormat, *, run_id: str | None = None, source: str | None = None
-                 ) -> list[dict[str, Any]]:
+def pair_records(db: Path, format: PairFormat, *, run_id: str | None = None, source: str | None = None,
+                 exclude_flagged: bool = False) -> list[dict[str, Any]]:
     """TRL's conversational preference records (dpo: `prompt`, `chosen`, `rejected`) or unpaired preference records
     (kto: `prompt`, `completion`, `label`), with `tools` where the prompt offered them and the pair's metadata.
 
@@ -217,7 +217,7 @@ def pair_records(db: Path, format: PairFormat, *, run_id: str | None = None, sou
 
     records = []
     seen: set[str] = set()
-    for pair in load_pairs(db, run_id=run_id, source=source):
+    for pair in load_pairs(db, run_id=run_id, source=source, exclude_flagged=exclude_flagged):
         meta = {"source": pair["source"], "run_id": pair["run_id"], "group_id": pair["group_id"]}
         if format == "dpo":
             records.append({"prompt": turns(pair["prompt"]), "chosen": turns(pair["chosen"]),
@@ -238,12 +238,13 @@ def pair_records(db: Path, format: PairFormat, *, run_id: str | None = None, sou
 
 
 def export_pairs(db: Path, out: Path, *, format: PairFormat, run_id: str | None = None,
-                 source: str | None = None, force: bool = False) -> int:
+                 source: str | None = None, exclude_flagged: bool = False, force: bool = False) -> int:
     """Write the store's preference pairs as DPO or KTO JSON lines; returns how many records were written. The
-    same care as `export_samples`: never onto the store or an existing file (without `force`), never half a file."""
+    same care as `export_samples`: never onto the store or an existing file (without `force`), never half a file.
+    `exclude_flagged` leaves out the pairs with a side that dedup or decontamination flagged."""
     db, out = Path(db), Path(out)
     check_destination(db, out, force=force)
-    records = pair_records(db, format, run_id=run_id, source=source)
+    records = pair_records(db, format, run_id=run_id, source=source, exclude_flagged=exclude_flagged)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         with partial.open("w") as fh:
@@ -314,19 +315,21 @@ HfRecords = Literal["chat", "dpo", "kto"]
 
 
 def export_hf(db: Path, out_dir: Path, *, records: HfRecords = "chat", status: str | None = "accepted",
-              run_id: str | None = None, source: str | None = None, license: str = "other"):
+              run_id: str | None = None, source: str | None = None, exclude_flagged: bool = False,
+              license: str = "other"):
     """A `datasets` folder (`save_to_disk`) of chat, DPO or KTO records with a dataset card as its README.md;
-    returns (the dataset, the card text)."""
+    returns (the dataset, the card text). `exclude_flagged` leaves out the samples (the pairs with a side) that
+    dedup or decontamination flagged."""
     from synthgraph.store.card import dataset_card
 
     if records == "chat":
         con = connect(Path(db), read_only=True)
         try:
-            rows = chat_records(con, status=status, run_id=run_id)
+            rows = chat_records(con, status=status, run_id=run_id, exclude_flagged=exclude_flagged)
         finally:
             con.close()
     else:
-        rows = pair_records(db, records, run_id=run_id, source=source)
+        rows = pair_records(db, records, run_id=run_id, source=source, exclude_flagged=exclude_flagged)
     if not rows:  # `datasets` saves an empty dataset as a folder it cannot load back
         what = {"chat": f"{status or 'any'} samples", "dpo": "preference pairs", "kto": "preference pairs"}[records]
         raise StoreError(f"nothing to export: no {what}" + (f" in run {run_id}" if run_id else "") +

@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 
+from synthgraph.store.cleaning import FLAGGED_SAMPLES
 from synthgraph.store.db import StoreError, connect
 
 PAIR_SOURCES = ("verified", "judged", "critique_revision")
@@ -25,8 +26,9 @@ SELECT run_id, group_id, source, prompt, chosen, rejected, margin, chosen_sample
        tools
 FROM preference_pairs
 WHERE ($run_id IS NULL OR run_id = $run_id) AND ($source IS NULL OR source = $source)
+  AND NOT ($exclude_flagged AND (chosen_sample_id IN (%(flagged)s) OR rejected_sample_id IN (%(flagged)s)))
 ORDER BY run_id, group_id, chosen_sample_id, rejected_sample_id
-"""
+""" % {"flagged": FLAGGED_SAMPLES}
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
@@ -49,12 +51,14 @@ def pair_counts(db: Path, *, run_id: str | None = None) -> tuple[list[str], list
         con.close()
 
 
-def load_pairs(db: Path, *, run_id: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
+def load_pairs(db: Path, *, run_id: str | None = None, source: str | None = None,
+               exclude_flagged: bool = False) -> list[dict[str, Any]]:
     """Every pair as a dict with `prompt`, `chosen`, `rejected` (OpenAI message lists, tool-call arguments still
-    as the JSON strings OpenAI uses) and the pair's metadata."""
+    as the JSON strings OpenAI uses) and the pair's metadata. `exclude_flagged` leaves out the pairs with a side
+    that dedup or decontamination flagged."""
     con = connect(Path(db), read_only=True)
     try:
-        cursor = _run(con, _PAIRS, {"run_id": run_id, "source": source})
+        cursor = _run(con, _PAIRS, {"run_id": run_id, "source": source, "exclude_flagged": exclude_flagged})
         columns = [d[0] for d in cursor.description]
         pairs = []
         for row in cursor.fetchall():

@@ -184,6 +184,27 @@ def test_hf_folder_loads_with_datasets_and_carries_its_card(db, tmp_path):
     assert again.exit_code == 2 and "not an empty folder" in again.output
 
 
+def test_exclude_flagged_leaves_flagged_samples_out_of_pairs_and_hf_folders(db, tmp_path):
+    from synthgraph.store.cleaning import record_findings
+
+    store = Store(db)
+    try:  # what `synthgraph dedup` (action flag) leaves: a failed verdict on a sample that stays accepted
+        record_findings(store, [VerdictRow(sample_id="good", verifier="dedup", outcome="failed", score=1.0,
+                                           detail="exact-duplicate of sample elsewhere")], reject=False)
+    finally:
+        store.close()
+    for format in ("dpo", "kto"):
+        out = tmp_path / f"{format}.jsonl"
+        assert export(db, "--out", str(out), "--format", format).exit_code == 0 and read_jsonl(out)
+        result = export(db, "--out", str(out), "--format", format, "--exclude-flagged", "--force")
+        assert result.exit_code == 0 and read_jsonl(out) == []
+    import datasets
+
+    out = tmp_path / "hf"
+    assert export(db, "--out", str(out), "--format", "hf", "--status", "all", "--exclude-flagged").exit_code == 0
+    assert datasets.load_from_disk(str(out))["sample_id"] == ["bad"]
+
+
 def test_push_needs_the_hf_format(db, tmp_path):
     result = export(db, "--out", str(tmp_path / "x.jsonl"), "--push", "me/data")
     assert result.exit_code == 2 and "--push needs --format hf" in result.output
