@@ -289,6 +289,9 @@ def export(
         _fail(f"--status must be accepted, rejected, error or all (got {status!r})")
     if source is not None and source not in PAIR_SOURCES:
         _fail(f"--source must be one of {', '.join(PAIR_SOURCES)} (got {source!r})")
+    pairs_wanted = format.value in get_args(PairFormat) or (format.value == "hf" and records.value != "chat")
+    if source is not None and not pairs_wanted:
+        _fail("--source picks preference pairs: use it with --format dpo or kto, or --format hf --records dpo|kto")
     if push is not None and format.value != "hf":
         _fail("--push needs --format hf (it pushes the dataset folder with its card)")
     wanted = None if status == "all" else status

@@ -210,6 +210,13 @@ def test_push_needs_the_hf_format(db, tmp_path):
     assert result.exit_code == 2 and "--push needs --format hf" in result.output
 
 
+@pytest.mark.parametrize("format", [["--format", "jsonl"], ["--format", "hf"]])
+def test_source_without_pair_records_is_one_clear_line(db, tmp_path, format):
+    out = tmp_path / "x"
+    result = export(db, "--out", str(out), *format, "--source", "verified")
+    assert result.exit_code == 2 and "--source picks preference pairs" in result.output and not out.exists()
+
+
 def qwen_tokenizer():
     """The embedded model's tokenizer (its own chat template), when the model was prepared on this machine."""
     from synthgraph.agents import shipped_models
