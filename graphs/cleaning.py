@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synthgraph.store.cleaning import TextPart, record_findings, sample_text, stored_texts
+from synthgraph.store.cleaning import TextPart, record_findings, reject_flagged, sample_text, stored_texts
 from synthgraph.store.db import Store
 from synthgraph.store.rows import SampleRow, SeedOutcome, VerdictRow, stable_id
 from synthgraph.tools.dedup import BUILTIN_BENCHMARKS, BenchmarkHit, Decontaminator, NearDuplicateIndex, PreparedText, \
@@ -238,7 +238,8 @@ class SampleCleaner:
         return decontamination_verdict(sample.sample_id, hits), self.decontaminate.action
 
     def _deduplicate(self, sample: SampleRow, turns, known: dict[str, PreparedText],
-                     decided: dict[tuple[str, str], tuple[str, float] | None]) -> tuple[VerdictRow, CleaningAction] | None:
+                     decided: dict[tuple[str, str], tuple[str, float] | None]
+                     ) -> tuple[VerdictRow, CleaningAction] | None:
         if self.index is None:
             return None
         raw = sample_text(turns, self.dedup.text)
@@ -269,18 +270,20 @@ class SampleCleaner:
 
 @dataclass
 class StoreFindings:
-    """What `synthgraph dedup` / `decontaminate` found in a store: (sample id, what it collides with, score)."""
+    """What `synthgraph dedup` / `decontaminate` found in a store: (sample id, what it collides with, score), and
+    with `reject` how many samples that made rejected (those flagged before included)."""
 
     checked: int
     findings: list[tuple[str, str, float]]
     new_verdicts: int
+    rejected: int = 0
 
 
 def dedup_store(store: Store, *, run_id: str | None, threshold: float, text: TextPart,
                 action: CleaningAction) -> StoreFindings:
     """Deduplicate the accepted, unflagged samples of a run (or of every run) in the order they were written:
     each later copy gets a `dedup` verdict naming the first. Samples already flagged are left out, so a rerun
-    finds nothing new."""
+    finds nothing new; `reject` rejects every sample flagged as a copy, now or before."""
     index = NearDuplicateIndex(threshold)
     groups: dict[str, str] = {}
     verdicts, findings = [], []
@@ -295,18 +298,27 @@ def dedup_store(store: Store, *, run_id: str | None, threshold: float, text: Tex
             continue
         verdicts.append(dedup_verdict(row.sample_id, match[0], match[1], text))
         findings.append((row.sample_id, match[0], match[1]))
-    return StoreFindings(len(rows), findings, record_findings(store, verdicts, reject=action == "reject"))
+    return _recorded(store, "dedup", rows, findings, verdicts, action, run_id)
+
+
+def _recorded(store: Store, verifier: str, rows: list, findings: list, verdicts: list[VerdictRow],
+              action: CleaningAction, run_id: str | None) -> StoreFindings:
+    new_verdicts = record_findings(store, verdicts)
+    rejected = reject_flagged(store, verifier, run_id=run_id) if action == "reject" else 0
+    return StoreFindings(len(rows), findings, new_verdicts, rejected)
 
 
 def decontaminate_store(store: Store, decontaminator: Decontaminator, *, run_id: str | None, text: TextPart,
                         action: CleaningAction) -> StoreFindings:
-    """Check the accepted, unflagged samples of a run (or of every run) against the benchmarks; each that
-    overlaps one gets a `decontamination` verdict naming the items."""
+    """Check the accepted samples of a run (or of every run) not yet found contaminated against the benchmarks;
+    each that overlaps one gets a `decontamination` verdict naming the items. A sample flagged as a duplicate is
+    checked too: it stays in exports that do not leave flagged samples out. `reject` rejects every sample found
+    contaminated, now or before."""
     verdicts, findings = [], []
-    rows = stored_texts(store.con, text, run_id=run_id)
+    rows = stored_texts(store.con, text, run_id=run_id, exclude=("decontamination",))
     for row in rows:
         hits = decontaminator.check(row.text)
         if hits:
             verdicts.append(decontamination_verdict(row.sample_id, hits))
             findings.append((row.sample_id, f"{hits[0].benchmark} {hits[0].item_id}", hits[0].coverage))
-    return StoreFindings(len(rows), findings, record_findings(store, verdicts, reject=action == "reject"))
+    return _recorded(store, "decontamination", rows, findings, verdicts, action, run_id)

@@ -510,8 +510,9 @@ class CleanAction(str, Enum):
 
 
 def _print_findings(title: str, found, action: CleanAction, what: str) -> None:
+    rejected = f", {found.rejected} samples rejected" if action is CleanAction.reject else ""
     out.print(f"{title}: {len(found.findings)} of {found.checked} accepted samples "
-              f"({found.new_verdicts} new verdicts, {action.value})", highlight=False, soft_wrap=True)
+              f"({found.new_verdicts} new verdicts, {action.value}{rejected})", highlight=False, soft_wrap=True)
     if not found.findings:
         return
     table = Table("sample", what, "score")
@@ -532,7 +533,8 @@ def dedup(
     action: Annotated[CleanAction, typer.Option(help="flag: add a verdict only; reject: also reject the sample")] = CleanAction.flag,
 ):
     """Find near-duplicate accepted samples in a store and record a `dedup` verdict on each later copy, naming the
-    first; nothing is deleted, and a rerun adds nothing new. `export --exclude-flagged` then leaves them out."""
+    first; nothing is deleted, and a rerun adds nothing new. `export --exclude-flagged` then leaves them out;
+    `--action reject` also rejects the copies an earlier pass (or the run) flagged."""
     from synthgraph.graphs.cleaning import dedup_store
     from synthgraph.store.db import Store
 
@@ -559,7 +561,8 @@ def decontaminate(
     action: Annotated[CleanAction, typer.Option(help="flag: add a verdict only; reject: also reject the sample")] = CleanAction.flag,
 ):
     """Check the accepted samples of a store for n-gram overlap with evaluation sets and record a
-    `decontamination` verdict on each that overlaps; nothing is deleted, and a rerun adds nothing new."""
+    `decontamination` verdict on each that overlaps; nothing is deleted, and a rerun adds nothing new.
+    `--action reject` also rejects the samples an earlier pass (or the run) flagged."""
     from synthgraph.graphs.cleaning import decontaminate_store
     from synthgraph.store.db import Store
     from synthgraph.tools.dedup import BenchmarkError, Decontaminator

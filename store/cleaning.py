@@ -65,10 +65,26 @@ def stored_texts(con: duckdb.DuckDBPyConnection, part: TextPart, *, run_id: str 
     return [StoredText(*row) for row in rows]
 
 
-def record_findings(store: Store, verdicts: Sequence[VerdictRow], *, reject: bool) -> int:
-    """Write failed cleaning verdicts (a verdict already there is left alone, so a rerun is a no-op); with
-    `reject`, also turn those samples that are still accepted into rejected ones, the verdict's detail as reason.
-    Returns how many verdicts were new."""
+def reject_flagged(store: Store, verifier: str, *, run_id: str | None = None) -> int:
+    """Reject the accepted samples (of one run, or all) that carry a failed `verifier` verdict, however it got
+    there: this pass, an earlier `--action flag` pass, or a run whose recipe flags. The verdict's detail becomes
+    the reason. Returns how many samples were rejected."""
+    with store.transaction():
+        (rejected,) = store.con.execute(
+            """
+            UPDATE samples SET status = 'rejected',
+                   reason = $verifier || ': ' || (SELECT min(v.detail) FROM verdicts v
+                                                  WHERE v.sample_id = samples.sample_id
+                                                    AND v.verifier = $verifier AND v.outcome = 'failed')
+            WHERE status = 'accepted' AND ($run_id IS NULL OR run_id = $run_id)
+              AND sample_id IN (SELECT sample_id FROM verdicts WHERE verifier = $verifier AND outcome = 'failed')
+            """, {"verifier": verifier, "run_id": run_id}).fetchone()
+    return rejected
+
+
+def record_findings(store: Store, verdicts: Sequence[VerdictRow]) -> int:
+    """Write failed cleaning verdicts (a verdict already there is left alone, so a rerun is a no-op); returns how
+    many were new. `reject_flagged` then rejects the samples they name, if asked."""
     if not verdicts:
         return 0
     with store.transaction():
@@ -78,10 +94,4 @@ def record_findings(store: Store, verdicts: Sequence[VerdictRow], *, reject: boo
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [[v.verdict_id, v.sample_id, v.verifier, v.turn, v.outcome, v.passed, v.score, v.detail] for v in verdicts],
         )
-        added = store.con.execute("SELECT count(*) FROM verdicts").fetchone()[0] - before
-        if reject:
-            store.con.executemany(
-                "UPDATE samples SET status = 'rejected', reason = ? WHERE sample_id = ? AND status = 'accepted'",
-                [[f"{v.verifier}: {v.detail}", v.sample_id] for v in verdicts],
-            )
-    return added
+        return store.con.execute("SELECT count(*) FROM verdicts").fetchone()[0] - before

@@ -220,6 +220,29 @@ def test_cli_dedup_reject_turns_the_copy_rejected_and_keeps_its_data(uncleaned_s
                                  "WHERE seed_id = 'b'") == [(2,)]
 
 
+def test_cli_reject_also_rejects_what_an_earlier_pass_flagged(uncleaned_store):
+    cli = CliRunner()
+    assert cli.invoke(app, ["dedup", "--db", str(uncleaned_store)]).exit_code == 0  # flags b, keeps it accepted
+    result = cli.invoke(app, ["dedup", "--db", str(uncleaned_store), "--action", "reject"])
+    assert result.exit_code == 0, result.output
+    assert "0 of 2 accepted samples (0 new verdicts, reject, 1 samples rejected)" in result.stdout
+    assert statuses(uncleaned_store) == {"a": "accepted", "b": "rejected", "c": "accepted"}
+    assert rows(uncleaned_store, "SELECT reason LIKE 'dedup: exact-duplicate of sample %' FROM samples "
+                                 "WHERE seed_id = 'b'") == [(True,)]
+
+
+def test_cli_decontaminate_checks_the_samples_dedup_flagged(tmp_path):
+    db = tmp_path / "s.duckdb"
+    run(db, [seed("a", TASK), seed("b", SAME_TASK)], dedup=False, decontaminate=False,
+        script=ReasoningScript(solver=lambda messages: f"{MT_BENCH_81}\n" + solver(messages)))
+    cli = CliRunner()
+    assert cli.invoke(app, ["dedup", "--db", str(db)]).exit_code == 0  # b: a copy of a, flagged
+    result = cli.invoke(app, ["decontaminate", "--db", str(db), "--benchmarks", "mt-bench", "--action", "reject"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 accepted samples (2 new verdicts, reject, 2 samples rejected)" in result.stdout
+    assert statuses(db) == {"a": "rejected", "b": "rejected"}
+
+
 def test_cli_decontaminate_writes_a_verdict_naming_the_item(uncleaned_store):
     result = CliRunner().invoke(app, ["decontaminate", "--db", str(uncleaned_store), "--benchmarks",
                                       "humaneval,mt-bench"])

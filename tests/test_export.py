@@ -190,7 +190,7 @@ def test_exclude_flagged_leaves_flagged_samples_out_of_pairs_and_hf_folders(db, 
     store = Store(db)
     try:  # what `synthgraph dedup` (action flag) leaves: a failed verdict on a sample that stays accepted
         record_findings(store, [VerdictRow(sample_id="good", verifier="dedup", outcome="failed", score=1.0,
-                                           detail="exact-duplicate of sample elsewhere")], reject=False)
+                                           detail="exact-duplicate of sample elsewhere")])
     finally:
         store.close()
     for format in ("dpo", "kto"):
