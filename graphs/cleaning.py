@@ -83,6 +83,7 @@ class CleaningTally:
     contaminated_seeds: int = 0
     flagged: int = 0
     missing_benchmarks: list[str] = field(default_factory=list)  # install hints for built-in sets not installed
+    unchecked_items: list[str] = field(default_factory=list)  # user files' items too short to check
 
 
 def hit_detail(hits: list[BenchmarkHit]) -> str:
@@ -150,6 +151,7 @@ class SampleCleaner:
         if self.decontaminator is not None:
             self.decontaminator.load()  # now, before any model loads: a missing package or file fails here
             self.tally.missing_benchmarks = list(self.decontaminator.missing)
+            self.tally.unchecked_items = list(self.decontaminator.unchecked)
 
     @classmethod
     def for_run(cls, recipe: RecipeBase, store: Store, run_id: str) -> SampleCleaner:

@@ -192,7 +192,7 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
     summary.add_row("cleaning", f"{cleaning.contaminated_seeds} contaminated seeds skipped, {cleaning.contaminated} "
                                 f"contaminated and {cleaning.duplicates} duplicate samples ({cleaning.flagged} "
                                 "of them flagged, the rest rejected)")
-    for hint in cleaning.missing_benchmarks:
+    for hint in cleaning.missing_benchmarks + cleaning.unchecked_items:
         summary.add_row("not checked", f"[yellow]{hint}[/]")
     summary.add_row("tokens", f"{tally.prompt_tokens} prompt, {tally.completion_tokens} generated in {tally.calls} calls")
     summary.add_row("throughput", f"{tally.tokens_per_s:.1f} generated tok/s over {tally.generation_s:.0f} s "
@@ -574,7 +574,7 @@ def decontaminate(
                                         if benchmarks is not None else None).load()
     except BenchmarkError as exc:
         _fail(str(exc))
-    for hint in decontaminator.missing:
+    for hint in decontaminator.missing + decontaminator.unchecked:
         console.print(f"[yellow]not checked:[/yellow] {hint}", highlight=False)
     try:
         store = Store(db)

@@ -243,6 +243,18 @@ def test_cli_decontaminate_checks_the_samples_dedup_flagged(tmp_path):
     assert statuses(db) == {"a": "rejected", "b": "rejected"}
 
 
+def test_cli_decontaminate_says_which_items_of_a_file_are_too_short_to_check(uncleaned_store, tmp_path):
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text(json.dumps({"q": "What is 3 times 7?"}) + "\n" + json.dumps({"q": MT_BENCH_81}) + "\n")
+    result = CliRunner().invoke(app, ["decontaminate", "--db", str(uncleaned_store), "--benchmarks", f"{evals}:q"])
+    assert result.exit_code == 0, result.output
+    assert f"not checked: 1 of the 2 items of {evals}:q have fewer than 8 words" in " ".join(result.output.split())
+    assert "1 of 3 accepted samples" in result.stdout  # the long item is still found
+    ran, _ = run(tmp_path / "r.duckdb", [seed("a", TASK)], decontaminate={"benchmarks": [f"{evals}:q"]})
+    assert [hint.split(" have ")[0] for hint in ran.tally.cleaning.unchecked_items] == [
+        f"1 of the 2 items of {evals}:q"]
+
+
 def test_cli_decontaminate_writes_a_verdict_naming_the_item(uncleaned_store):
     result = CliRunner().invoke(app, ["decontaminate", "--db", str(uncleaned_store), "--benchmarks",
                                       "humaneval,mt-bench"])

@@ -125,6 +125,8 @@ def test_user_file_benchmark_by_path_and_field(tmp_path):
     assert [(h.benchmark, h.item_id) for h in checker.check(f"Answer this: {secret}")] == [
         (f"{tmp_path / 'eval.jsonl'}:question", "q7")]
     assert checker.skipped_items == 1
+    assert checker.unchecked == [f"1 of the 2 items of {tmp_path / 'eval.jsonl'}:question have fewer than 8 words "
+                                 "and are not checked (that short, they are ordinary text)"]
     import pyarrow as pa
     import pyarrow.parquet as pq
 

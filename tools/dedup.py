@@ -328,6 +328,7 @@ class Decontaminator:
         self.benchmarks = None if benchmarks is None else list(benchmarks)
         self.missing: list[str] = []
         self.skipped_items = 0  # items too short to index (fewer than MIN_ITEM_WORDS words)
+        self.unchecked: list[str] = []  # a line for each user file with items too short to index
         self._index: dict[str, list[int]] | None = None
         self._items: list[_Item] = []
         self._sizes: list[int] = []
@@ -351,10 +352,11 @@ class Decontaminator:
                     self.missing.append(str(exc))
                     continue
                 raise
+            skipped = 0
             for item_id, text in items:
                 words = normalized_words(text)
                 if len(words) < MIN_ITEM_WORDS:
-                    self.skipped_items += 1
+                    skipped += 1
                     continue
                 n = min(NGRAM, len(words))
                 grams = {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
@@ -363,6 +365,10 @@ class Decontaminator:
                 for gram in grams:
                     index.setdefault(gram, []).append(number)
                 sizes.add(n)
+            self.skipped_items += skipped
+            if skipped and spec not in BUILTIN_BENCHMARKS:  # the built-in sets' short items are documented
+                self.unchecked.append(f"{skipped} of the {len(items)} items of {spec} have fewer than {MIN_ITEM_WORDS} "
+                                      "words and are not checked (that short, they are ordinary text)")
         self._index = index
         self._sizes = sorted(sizes)
         return self
