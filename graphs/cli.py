@@ -265,7 +265,8 @@ HfChoice = Enum("HfChoice", {name: name for name in get_args(HfRecords)}, type=s
 def export(
     out_path: Annotated[Path, typer.Option("--out", help="file to write (a folder for --format hf)")],
     format: Annotated[ExportChoice, typer.Option("--format")] = ExportChoice.jsonl,
-    status: Annotated[str, typer.Option(help="accepted, rejected, error or all (default: accepted)")] = "accepted",
+    status: Annotated[str | None, typer.Option(help="samples: accepted, rejected, error or all (default: accepted)")
+                      ] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
     exclude_flagged: Annotated[bool, typer.Option(help="leave out samples (and pairs with a side) flagged by dedup / decontamination")] = False,
     source: Annotated[str | None, typer.Option(help="dpo / kto (and hf of them): only pairs of this source (verified, judged, "
@@ -276,7 +277,8 @@ def export(
     push: Annotated[str | None, typer.Option(metavar="REPO", help="hf: also push to the Hub as this dataset repo "
                                                                   "(needs huggingface_hub and a token)")] = None,
     db: DbOption = DEFAULT_STORE,
-    force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace --out if it exists (a file; an hf folder never)")
+                     ] = False,
 ):
     """Write samples as chat records: OpenAI {"messages": [...], "tools": [...]} plus metadata (jsonl, parquet),
     or ShareGPT {"conversations": [...], "system", "tools"} (sharegpt, JSON lines); preference pairs as TRL's
@@ -285,16 +287,24 @@ def export(
     from synthgraph.store.export import export_hf, export_pairs, export_samples
     from synthgraph.store.pairs import PAIR_SOURCES
 
-    if status not in ("accepted", "rejected", "error", "all"):
+    if status not in (None, "accepted", "rejected", "error", "all"):
         _fail(f"--status must be accepted, rejected, error or all (got {status!r})")
     if source is not None and source not in PAIR_SOURCES:
         _fail(f"--source must be one of {', '.join(PAIR_SOURCES)} (got {source!r})")
+    if records is not HfChoice.chat and format.value != "hf":
+        _fail(f"--records picks what a --format hf folder holds: for {records.value} records in a file, use "
+              f"--format {records.value}")
     pairs_wanted = format.value in get_args(PairFormat) or (format.value == "hf" and records.value != "chat")
     if source is not None and not pairs_wanted:
         _fail("--source picks preference pairs: use it with --format dpo or kto, or --format hf --records dpo|kto")
+    if status is not None and pairs_wanted:
+        _fail("--status picks samples: a preference pair is always an accepted and a rejected one (--source picks "
+              "pairs)")
     if push is not None and format.value != "hf":
         _fail("--push needs --format hf (it pushes the dataset folder with its card)")
-    wanted = None if status == "all" else status
+    if license is not None and format.value != "hf":
+        _fail("--license is the dataset card's, and only --format hf writes a card")
+    wanted = None if status == "all" else status or "accepted"
     try:
         if format.value in get_args(PairFormat):
             count = export_pairs(db, out_path, format=format.value, run_id=run_id, source=source,
@@ -303,7 +313,8 @@ def export(
             return
         if format.value == "hf":
             if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
-                _fail(f"--out {out_path} exists and is not an empty folder: name a new folder for the dataset")
+                _fail(f"--out {out_path} exists and is not an empty folder: name a new folder for the dataset"
+                      + (" (--force never replaces a folder)" if force else ""))
             dataset, _ = export_hf(db, out_path, records=records.value, status=wanted, run_id=run_id, source=source,
                                    exclude_flagged=exclude_flagged, license=license or _models_license(db, run_id))
             out.print(f"wrote {len(dataset)} {records.value} records to {out_path} (datasets folder + README.md card)")

@@ -210,11 +210,28 @@ def test_push_needs_the_hf_format(db, tmp_path):
     assert result.exit_code == 2 and "--push needs --format hf" in result.output
 
 
-@pytest.mark.parametrize("format", [["--format", "jsonl"], ["--format", "hf"]])
-def test_source_without_pair_records_is_one_clear_line(db, tmp_path, format):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--format", "jsonl", "--source", "verified"], "--source picks preference pairs"),
+    (["--format", "hf", "--source", "verified"], "--source picks preference pairs"),
+    (["--format", "jsonl", "--records", "dpo"], "--records picks what a --format hf folder holds"),
+    (["--format", "dpo", "--records", "kto"], "use --format kto"),
+    (["--format", "dpo", "--status", "rejected"], "--status picks samples"),
+    (["--format", "hf", "--records", "kto", "--status", "all"], "--status picks samples"),
+    (["--format", "sharegpt", "--license", "mit"], "only --format hf writes a card"),
+])
+def test_an_option_the_format_cannot_use_is_one_clear_line(db, tmp_path, args, message):
     out = tmp_path / "x"
-    result = export(db, "--out", str(out), *format, "--source", "verified")
-    assert result.exit_code == 2 and "--source picks preference pairs" in result.output and not out.exists()
+    result = export(db, "--out", str(out), *args)
+    assert result.exit_code == 2 and message in " ".join(result.output.split()) and not out.exists()
+
+
+def test_force_never_replaces_an_hf_folder(db, tmp_path):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    result = export(db, "--out", str(out), "--format", "hf", "--force")
+    assert result.exit_code == 2 and "--force never replaces a folder" in " ".join(result.output.split())
+    assert (out / "mine.txt").read_text() == "keep"
 
 
 def qwen_tokenizer():
