@@ -32,6 +32,20 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _require_run(db: Path, run_id: str | None) -> None:
+    """A `--run` that names no run of the store is refused in one line, not answered with nothing."""
+    if run_id is None:
+        return
+    try:
+        _, rows = query(db, "SELECT run_id FROM runs ORDER BY created_at")
+    except StoreError as exc:
+        _fail(str(exc))
+    known = [row[0] for row in rows]
+    if run_id not in known:
+        shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "") if known else "none yet"
+        _fail(f"no run {run_id!r} in {db}; its runs: {shown}")
+
+
 def _check_models(recipe) -> None:
     """Every model the recipe's roles use, checked before anything loads (agents.models.preflight)."""
     from synthgraph.agents.models import preflight
@@ -304,6 +318,7 @@ def export(
         _fail("--push needs --format hf (it pushes the dataset folder with its card)")
     if license is not None and format.value != "hf":
         _fail("--license is the dataset card's, and only --format hf writes a card")
+    _require_run(db, run_id)
     wanted = None if status == "all" else status or "accepted"
     try:
         if format.value in get_args(PairFormat):
@@ -363,6 +378,7 @@ def pairs(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Opti
     themselves are the `preference_pairs` view (synthgraph sql) and `synthgraph export --format dpo|kto`."""
     from synthgraph.store.pairs import pair_counts
 
+    _require_run(db, run_id)
     try:
         columns, rows = pair_counts(db, run_id=run_id)
     except StoreError as exc:
@@ -382,6 +398,7 @@ def stats(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Opti
     """Per run: yield, verdict mix, token totals, mean latency per role."""
     from synthgraph.store.stats import run_statistics
 
+    _require_run(db, run_id)
     try:
         report = run_statistics(db, run_id=run_id, notice=_note)
     except StoreError as exc:
@@ -551,6 +568,7 @@ def dedup(
 
     if not Path(db).exists():
         _fail(f"no store at {db}: run a recipe first or pass --db PATH")
+    _require_run(db, run_id)
     try:
         store = Store(db)
     except StoreError as exc:
@@ -580,6 +598,7 @@ def decontaminate(
 
     if not Path(db).exists():
         _fail(f"no store at {db}: run a recipe first or pass --db PATH")
+    _require_run(db, run_id)
     try:
         decontaminator = Decontaminator([b.strip() for b in benchmarks.split(",") if b.strip()]
                                         if benchmarks is not None else None).load()

@@ -265,6 +265,16 @@ def test_cli_decontaminate_writes_a_verdict_naming_the_item(uncleaned_store):
         ("c", "accepted", "failed")]
 
 
+@pytest.mark.parametrize("command", [["export", "--out", "x.jsonl"], ["export", "--format", "dpo", "--out", "x.jsonl"],
+                                     ["stats"], ["pairs"], ["dedup"], ["decontaminate"]])
+def test_a_run_the_store_does_not_hold_is_one_clear_line(uncleaned_store, tmp_path, command):
+    (run_id,) = rows(uncleaned_store, "SELECT run_id FROM runs")[0]
+    result = CliRunner().invoke(app, [*command, "--db", str(uncleaned_store), "--run", "nosuchrun"])
+    assert result.exit_code == 2, result.output
+    assert f"no run 'nosuchrun' in {uncleaned_store}; its runs: {run_id}" in " ".join(result.output.split())
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_cli_cleaning_commands_report_bad_input_plainly(uncleaned_store, tmp_path):
     cli = CliRunner()
     bad = cli.invoke(app, ["decontaminate", "--db", str(uncleaned_store), "--benchmarks", "gsm8k"])

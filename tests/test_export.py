@@ -263,8 +263,8 @@ def test_an_empty_hf_export_is_refused_and_an_empty_parquet_keeps_its_schema(db,
     import pyarrow.parquet as pq
 
     out = tmp_path / "empty"
-    result = export(db, "--out", str(out), "--format", "hf", "--records", "kto", "--run", "no-such-run")
-    assert result.exit_code == 2 and "nothing to export: no preference pairs in run no-such-run" in result.output
+    result = export(db, "--out", str(out), "--format", "hf", "--records", "kto", "--run", "run1", "--source", "judged")
+    assert result.exit_code == 2 and "nothing to export: no preference pairs in run run1" in result.output
     assert not out.exists()
     parquet = tmp_path / "none.parquet"
     assert export(db, "--out", str(parquet), "--format", "parquet", "--status", "error").exit_code == 0

@@ -137,5 +137,9 @@ def test_pairs_command_counts_per_source(tmp_path):
     assert pair_counts(db)[1] == [("judged", 1, 1, 1, 7.0, 7.0), ("verified", 1, 1, 1, None, None)]
     result = CliRunner().invoke(app, ["pairs", "--db", str(db)])
     assert result.exit_code == 0 and "judged" in result.output and "verified" in result.output
-    empty = CliRunner().invoke(app, ["pairs", "--db", str(db), "--run", "nope"])
-    assert empty.exit_code == 0 and "no preference pairs in run nope" in empty.output
+    unknown = CliRunner().invoke(app, ["pairs", "--db", str(db), "--run", "nope"])
+    assert unknown.exit_code == 2 and "no run 'nope'" in unknown.output
+    lonely = tmp_path / "lonely.duckdb"
+    write(lonely, [sample("a", "code_solution", "accepted", score=8)])
+    empty = CliRunner().invoke(app, ["pairs", "--db", str(lonely)])
+    assert empty.exit_code == 0 and "no preference pairs: a pair needs" in " ".join(empty.output.split())
