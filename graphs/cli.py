@@ -178,10 +178,13 @@ def run(
 
 
 def _command_line(ctx: typer.Context) -> str:
-    """The command as given, options with their values: what to type to go on."""
+    """The command as given, options with their values: what to type to go on. Without `--report`: the report
+    this run wrote is never replaced, so the same path would stop the next run before it starts."""
     words = ["synthgraph", ctx.info_name or "run"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
+        if param.name == "report":
+            continue
         if param.param_type_name == "argument":
             words.append(str(value))
         elif value is not None and value != param.default and value is not False:

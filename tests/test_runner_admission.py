@@ -334,10 +334,15 @@ def test_cli_run_interrupted_prints_the_summary_and_the_resume_command_and_exits
         return solver_reply(messages)
 
     scripted_cli["script"] = ReasoningScript(solver=solver)
-    result = CliRunner().invoke(app, ["run", str(recipe), "--db", str(db), "--grace", "5"])
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--db", str(db), "--grace", "5", "--report", str(report)])
     assert result.exit_code == 130, result.output
     assert "interrupted by SIGINT: no new seeds were started" in result.output
-    assert f"seeds left pending; to resume, run: synthgraph run {recipe} --db={db} --grace=5.0" in result.output
+    resume = f"synthgraph run {recipe} --db={db} --grace=5.0"
+    assert f"seeds left pending; to resume, run: {resume}\n" in result.output and report.exists()
+    # the command as printed goes on (the report of the first run stays where it is)
+    resumed = CliRunner().invoke(app, resume.split()[1:])
+    assert resumed.exit_code == 0, resumed.output
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
