@@ -79,12 +79,18 @@ class SeedSource(BaseModel):
                                                            "when given, only these fields are kept")
     sample: int | None = Field(None, ge=1, description="use this many rows, drawn at random with `seed`")
     shuffle: bool = Field(False, description="use the rows in a random order drawn with `seed`")
-    seed: int = Field(0, description="the random seed of `sample` / `shuffle`: the same seed draws the same rows")
+    seed: int | None = Field(None, description="the random seed of `sample` / `shuffle` (default 0): the same seed "
+                                               "draws the same rows")
 
     @model_validator(mode="after")
     def _exactly_one(self):
         if (self.file is None) == (self.inline is None):
             raise ValueError("give exactly one of seeds.file or seeds.inline")
+        if self.split is not None and self.inline is not None:
+            raise ValueError("seeds.split names a split of a `datasets` folder; inline seeds have none: remove it")
+        if self.seed is not None and self.sample is None and not self.shuffle:
+            raise ValueError("seeds.seed draws the rows of seeds.sample or seeds.shuffle, and neither is given: "
+                             "add one, or remove seeds.seed")
         return self
 
 
@@ -311,7 +317,8 @@ def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[See
     try:
         items = (read_rows(recipe.resolve(source.file), split=source.split) if source.inline is None
                  else [(f"{where}: seeds.inline[{i}]", item) for i, item in enumerate(source.inline)])
-        items = select_rows(items, fields=source.fields, sample=source.sample, shuffle=source.shuffle, seed=source.seed)
+        items = select_rows(items, fields=source.fields, sample=source.sample, shuffle=source.shuffle,
+                            seed=source.seed or 0)
     except SeedFileError as exc:
         raise RecipeError(f"{where}: {exc}" if str(exc).startswith("seeds.") else str(exc)) from None
     seeds = []

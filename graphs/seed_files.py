@@ -32,6 +32,9 @@ def read_rows(file: Path, *, split: str | None = None) -> list[Row]:
         return _datasets_folder(file, split)
     if not file.is_file():
         raise SeedFileError(f"seeds.file: {file} does not exist")
+    if split is not None:
+        raise SeedFileError(f"seeds.split: {file} is a single file without splits (seeds.split names a split of a "
+                            "`datasets` folder); remove seeds.split")
     if name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")) or name.endswith(".json"):
         return _jsonl(file)
     if name.endswith((".csv", ".csv.gz")):

@@ -405,6 +405,17 @@ def test_a_datasets_folder_made_with_save_to_disk(tmp_path):
     assert [s.topic for s in load_recipe(write_recipe(tmp_path, {"file": "dd", "split": "train"}))[1]] == ["a"]
 
 
+def test_a_seeds_option_the_source_cannot_use_is_refused(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"topic": "a"}\n{"topic": "b"}\n')
+    with pytest.raises(RecipeError, match=r"seeds.split: .*t.jsonl is a single file without splits"):
+        load_recipe(write_recipe(tmp_path, {"file": "t.jsonl", "split": "test"}))
+    with pytest.raises(RecipeError, match="seeds.split names a split of a `datasets` folder; inline seeds have none"):
+        load_recipe(write_recipe(tmp_path, {"inline": [{"topic": "a"}], "split": "test"}))
+    with pytest.raises(RecipeError, match="seeds.seed draws the rows of seeds.sample or seeds.shuffle"):
+        load_recipe(write_recipe(tmp_path, {"file": "t.jsonl", "seed": 7}))
+    assert len(load_recipe(write_recipe(tmp_path, {"file": "t.jsonl", "seed": 7, "shuffle": True}))[1]) == 2
+
+
 def test_jsonl_seed_row_lacking_a_mapped_field_names_file_and_line(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"t": "a"}\n\n{"u": "b"}\n')
     with pytest.raises(RecipeError, match=r"t.jsonl:3: has no column 't'"):
