@@ -121,11 +121,15 @@ class DomainSeed(SeedBase):
         return seed if self.slot is None else seed.model_copy(update={"slot": self.slot + (round - 1) * stride})
 
 
+class DomainCorpusSettings(CorpusSettings):
+    min_chunk_chars: int = Field(200, ge=0, description="shorter chunks are not given to the proposer")
+
+
 class DomainRecipe(RecipeBase):
     seed_model: ClassVar[type[SeedBase]] = DomainSeed
 
     graph: Literal["domain"]
-    corpus: CorpusSettings = Field(default_factory=lambda: CorpusSettings(name="pydoc-topics"))
+    corpus: DomainCorpusSettings = Field(default_factory=lambda: DomainCorpusSettings(name="pydoc-topics"))
     roles: DomainRoles = Field(default_factory=DomainRoles)
     mix: dict[QuestionKind, float] = Field(
         default_factory=lambda: {"factual": 0.5, "multi_hop": 0.25, "unanswerable": 0.25},

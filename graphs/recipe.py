@@ -252,7 +252,6 @@ class CorpusSettings(BaseModel):
                                                       "default: 'the NAME documents'")
     max_chars: int = Field(DEFAULT_MAX_CHARS, ge=100, le=100000, description="largest chunk, in characters")
     overlap: int = Field(DEFAULT_OVERLAP, ge=0, description="characters of a chunk repeated at the start of the next")
-    min_chunk_chars: int = Field(200, ge=0, description="shorter chunks are not given to the proposer")
 
     @model_validator(mode="after")
     def _source(self):

@@ -582,6 +582,14 @@ def test_search_documents_tool_searches_the_runs_own_corpus(tmp_path):
     assert described.startswith("Search the appliances documents")
 
 
+def test_a_corpus_setting_only_the_domain_family_reads_is_refused(tmp_path):
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text("name: t\ngraph: tool_use\ntools:\n  corpus: {name: pydoc-topics, min_chunk_chars: 800}\n"
+                           "seeds:\n  inline:\n    - {kind: single}\n")
+    with pytest.raises(RecipeError, match=r"tools.corpus.min_chunk_chars: unknown field"):
+        load_recipe(recipe_path)
+
+
 def test_corpus_tool_needs_the_runs_store():
     recipe = parse_recipe({"name": "t", "graph": "tool_use", "tools": {"corpus": {"name": "pydoc-topics"}},
                            "seeds": {"inline": [{"kind": "single", "tools": ["search_documents"]}]}})
