@@ -76,8 +76,8 @@ def run(
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB file (default: the recipe's, else ./synthgraph.duckdb)")] = None,
     model: Annotated[str | None, typer.Option(help="model spec for every role, e.g. vllm:smollm2-135m")] = None,
     concurrency: Annotated[int | None, typer.Option(
-        help="most graph instances in flight (the memory guard; engines that report their queue pace admission "
-             "below it)", min=1)] = None,
+        help="most graph instances in flight, per Ray worker with --ray (the memory guard; engines that report "
+             "their queue pace admission below it)", min=1)] = None,
     retry_errors: Annotated[bool, typer.Option(help="also redo seeds that crashed in an earlier run")] = False,
     target_accepted: Annotated[int | None, typer.Option(
         help="run until the store holds N accepted samples of this run (topic seeds are run again as needed)",

@@ -156,8 +156,8 @@ class RecipeBase(BaseModel):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     seeds: SeedSource
     concurrency: int = Field(16, ge=1, le=1024, description=(
-        "the most graph instances in flight (a memory guard); below it, a model back end that reports its queue "
-        "(in-process vLLM, a vLLM server) paces admission so its batch stays full"))
+        "the most graph instances in flight, per worker on Ray (a memory guard); below it, a model back end that "
+        "reports its queue (in-process vLLM, a vLLM server) paces admission so its batch stays full"))
     max_model_attempts: int = Field(3, ge=1, le=10, description="tries per model call before an error is recorded")
     budget: Budget = Field(default_factory=Budget)
     store: Path | None = Field(None, description="DuckDB file; default ./synthgraph.duckdb")
