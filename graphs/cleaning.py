@@ -197,6 +197,11 @@ class SampleCleaner:
         self.tally.contaminated_seeds += len(outcomes)
         return clean
 
+    def contaminated_seeds(self, store: Store) -> set[str]:
+        """The seeds of this run found contaminated, by this invocation or an earlier one."""
+        return {row[0] for row in store.con.execute(
+            "SELECT seed_id FROM samples WHERE run_id = ? AND kind = 'seed_contaminated'", [self.run_id]).fetchall()}
+
     def check(self, outcome: SeedOutcome) -> SeedOutcome:
         """The outcome with its contaminated and duplicate accepted samples rejected (or flagged)."""
         if self.decontaminator is None and self.index is None:

@@ -359,14 +359,18 @@ class Runner:
             finished |= {s.seed_id for s in pending if s.seed_id not in clean}
             self.tally.seeds_total = len(selected)
             self.tally.seeds_skipped = sum(s.seed_id in finished for s in selected)
-            self._recent_accepted = deque(maxlen=max(1, sum(s.generative for s in selected)))
+            # A target cycles the generative seeds; a copy of a contaminated seed would carry the benchmark's text.
+            contaminated = self.cleaner.contaminated_seeds(store)
+            generative = [(position, s) for position, s in enumerate(selected)
+                          if s.generative and s.seed_id not in contaminated]
+            self._recent_accepted = deque(maxlen=max(1, len(generative)))
             self.admission = Admission(self.recipe.budget, self.tally,
                                        accepted_before=store.accepted_samples(self.run_id))
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.interrupt, sig.name)
             self.on_update(self.tally)
-            seeds = self._seed_source(selected, finished)
+            seeds = self._seed_source(selected, finished, generative)
             if self.admission.may_start():
                 first = next(seeds, None)
                 if first is not None:
@@ -400,12 +404,12 @@ class Runner:
         for task in list(self._in_flight):
             task.cancel()
 
-    def _seed_source(self, selected: list[SeedBase], finished: set[str]) -> Iterator[SeedBase]:
-        """The seeds to run, in order: the seed list, then — when a target asks for more and the seeds are
-        generative — further passes over them as new seeds (`ID#2`, ...), until the last pass's worth of finished
-        seeds accepted nothing (another pass would not either)."""
+    def _seed_source(self, selected: list[SeedBase], finished: set[str],
+                     generative: list[tuple[int, SeedBase]]) -> Iterator[SeedBase]:
+        """The seeds to run, in order: the seed list, then — when a target asks for more — further passes over the
+        `generative` ones (position in the list, seed) as new seeds (`ID#2`, ...), until the last pass's worth of
+        finished seeds accepted nothing (another pass would not either)."""
         yield from (s for s in selected if s.seed_id not in finished)
-        generative = [(position, s) for position, s in enumerate(selected) if s.generative]
         if self.recipe.budget.target_accepted is None or not generative:
             return
         for round in range(2, sys.maxsize):

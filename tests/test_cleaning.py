@@ -140,6 +140,16 @@ def test_contaminated_seed_is_recorded_and_skipped_before_any_model_call(tmp_pat
     assert sum(script.calls.values()) == 0 and again.tally.cleaning.contaminated_seeds == 0
 
 
+def test_a_target_that_cycles_the_seeds_never_runs_a_contaminated_one_again(tmp_path):
+    db = tmp_path / "s.duckdb"
+    seeds = [{"id": "blog", "topic": f"Travel writing. Example task: {MT_BENCH_81}"}, {"id": "math", "topic": "fractions"}]
+    result, script = run(db, seeds, script=ReasoningScript(solver=lambda m: "#### 42"), dedup=False,
+                         budget={"target_accepted": 3})
+    assert result.tally.accepted >= 3 and result.tally.cleaning.contaminated_seeds == 1
+    assert rows(db, "SELECT count(*) FROM seeds WHERE seed_id LIKE 'blog%'") == [(1,)]
+    assert script.calls["proposer"] == rows(db, "SELECT count(*) FROM seeds WHERE seed_id LIKE 'math%'")[0][0] >= 3
+
+
 def test_sample_that_reproduces_a_benchmark_item_is_rejected_naming_it(tmp_path):
     db = tmp_path / "s.duckdb"
 
