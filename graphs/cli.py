@@ -334,7 +334,8 @@ def export(
                 _fail(f"--out {out_path} exists and is not an empty folder: name a new folder for the dataset"
                       + (" (--force never replaces a folder)" if force else ""))
             dataset, _ = export_hf(db, out_path, records=records.value, status=wanted, run_id=run_id, source=source,
-                                   exclude_flagged=exclude_flagged, license=license or _models_license(db, run_id))
+                                   exclude_flagged=exclude_flagged, license=license or _models_license(db, run_id),
+                                   notice=_note)
             out.print(f"wrote {len(dataset)} {records.value} records to {out_path} (datasets folder + README.md card)")
             if push is not None:
                 _push_to_hub(out_path, push)

@@ -38,6 +38,14 @@ WHERE ($status IS NULL OR status = $status) AND ($run_id IS NULL OR run_id = $ru
 ORDER BY run_id, group_id, sample_id
 """ % FLAGGED_SAMPLES
 
+# Samples a chat export cannot hold: they have no turns (a crashed or contaminated seed, a problem that failed).
+_WITHOUT_TURNS = """
+SELECT count(*) FROM samples
+WHERE ($status IS NULL OR status = $status) AND ($run_id IS NULL OR run_id = $run_id)
+  AND NOT ($exclude_flagged AND sample_id IN (%s))
+  AND sample_id NOT IN (SELECT sample_id FROM messages)
+""" % FLAGGED_SAMPLES
+
 ExportFormat = Literal["jsonl", "parquet", "sharegpt"]
 PairFormat = Literal["dpo", "kto"]
 
@@ -55,9 +63,11 @@ def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | N
     check_destination(db, out, force=force)
     con = connect(db, read_only=True, notice=notice)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
     try:
-        count = _write(con, partial, format, {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged})
+        count = _write(con, partial, format, params)
         os.replace(partial, out)
+        _say_left_out(con, params, notice)
         return count
     except OSError as exc:
         raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from exc
@@ -67,6 +77,16 @@ def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | N
         con.close()
         with contextlib.suppress(OSError):
             partial.unlink()
+
+
+def _say_left_out(con: duckdb.DuckDBPyConnection, params: dict[str, Any],
+                  notice: Callable[[str], None] | None) -> None:
+    (left_out,) = con.execute(_WITHOUT_TURNS, params).fetchone()
+    if left_out and notice is not None:
+        what = f"{params['status']} samples" if params["status"] else "samples"
+        notice(f"{left_out} {what} have no chat turns (crashed or contaminated seeds, "
+               "problems that failed) and are not in the export; they are in the store: synthgraph sql \"SELECT "
+               "kind, status, reason FROM samples WHERE sample_id NOT IN (SELECT sample_id FROM messages)\"")
 
 
 def check_destination(db: Path, out: Path, *, force: bool) -> None:
@@ -316,7 +336,7 @@ HfRecords = Literal["chat", "dpo", "kto"]
 
 def export_hf(db: Path, out_dir: Path, *, records: HfRecords = "chat", status: str | None = "accepted",
               run_id: str | None = None, source: str | None = None, exclude_flagged: bool = False,
-              license: str = "other"):
+              license: str = "other", notice: Callable[[str], None] | None = None):
     """A `datasets` folder (`save_to_disk`) of chat, DPO or KTO records with a dataset card as its README.md;
     returns (the dataset, the card text). `exclude_flagged` leaves out the samples (the pairs with a side) that
     dedup or decontamination flagged."""
@@ -326,6 +346,7 @@ def export_hf(db: Path, out_dir: Path, *, records: HfRecords = "chat", status: s
         con = connect(Path(db), read_only=True)
         try:
             rows = chat_records(con, status=status, run_id=run_id, exclude_flagged=exclude_flagged)
+            _say_left_out(con, {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}, notice)
         finally:
             con.close()
     else:

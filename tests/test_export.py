@@ -205,6 +205,21 @@ def test_exclude_flagged_leaves_flagged_samples_out_of_pairs_and_hf_folders(db, 
     assert datasets.load_from_disk(str(out))["sample_id"] == ["bad"]
 
 
+def test_samples_without_turns_are_named_not_dropped_silently(db, tmp_path):
+    store = Store(db)
+    try:  # a crashed seed: one error sample, no chat turns
+        store.write_outcomes([SeedOutcome(run_id="run1", seed_id="s2", status="error", error="boom", samples=[
+            SampleRow(sample_id="crash", run_id="run1", seed_id="s2", group_id="g2", kind="seed_error",
+                      status="error", reason="RuntimeError: boom")])])
+    finally:
+        store.close()
+    out = tmp_path / "errors.jsonl"
+    result = export(db, "--out", str(out), "--status", "error")
+    assert result.exit_code == 0 and read_jsonl(out) == []
+    assert "1 error samples have no chat turns" in " ".join(result.output.split())
+    assert "no chat turns" not in export(db, "--out", str(tmp_path / "ok.jsonl")).output  # accepted: none left out
+
+
 def test_push_needs_the_hf_format(db, tmp_path):
     result = export(db, "--out", str(tmp_path / "x.jsonl"), "--push", "me/data")
     assert result.exit_code == 2 and "--push needs --format hf" in result.output
