@@ -196,8 +196,14 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
     """The closing table: what was done, why the run stopped, every crashed seed, and the command to go on."""
     tally = result.tally
     summary = Table(title=f"run {result.run_id} ({name})", show_header=False)
+    done_before = tally.seeds_skipped - tally.seeds_crashed_before - tally.cleaning.contaminated_seeds
     summary.add_row("seeds", f"{tally.seeds_done} done, {tally.seeds_failed} crashed, "
-                             f"{tally.seeds_skipped} already done earlier, of {tally.seeds_total}"
+                             f"{done_before} already done earlier"
+                             + (f", {tally.seeds_crashed_before} crashed earlier (--retry-errors redoes them)"
+                                if tally.seeds_crashed_before else "")
+                             + (f", {tally.cleaning.contaminated_seeds} contaminated (not run)"
+                                if tally.cleaning.contaminated_seeds else "")
+                             + f", of {tally.seeds_total}"
                              + (f"; {tally.seeds_resumed} resumed mid-seed" if tally.seeds_resumed else "")
                              + (f"; {tally.seeds_abandoned} abandoned (left pending)" if tally.seeds_abandoned else "")
                              + (f"; {tally.seeds_requeued} redone after their Ray worker died"
@@ -285,7 +291,8 @@ def export(
     status: Annotated[str | None, typer.Option(help="samples: accepted, rejected, error or all (default: accepted)")
                       ] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
-    exclude_flagged: Annotated[bool, typer.Option(help="leave out samples (and pairs with a side) flagged by dedup / decontamination")] = False,
+    exclude_flagged: Annotated[bool, typer.Option(
+        help="leave out samples (and pairs with a side) flagged by dedup / decontamination")] = False,
     source: Annotated[str | None, typer.Option(help="dpo / kto (and hf of them): only pairs of this source (verified, judged, "
                                                     "critique_revision)")] = None,
     records: Annotated[HfChoice, typer.Option(help="hf: which records the folder holds")] = HfChoice.chat,

@@ -57,6 +57,7 @@ class RunTally:
 
     seeds_total: int = 0
     seeds_skipped: int = 0
+    seeds_crashed_before: int = 0   # of the skipped: crashed in an earlier run, left for --retry-errors
     seeds_started: int = 0
     seeds_done: int = 0
     seeds_failed: int = 0
@@ -350,6 +351,7 @@ class Runner:
                  for i, s in enumerate(selected)],
             )
             finished = store.finished_seeds(self.run_id, retry_errors=self.retry_errors)
+            crashed_before = set() if self.retry_errors else {seed for seed, _ in store.crashed_seeds(self.run_id)}
             # Decontamination and dedup run in the writer's order against what is stored (graphs/cleaning.py);
             # a contaminated seed is written as done before any model call.
             self.cleaner = SampleCleaner.for_run(self.recipe, store, self.run_id)
@@ -359,6 +361,7 @@ class Runner:
             finished |= {s.seed_id for s in pending if s.seed_id not in clean}
             self.tally.seeds_total = len(selected)
             self.tally.seeds_skipped = sum(s.seed_id in finished for s in selected)
+            self.tally.seeds_crashed_before = sum(s.seed_id in crashed_before for s in selected)
             # A target cycles the generative seeds; a copy of a contaminated seed would carry the benchmark's text.
             contaminated = self.cleaner.contaminated_seeds(store)
             generative = [(position, s) for position, s in enumerate(selected)

@@ -94,7 +94,8 @@ GROUP BY ALL;
 
 CREATE OR REPLACE VIEW run_stats AS
 SELECT r.run_id, r.name, r.graph, r.created_at,
-       (SELECT count(*) FROM seeds x WHERE x.run_id = r.run_id AND x.status <> 'pending') AS seeds_done,
+       (SELECT count(*) FROM seeds x WHERE x.run_id = r.run_id AND x.status = 'done') AS seeds_done,
+       (SELECT count(*) FROM seeds x WHERE x.run_id = r.run_id AND x.status = 'error') AS seeds_crashed,
        count(s.sample_id) AS samples,
        count(s.sample_id) FILTER (WHERE s.status = 'accepted') AS accepted,
        count(s.sample_id) FILTER (WHERE s.status = 'rejected') AS rejected,

@@ -9,7 +9,7 @@ from synthgraph.store.db import connect
 
 _SECTIONS = {
     "yield per run": """
-        SELECT run_id, name, graph, seeds_done, samples, accepted, rejected, errors, yield
+        SELECT run_id, name, graph, seeds_done, seeds_crashed, samples, accepted, rejected, errors, yield
         FROM run_stats WHERE $run_id IS NULL OR run_id = $run_id ORDER BY created_at""",
     "verdict mix": """
         SELECT s.run_id, v.verifier, v.outcome, count(*) AS n, round(avg(v.score), 2) AS mean_score

@@ -12,6 +12,7 @@ from fakes import ReasoningScript, ScriptedPool
 from readback import rows
 from typer.testing import CliRunner
 
+from synthgraph.graphs import cli
 from synthgraph.graphs.cli import app
 from synthgraph.graphs.recipe import RecipeBase, load_seeds, parse_recipe
 from synthgraph.graphs import runner as runner_module
@@ -88,6 +89,18 @@ def test_crashing_seed_is_recorded_and_the_run_goes_on(tmp_path):
     assert result.tally.seeds_done == 4 and result.tally.seeds_failed == 1
     assert rows(db, "SELECT kind, status, reason LIKE '%bug in a tool%' FROM samples WHERE kind = 'seed_error'") == [
         ("seed_error", "error", True)]
+    assert rows(db, "SELECT seeds_done, seeds_crashed FROM run_stats") == [(4, 1)]
+    # a rerun without --retry-errors says the crashed seed is waiting for it, not that it was done
+    again = run(db, ReasoningScript(solver=solver_reply))
+    assert (again.tally.seeds_skipped, again.tally.seeds_crashed_before) == (5, 1)
+    width, cli.out.width = cli.out.width, 400  # the row on one line
+    try:
+        with cli.out.capture() as captured:
+            cli.print_run_summary(again, "r", rerun="synthgraph run r.yaml")
+    finally:
+        cli.out.width = width
+    assert "0 done, 0 crashed, 4 already done earlier, 1 crashed earlier (--retry-errors redoes them), of 5" in \
+        captured.get()
     run(db, ReasoningScript(solver=solver_reply), retry_errors=True)
     assert rows(db, "SELECT count(*) FROM samples WHERE kind = 'seed_error'") == [(0,)]
     assert rows(db, "SELECT count(*) FROM seeds WHERE status = 'done'") == [(5,)]
