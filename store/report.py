@@ -128,7 +128,11 @@ class _ReportData:
 
 
 def _build_page(data: _ReportData, *, db: Path, max_samples: int) -> dict[str, Any]:
-    runs = _runs(data)
+    calls = data.rows("""
+        SELECT run_id, epoch(started_at) AS start, epoch(started_at) + latency_s AS finish,
+               coalesce(completion_tokens, 0) FROM agent_calls WHERE $run IS NULL OR run_id = $run""")
+    busy = _busy_spans(calls)
+    runs = _runs(data, busy)
     totals = {
         "runs": len(runs),
         "seeds": sum(r["seeds"] for r in runs),
@@ -138,7 +142,7 @@ def _build_page(data: _ReportData, *, db: Path, max_samples: int) -> dict[str, A
         "calls": sum(r["calls"] for r in runs),
     }
     totals["yield"] = totals["accepted"] / totals["samples"] if totals["samples"] else None
-    busy_s = sum(r["span_s"] or 0 for r in runs)
+    busy_s = sum(r["busy_s"] or 0 for r in runs)
     totals["tokens_per_s"] = totals["completion_tokens"] / busy_s if busy_s else None
 
     sections = [
@@ -148,7 +152,7 @@ def _build_page(data: _ReportData, *, db: Path, max_samples: int) -> dict[str, A
         _length_section(data),
         _diversity_section(data),
         _cleaning_section(data),
-        _throughput_section(data),
+        _throughput_section(data, calls, busy),
         _role_section(data),
     ]
     figures_order = [fig for section in sections for fig in section["figures"]]
@@ -183,12 +187,39 @@ def _format_number(value: Any, digits: int = 0) -> str:
     return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
 
 
-def _runs(data: _ReportData) -> list[dict[str, Any]]:
-    return data.dicts("""
+IDLE_GAP_S = 60.0  # no model call in flight for longer than this: the run was stopped (or resumed later), not busy
+
+
+def _busy_spans(calls: list[tuple]) -> dict[str, list[tuple[float, float]]]:
+    """Per run, the stretches in which its model calls follow each other at most IDLE_GAP_S apart: (start, end) in
+    order. A run stopped and resumed the next day is busy for its two stretches, not for the day between."""
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for run_id, begun, finish, _tokens in sorted(calls, key=lambda call: (call[0], call[1])):
+        run = spans[run_id]
+        if run and begun <= run[-1][1] + IDLE_GAP_S:
+            run[-1] = (run[-1][0], max(run[-1][1], finish))
+        else:
+            run.append((begun, finish))
+    return spans
+
+
+def _busy_clock(spans: list[tuple[float, float]], t: float) -> float:
+    """Busy seconds of a run before time t: its clock with the idle gaps taken out."""
+    clock = 0.0
+    for start, end in spans:
+        if t < start:
+            break
+        if t <= end:
+            return clock + t - start
+        clock += end - start
+    return clock
+
+
+def _runs(data: _ReportData, busy: dict[str, list[tuple[float, float]]]) -> list[dict[str, Any]]:
+    runs = data.dicts("""
         WITH calls AS (
             SELECT run_id, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
-                   sum(completion_tokens) AS completion_tokens,
-                   max(epoch(started_at) + latency_s) - min(epoch(started_at)) AS span_s
+                   sum(completion_tokens) AS completion_tokens
             FROM agent_calls GROUP BY run_id),
         seed_counts AS (
             SELECT run_id, count(*) AS seeds, count(*) FILTER (WHERE status = 'done') AS seeds_done,
@@ -197,11 +228,15 @@ def _runs(data: _ReportData) -> list[dict[str, Any]]:
         SELECT s.run_id, s.name, s.graph, strftime(s.created_at, '%Y-%m-%d %H:%M') AS created,
                coalesce(x.seeds, 0) AS seeds, coalesce(x.seeds_done, 0) AS seeds_done,
                coalesce(x.seeds_crashed, 0) AS seeds_crashed, s.samples, s.accepted, s.rejected, s.errors, s.yield,
-               coalesce(c.calls, 0) AS calls, c.prompt_tokens, c.completion_tokens, c.span_s,
-               c.completion_tokens / nullif(c.span_s, 0) AS tokens_per_s
+               coalesce(c.calls, 0) AS calls, c.prompt_tokens, c.completion_tokens
         FROM run_stats s LEFT JOIN seed_counts x USING (run_id) LEFT JOIN calls c USING (run_id)
         WHERE $run IS NULL OR s.run_id = $run
         ORDER BY s.created_at, s.run_id""")
+    for run in runs:
+        busy_s = sum(end - start for start, end in busy.get(run["run_id"], []))
+        run["busy_s"] = busy_s or None
+        run["tokens_per_s"] = (run["completion_tokens"] or 0) / busy_s if busy_s else None
+    return runs
 
 
 def _section(id: str, title: str, intro: str, figures: list[dict] | None = None, **extra: Any) -> dict[str, Any]:
@@ -589,14 +624,14 @@ def _cleaning_section(data: _ReportData) -> dict[str, Any]:
 _BIN_WIDTHS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
 
 
-def _throughput_section(data: _ReportData) -> dict[str, Any]:
+def _throughput_section(data: _ReportData, calls: list[tuple], busy: dict[str, list[tuple[float, float]]]
+                        ) -> dict[str, Any]:
     section = _section("throughput", "Throughput over the run",
                        "Generated tokens per second and accepted samples per minute, in time bins from each "
                        "run's first model call. A call's tokens are spread evenly over its latency; a sample "
-                       "counts when the last model call of its seed finished (both on the calls' clock).")
-    calls = data.rows("""
-        SELECT run_id, epoch(started_at) AS start, epoch(started_at) + latency_s AS finish,
-               coalesce(completion_tokens, 0) FROM agent_calls WHERE $run IS NULL OR run_id = $run""")
+                       "counts when the last model call of its seed finished (both on the calls' clock). "
+                       f"Stretches of more than {IDLE_GAP_S:.0f} s without a model call (a run stopped and "
+                       "resumed later) are left out of the clock.")
     if not calls:
         section["note"] = "No model calls in scope."
         return section
@@ -605,22 +640,19 @@ def _throughput_section(data: _ReportData) -> dict[str, Any]:
                           FROM agent_calls GROUP BY ALL)
         SELECT s.run_id, e.finish FROM samples s JOIN seed_end e USING (run_id, seed_id)
         WHERE ($run IS NULL OR s.run_id = $run) AND s.status = 'accepted'""")
-    start = {}
-    for run_id, begun, _finish, _tokens in calls:
-        start[run_id] = min(start.get(run_id, begun), begun)
-    span = max(finish - start[run_id] for run_id, _b, finish, _t in calls)
+    span = max(sum(end - start for start, end in spans) for spans in busy.values())
     width = next((w for w in _BIN_WIDTHS_S if span / w <= 40), _BIN_WIDTHS_S[-1])
     # A call generates its tokens over its whole latency, so they are spread over the bins it spans.
     tokens: dict[str, Counter[int]] = defaultdict(Counter)
     for run_id, begun, finish, n in calls:
-        a, b = begun - start[run_id], finish - start[run_id]
+        a, b = _busy_clock(busy[run_id], begun), _busy_clock(busy[run_id], finish)
         first, last = int(a // width), int(b // width)
         for bin_ in range(first, last + 1):
             overlap = min(b, (bin_ + 1) * width) - max(a, bin_ * width)
             tokens[run_id][bin_] += n * (overlap / (b - a) if b > a else 1.0)
     done: dict[str, Counter[int]] = defaultdict(Counter)
     for run_id, finish in accepted:
-        done[run_id][int((finish - start[run_id]) // width)] += 1
+        done[run_id][int(_busy_clock(busy[run_id], finish) // width)] += 1
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=("generated tokens / s", "accepted samples / min"))
     for i, run_id in enumerate(sorted(tokens)):
@@ -632,7 +664,7 @@ def _throughput_section(data: _ReportData) -> dict[str, Any]:
                                  name=run_id[:12], line={"color": color}, legendgroup=run_id), row=1, col=1)
         fig.add_trace(go.Bar(x=minutes, y=[done[run_id][b] * 60 / width for b in bins], name=run_id[:12],
                              marker={"color": color}, legendgroup=run_id, showlegend=False), row=2, col=1)
-    fig.update_xaxes(title_text=f"minutes since the run's first model call (bins of {width} s)", row=2, col=1)
+    fig.update_xaxes(title_text=f"busy minutes since the run's first model call (bins of {width} s)", row=2, col=1)
     section["figures"].append(_figure("fig-throughput", fig, height=480))
     return section
 

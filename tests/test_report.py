@@ -121,6 +121,24 @@ def test_report_counts_match_the_store(store, tmp_path):
     assert "No dedup or decontamination verdicts recorded" in html
 
 
+def test_a_run_resumed_a_day_later_is_timed_by_its_busy_stretches(store, tmp_path):
+    # seed 5, left pending, is finished by a rerun the next day: 12 s of calls after a day of nothing
+    late = reasoning_seed("run-a", 5)
+    late.agent_calls = [c.model_copy(update={"started_at": c.started_at + timedelta(days=1)}) for c in late.agent_calls]
+    writer = Store(store)
+    writer.write_outcomes([late])
+    writer.close()
+    write_report(store, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    # busy: 42 s (the first calls, -5 .. 37 s) + 12 s (45 .. 57 s, a day later), not the 86,462 s between
+    assert re.search(r'<td class="num">54</td>\s*<td class="num">[\d.,]+</td></tr>', html)
+    tokens = figure_traces(html, "fig-throughput")[0]
+    assert max(tokens["x"]) < 1  # busy minutes: the day in between is not on the clock
+    width_s = (tokens["x"][1] - tokens["x"][0]) * 60
+    generated = sum(c.completion_tokens for i in range(4) for c in reasoning_seed("run-a", i).agent_calls)
+    assert sum(tokens["y"]) * width_s == pytest.approx(generated + sum(c.completion_tokens for c in late.agent_calls))
+
+
 def test_report_escapes_model_text(store, tmp_path):
     write_report(store, tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
