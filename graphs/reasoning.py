@@ -506,6 +506,9 @@ def to_rows(state: TraceState, *, run_id: str, seed_id: str, context: ReasoningC
                                        passed=critic_passed(attempt.critique, threshold)))
         elif attempt.critique_error is not None:
             verdicts.append(unjudged_row(sample_id, attempt.critique_error))
+        if unvalidated(state) and status != "error":  # the verdict the trace was rejected by, on the trace itself
+            verdicts.append(VerdictRow(sample_id=sample_id, verifier="reference_validation", outcome="failed",
+                                       detail=validation.detail))
     return Rows(samples, messages, verdicts, sample_ids)
 
 

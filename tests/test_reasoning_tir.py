@@ -155,6 +155,9 @@ def test_wrong_reference_is_rejected_as_unvalidated_reference_with_both_answers(
     traces = [s for s in samples if s.kind == "reasoning_trace"]
     assert len(traces) == 3 and all(s.status == "rejected" and s.reason.startswith("unvalidated_reference")
                                     for s in traces)
+    # each trace carries the failed verdict it was rejected by, whatever math_verify said against that reference
+    assert all(("reference_validation", "failed") in {(v.verifier, v.outcome) for v in verdicts
+                                                      if v.sample_id == t.sample_id} for t in traces)
 
 
 def test_solvers_majority_corroborates_a_reference_the_second_program_missed():
