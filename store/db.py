@@ -37,6 +37,19 @@ def _schema_sql() -> str:
     return resources.files("synthgraph.store").joinpath("schema.sql").read_text()
 
 
+_VIEW = re.compile(r"^CREATE OR REPLACE VIEW (\w+) AS\n(.*?);$", re.S | re.M)
+
+
+def _current_views(con: duckdb.DuckDBPyConnection) -> None:
+    """A reader sees this synthgraph's views, not the ones stored with the file: a store written by an older
+    version keeps its old definitions until something opens it for writing, and a read-only connection cannot
+    replace them. Temporary views of the same names shadow them for this connection alone; one whose tables the
+    store lacks keeps the stored definition."""
+    for name, body in _VIEW.findall(_schema_sql()):
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{body}")
+
+
 def snapshot_path(path: Path) -> Path:
     """Where a writing run publishes consistent copies of its store for readers (see `Store.publish_snapshot`)."""
     return Path(f"{path}.snapshot")
@@ -92,8 +105,11 @@ def connect(path: Path, *, read_only: bool, external_access: bool = True,
             taken = datetime.fromtimestamp(snapshot.stat().st_mtime)
             notice(f"{path} is being written by a run; reading its snapshot of {taken:%H:%M:%S} "
                    f"({time.time() - snapshot.stat().st_mtime:.0f} s old)")
+        _current_views(con)
         return con
-    if not read_only:
+    if read_only:
+        _current_views(con)
+    else:
         try:
             con.execute(_schema_sql())
         except duckdb.Error as exc:

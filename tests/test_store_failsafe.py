@@ -101,6 +101,18 @@ def test_a_damaged_store_is_reported_as_damaged_not_as_locked(tmp_path):
         connect(tmp_path / "junk.duckdb", read_only=True)
 
 
+def test_a_reader_sees_this_versions_views_over_a_store_an_older_one_wrote(store):
+    con = duckdb.connect(str(store))  # the shape run_stats had before it counted crashed seeds apart
+    con.execute("CREATE OR REPLACE VIEW run_stats AS SELECT r.run_id, r.name, r.graph, r.created_at, 0 AS seeds_done, "
+                "0 AS samples, 0 AS accepted, 0 AS rejected, 0 AS errors, 0.0 AS yield FROM runs r")
+    con.close()
+    cli = CliRunner()
+    stats = cli.invoke(app, ["stats", "--db", str(store)])
+    assert stats.exit_code == 0, stats.output
+    views = cli.invoke(app, ["sql", "SELECT accepted, seeds_crashed FROM run_stats", "-f", "csv", "--db", str(store)])
+    assert views.exit_code == 0 and views.stdout.split() == ["accepted,seeds_crashed", "10,0"]
+
+
 # ------------------------------------------------------------------------ read-only means confined
 
 
