@@ -85,3 +85,12 @@ class Judge:
 def overall(ratings: dict[str, AspectRating]) -> float:
     """UltraFeedback's overall score: the mean of the aspect ratings."""
     return round(sum(r.rating for r in ratings.values()) / len(ratings), 3)
+
+
+ASPECT_FLOOR = 3  # of 5: an aspect rated lower fails (its verdict), and a response failing one is never chosen
+
+
+def failed_aspects(ratings: dict[str, AspectRating] | None) -> list[str]:
+    """The aspects rated under ASPECT_FLOOR, as 'honesty 1/5'. A good mean does not make up for one of them: a
+    fluent answer the judge found dishonest is no chosen response."""
+    return [f"{aspect} {r.rating}/5" for aspect, r in (ratings or {}).items() if r.rating < ASPECT_FLOOR]

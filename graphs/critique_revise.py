@@ -3,8 +3,9 @@
 A first response to an instruction is critiqued against principles drawn from the recipe's list (CAI draws a
 few per example), the responder rewrites it with that critique, and a judge rates the original and the revision on
 the judged-pairs rubric. When the revision is rated at least `pairs.min_margin` above the original (and reaches
-`pairs.min_score`), it is accepted and the original rejected: the store's `preference_pairs` view makes the pair
-(revision chosen, original rejected). Otherwise the original stays the answer and there is no pair.
+`pairs.min_score`, failing no aspect), it is accepted and the original rejected: the store's `preference_pairs` view
+makes the pair (revision chosen, original rejected). Otherwise the original stays the answer (if it fails no aspect
+itself) and there is no pair.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgraph.agents import critique_revise_roles, judged_pairs_roles
 from synthgraph.agents.critique_revise_roles import DEFAULT_PRINCIPLES, Critic, Reviser
-from synthgraph.agents.judged_pairs_roles import AspectRating, Judge, Responder, overall
+from synthgraph.agents.judged_pairs_roles import (ASPECT_FLOOR, AspectRating, Judge, Responder, failed_aspects,
+                                                  overall)
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.judged_pairs import Instruction, JudgeSettings, PairSettings
@@ -218,7 +220,8 @@ def initial_state(seed: Instruction) -> RevisionState:
 def revision_wins(original: Draft, revision: Draft | None, ctx: CritiqueContext) -> bool:
     if revision is None or revision.score is None or original.score is None:
         return False
-    return revision.score - original.score >= ctx.min_margin and revision.score >= ctx.min_score
+    return (revision.score - original.score >= ctx.min_margin and revision.score >= ctx.min_score
+            and not failed_aspects(revision.ratings))
 
 
 def draft_verdict(key: str, draft: Draft, other: Draft | None, wins: bool, ctx: CritiqueContext
@@ -228,12 +231,20 @@ def draft_verdict(key: str, draft: Draft, other: Draft | None, wins: bool, ctx: 
         return "error", draft.error
     if draft.judge_error is not None:
         return "rejected", f"judge gave no usable rating: {draft.judge_error}"
+    failed = failed_aspects(draft.ratings)
     if key == "revision":
-        return ("accepted", None) if wins else (
-            "rejected", f"rated {draft.score:g}, not {ctx.min_margin:g} above the original's {other.score:g}"
-            if other is not None and other.score is not None else f"rated {draft.score:g}; the original was not rated")
+        if wins:
+            return "accepted", None
+        if failed:
+            return "rejected", f"rated {draft.score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR})"
+        return "rejected", (f"rated {draft.score:g}, not {ctx.min_margin:g} above the original's {other.score:g}"
+                            if other is not None and other.score is not None
+                            else f"rated {draft.score:g}; the original was not rated")
     if wins:
         return "rejected", f"revised: the revision was rated {other.score:g} against {draft.score:g}"
+    if failed:
+        return "rejected", (f"rated {draft.score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR}), and no "
+                            "better revision")
     if draft.score < ctx.min_score:
         return "rejected", f"rated {draft.score:g} < min_score {ctx.min_score:g}, and no better revision"
     return "accepted", None
@@ -266,7 +277,8 @@ def to_rows(state: RevisionState, *, run_id: str, seed_id: str, context: Critiqu
                      for i, (role, content) in enumerate(turns)]
         for aspect, rating in (draft.ratings or {}).items():
             verdicts.append(VerdictRow(sample_id=sample_id, verifier=f"judge_{aspect}", score=rating.rating,
-                                       outcome="passed" if rating.rating >= 3 else "failed", detail=rating.rationale))
+                                       outcome="passed" if rating.rating >= ASPECT_FLOOR else "failed",
+                                       detail=rating.rationale))
         if draft.judge_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="judge", outcome="unchecked",
                                        detail=draft.judge_error))

@@ -2,9 +2,10 @@
 
 Several responses to one instruction — from one or several models and temperatures (`roles.responders`) — are
 each rated by a judge on UltraFeedback's aspects (helpfulness, honesty, instruction following, truthfulness,
-1-5 each); a response's score is the mean. The best response, if it reaches `pairs.min_score`, is accepted (it is
-also good SFT data); every other one is rejected with its rating. The store's `preference_pairs` view pairs the
-accepted response with each rejected one at least `pairs.min_margin` below it, so ties and near-ties never pair.
+1-5 each); a response's score is the mean. The best response of those rated 3 or more on every aspect, if it
+reaches `pairs.min_score`, is accepted (it is also good SFT data); every other one is rejected with its rating. The
+store's `preference_pairs` view pairs the accepted response with each rejected one at least `pairs.min_margin`
+below it, so ties and near-ties never pair.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from synthgraph.agents import judged_pairs_roles
-from synthgraph.agents.judged_pairs_roles import ASPECTS, AspectRating, Judge, Responder, overall
+from synthgraph.agents.judged_pairs_roles import (ASPECT_FLOOR, ASPECTS, AspectRating, Judge, Responder,
+                                                  failed_aspects, overall)
 from synthgraph.agents.models import ModelOutputError, ModelPool, ModelSpec
 from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows, on_loop
@@ -163,8 +165,10 @@ async def judge(state: JudgedState, runtime: Runtime[JudgedContext]) -> dict:
 
 
 def rank(state: JudgedState, runtime: Runtime[JudgedContext]) -> dict:
-    """The chosen response: the highest mean rating (the first key on a tie), if it reaches min_score."""
-    rated = sorted((r for r in state["responses"] if r.score is not None), key=lambda r: (-r.score, r.key))
+    """The chosen response: the highest mean rating (the first key on a tie) among those that fail no aspect, if
+    it reaches min_score."""
+    rated = sorted((r for r in state["responses"] if r.score is not None and not failed_aspects(r.ratings)),
+                   key=lambda r: (-r.score, r.key))
     best = rated[0] if rated and rated[0].score >= runtime.context.min_score else None
     return {"best": best.key if best else None}
 
@@ -214,8 +218,11 @@ def response_verdict(response: Response, best: Response | None, min_score: float
         return "rejected", f"judge gave no usable rating: {response.judge_error}"
     if best is not None and response.key == best.key:
         return "accepted", None
+    if failed := failed_aspects(response.ratings):
+        return "rejected", f"rated {response.score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR})"
     if best is None:
-        return "rejected", f"rated {response.score:g}; no response reached min_score {min_score:g}"
+        return "rejected", (f"rated {response.score:g}; no response reached min_score {min_score:g} failing no "
+                            "aspect")
     return "rejected", f"rated {response.score:g} against the chosen {best.score:g}"
 
 
@@ -241,9 +248,10 @@ def to_rows(state: JudgedState, *, run_id: str, seed_id: str, context: JudgedCon
         messages += [MessageRow(sample_id=sample_id, turn=i, role=role, content=content)
                      for i, (role, content) in enumerate(turns)]
         for aspect, rating in (response.ratings or {}).items():
-            # an aspect rated 3 of 5 or better passes; the rating itself is the score
+            # an aspect rated ASPECT_FLOOR of 5 or better passes; the rating itself is the score
             verdicts.append(VerdictRow(sample_id=sample_id, verifier=f"judge_{aspect}", score=rating.rating,
-                                       outcome="passed" if rating.rating >= 3 else "failed", detail=rating.rationale))
+                                       outcome="passed" if rating.rating >= ASPECT_FLOOR else "failed",
+                                       detail=rating.rationale))
         if response.judge_error is not None:
             verdicts.append(VerdictRow(sample_id=sample_id, verifier="judge", outcome="unchecked",
                                        detail=response.judge_error))

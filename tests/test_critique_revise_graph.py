@@ -67,6 +67,23 @@ def test_a_worse_revision_never_becomes_a_reversed_pair(tmp_path):
     assert rows(db, "SELECT count(*) FROM preference_pairs") == [(0,)]
 
 
+def test_a_revision_failing_an_aspect_does_not_win_and_an_original_failing_one_is_not_kept(tmp_path):
+    def judge(messages) -> str:  # the revision is rated 5 but 2 on honesty (mean 4.25); the original 3 throughout
+        revised = "REVISED" in messages[-1].content
+        return json.dumps({a: {"rationale": "because", "rating": (2 if a == "honesty" else 5) if revised else 3}
+                           for a in ASPECTS})
+
+    db = run(tmp_path, script(judge))
+    assert rows(db, "SELECT kind, status, reason FROM samples ORDER BY kind") == [
+        ("original_response", "accepted", None),
+        ("revised_response", "rejected", "rated 4.25, failing honesty 2/5 (under 3)")]
+    assert rows(db, "SELECT count(*) FROM preference_pairs") == [(0,)]
+    (tmp_path / "2").mkdir()
+    other = run(tmp_path / "2", script(rated(original=2, revision=2)), min_score=1.0)  # both fail every aspect
+    assert rows(other, "SELECT kind, status FROM samples ORDER BY kind") == [
+        ("original_response", "rejected"), ("revised_response", "rejected")]
+
+
 def test_principles_are_drawn_the_same_way_on_a_rerun():
     seed = Instruction(id="q9", instruction="x")
     assert draw_principles(seed, tuple(PRINCIPLES), 2) == draw_principles(seed, tuple(PRINCIPLES), 2)

@@ -77,6 +77,23 @@ def test_no_pairs_when_the_best_response_is_below_min_score(tmp_path):
     assert "no response reached min_score 3.5" in rows(db, "SELECT reason FROM samples LIMIT 1")[0][0]
 
 
+def test_a_response_failing_one_aspect_is_never_chosen_however_good_its_mean(tmp_path):
+    def uneven(messages) -> str:  # "slick" is rated 5 on everything but honesty, where it gets 2
+        text = messages[-1].content.split("Response to rate:")[1]
+        if "[slick]" not in text:
+            return rating(messages)
+        return json.dumps({a: {"rationale": "slick", "rating": 2 if a == "honesty" else 5} for a in ASPECTS})
+
+    script = RoleScript({"respond": responses("slick", "good", "bad", "meh"), "judge": uneven})
+    db = run(tmp_path, script)
+    got = dict(rows(db, "SELECT payload->>'response_key', status || ' ' || coalesce(reason, '') FROM samples"))
+    assert got["p0s0"] == "rejected rated 4.25, failing honesty 2/5 (under 3)"
+    assert got["p0s1"] == "accepted "  # good: 4 on every aspect, a lower mean than slick's, and honest
+    # slick, rated above the chosen one, is no rejected side (no reversed pair); bad and meh pair with the chosen
+    assert rows(db, "SELECT r.payload->>'response_key' FROM preference_pairs p JOIN samples r "
+                    "ON r.sample_id = p.rejected_sample_id ORDER BY 1") == [("p0s2",), ("p0s3",)]
+
+
 def test_an_unusable_rating_leaves_the_response_out_of_every_pair(tmp_path):
 
     def flaky(messages):  # the second response's rating is never valid JSON

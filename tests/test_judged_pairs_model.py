@@ -30,12 +30,18 @@ def test_judged_pairs_demo_rates_every_response_and_pairs_only_past_the_margin(t
         verdicts = dict(con.execute("SELECT verifier, score FROM verdicts WHERE sample_id = ?", [sample_id]).fetchall())
         assert set(verdicts) == ASPECTS and all(1 <= s <= 5 for s in verdicts.values())
         assert score == pytest.approx(sum(verdicts.values()) / 4, abs=1e-3)
-    # at most one chosen response per instruction, and it is the best rated of its group
-    for group_id, accepted, best, chosen in con.execute("""
-            SELECT group_id, count(*) FILTER (WHERE status = 'accepted'), max(score),
-                   max(score) FILTER (WHERE status = 'accepted')
-            FROM samples GROUP BY 1""").fetchall():
-        assert accepted <= 1 and (chosen is None or chosen == best), group_id
+    # at most one chosen response per instruction: the best rated of its group among those failing no aspect
+    failing = {sid for (sid,) in con.execute("SELECT DISTINCT sample_id FROM verdicts WHERE outcome = 'failed'"
+                                             ).fetchall()}
+    groups: dict[str, list[tuple]] = {}
+    for group_id, sample_id, status, score in con.execute("SELECT group_id, sample_id, status, score FROM samples"
+                                                          ).fetchall():
+        groups.setdefault(group_id, []).append((sample_id, status, score))
+    for group_id, members in groups.items():
+        chosen = [(sid, score) for sid, status, score in members if status == "accepted"]
+        eligible = [score for sid, _, score in members if score is not None and sid not in failing]
+        assert len(chosen) <= 1, group_id
+        assert not chosen or (chosen[0][0] not in failing and chosen[0][1] == max(eligible)), group_id
     # every pair clears the recipe's margin (0.75) and pairs a chosen response with a rejected sibling
     for margin, chosen_status, rejected_status in con.execute("""
             SELECT p.margin, c.status, r.status FROM preference_pairs p
