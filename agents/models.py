@@ -23,6 +23,7 @@ import os
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ class Sampling(BaseModel):
     # vLLM's CPU sampler: any top_p < 1 halved batched throughput here (16 requests: 89 vs 176 tok/s).
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(512, ge=1, le=32768)
-    seed: int | None = None
+    seed: int | None = Field(None, description="makes sampling reproducible: each call of a run derives its own seed "
+                                               "from it, so k samples differ and a rerun draws the same ones")
 
 
 _OPENAI_SPEC = re.compile(r"^(https?://[^/\s]+(?:/[^\s:]*)?):(\S+)$")
@@ -125,15 +127,30 @@ class CallRecord(BaseModel):
 
 @dataclass
 class CallLog:
-    """Collects the calls of one graph instance; `on_call` feeds live progress (tokens/s)."""
+    """Collects the calls of one graph instance; `on_call` feeds live progress (tokens/s). `seed_key` names the
+    instance (its seed's id) when a runner runs it: see `sampling_seed`."""
 
     records: list[CallRecord] = field(default_factory=list)
     on_call: Callable[[CallRecord], None] | None = None
+    seed_key: str | None = None
+    _asked: Counter[tuple[str, str | None]] = field(default_factory=Counter)
 
     def add(self, record: CallRecord) -> None:
         self.records.append(record)
         if self.on_call is not None:
             self.on_call(record)
+
+    def sampling_seed(self, seed: int, prompt_hash: str, subject: str | None) -> int:
+        """The seed of this instance's next call with this prompt about `subject`, from a role's `seed`. vLLM
+        seeds each request on its own, so k branches asking one prompt with one seed would draw the same text k
+        times (and every pass of a cycled seed the same as the first): each call gets a seed of its own, derived
+        from the instance, the prompt, the branch and how often it asked before. Reproducible, and different."""
+        if self.seed_key is None:
+            return seed
+        asked = self._asked[prompt_hash, subject]
+        self._asked[prompt_hash, subject] += 1
+        digest = hashlib.sha256(f"{self.seed_key}\x1f{prompt_hash}\x1f{subject}\x1f{asked}".encode()).digest()
+        return (seed + int.from_bytes(digest[:4], "big")) % 2**31
 
 
 current_call_log: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar("synthgraph_call_log", default=None)
@@ -531,6 +548,9 @@ class ModelClient:
         prompt = _message_dicts(messages)
         prompt_hash = hashlib.sha256(json.dumps([self.name, prompt], sort_keys=True).encode()).hexdigest()[:16]
         node = _current_node()
+        log = current_call_log.get()
+        if sampling.seed is not None and log is not None:
+            sampling = sampling.model_copy(update={"seed": log.sampling_seed(sampling.seed, prompt_hash, subject)})
         reason = ""
         for attempt in range(1, self.max_attempts + 1):
             # A retry at temperature 0 would repeat the refused output word for word.

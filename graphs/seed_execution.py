@@ -55,7 +55,7 @@ class SeedExecutor:
     async def run(self, seed: SeedBase) -> SeedOutcome:
         """The seed's outcome: its rows and lineage, or one `seed_error` sample when its graph raised. Must run in
         a task of its own (the call log is a context variable of the task)."""
-        log = CallLog(on_call=self.on_call)
+        log = CallLog(on_call=self.on_call, seed_key=seed.seed_id)
         current_call_log.set(log)
         seed_id = seed.seed_id
         try:

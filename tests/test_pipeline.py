@@ -362,6 +362,22 @@ def test_an_unknown_role_lists_the_roles():
     assert "nodes.ask.llm.role: unknown role 'writer'; roles: asker, solver, critic" in message
 
 
+def test_a_role_seed_gives_each_branch_a_seed_of_its_own_and_the_same_ones_again(tmp_path):
+    nodes = {"ask": {"llm": {"role": "asker", "samples": 4, "user": "Write one question about {{ topic }}."}}}
+    recipe, seeds = recipe_of(nodes, emit={"messages": ["ask.text"]},
+                              roles={"asker": {"temperature": 1.0, "seed": 7}, "solver": {}, "critic": {}})
+    drawn = []
+    for attempt in ("first", "again"):
+        (tmp_path / attempt).mkdir()
+        script = RoleScript({"asker": "Why?"})
+        run(tmp_path / attempt, recipe, seeds, script)
+        drawn.append([kwargs["seed"] for kwargs in script.kwargs["asker"]])
+    # vLLM seeds each request alone: four branches with one seed would draw one text four times
+    per_seed = len(drawn[0]) // len(seeds)
+    assert per_seed == 4 and len(set(drawn[0][:per_seed])) == 4
+    assert sorted(drawn[0]) == sorted(drawn[1])  # reproducible: a rerun draws with the same seeds
+
+
 # ------------------------------------------------------------------------------------------------ seeds
 
 
