@@ -80,7 +80,8 @@ class ToolUseRoles(BaseModel):
 class ToolUseSeed(SeedBase):
     """A tool-use seed: which kind of request to write (drawn from the recipe's `mix` when absent), which tools to
     offer (names from the registry, sampled when absent, or inline OpenAI specs: spec-only), an optional scenario
-    `topic`; or a ready user `request` with the `tools` it is about, which skips the proposer, and optionally its
+    `topic`; or a ready user `request` with the `tools` it is about (and a `kind` only if it names one: without one
+    it is taken to need some tool call), which skips the proposer, and optionally its
     `ground_truth` calls (`[{"name", "arguments": {arg: [acceptable values; "" = may be left out]}}]`, BFCL's
     possible answers) for the `reference_calls` check. BFCL seed lines (`demos/seeds/bfcl.py`) load as they are:
     their `messages` give the request and their `category` the kind."""
@@ -226,7 +227,7 @@ class Trajectory(BaseModel):
 
 class ToolUseState(TypedDict, total=False):
     seed: ToolUseSeed
-    kind: RequestKind
+    kind: RequestKind | None                      # None: a ready request naming no kind (its tools are to be used)
     tools: list[dict[str, Any]]                    # the OpenAI specs on offer
     request: str | None
     request_error: str | None
@@ -349,10 +350,12 @@ trajectory_graph = build_trajectory().compile(checkpointer=False)
 # --------------------------------------------------------------------------------------------- the recipe graph
 
 
-def plan_request(seed: ToolUseSeed, context: ToolUseContext) -> tuple[RequestKind, list[dict[str, Any]]]:
-    """The seed's kind and tools, or ones drawn for it: from the seed's id, so a rerun draws the same."""
+def plan_request(seed: ToolUseSeed, context: ToolUseContext) -> tuple[RequestKind | None, list[dict[str, Any]]]:
+    """The seed's kind and tools, or ones drawn for it: from the seed's id, so a rerun draws the same. A ready
+    request keeps the kind it names, or none: `mix` shapes the requests the proposer writes, and a user's own
+    request drawn `no_tool` at random would be graded against a kind nobody asked for."""
     rng = random.Random(seed.seed_id)
-    kind = seed.kind or draw_kind(context.mix, rng)
+    kind = seed.kind if seed.request is not None else seed.kind or draw_kind(context.mix, rng)
     if seed.tools:  # registry names, and inline specs (normalised to OpenAI form by registering them)
         return kind, [context.registry.get(t).spec if isinstance(t, str) else ToolRegistry().register(t).spec
                       for t in seed.tools]

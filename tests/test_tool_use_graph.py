@@ -18,6 +18,7 @@ from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
 from synthgraph.graphs.tool_use import ToolUseSeed
 from synthgraph.graphs.runner import Runner
 from synthgraph.store.rows import CheckOutcome
+from synthgraph.tools.tool_use_checks import trajectory_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,6 +296,19 @@ def test_seed_with_a_ready_request_skips_the_proposer():
     state = run_graph(ToolUseSeed(kind="single", tools=["convert_units"], request="26.2 mi in km?"),
                       make_context(script))
     assert script.calls["proposer"] == 0 and state["request"] == "26.2 mi in km?"
+
+
+def test_a_ready_request_naming_no_kind_is_never_given_one_from_the_mix():
+    context = make_context(ToolUseScript())
+    context.mix = {"no_tool": 1.0}  # the proposer's share; a user's own request is not the proposer's to shape
+    kinds = {tool_use.plan_request(ToolUseSeed(id=f"q{i}", tools=["convert_units"], request="26.2 mi in km?"),
+                                   context)[0] for i in range(10)}
+    assert kinds == {None}
+    # such a request is about its tools: answered with a call it passes tool_choice, without one it fails
+    call = tool_use.ExecutedCall(id="c", step=0, name="convert_units", arguments={"value": 26.2}, execution="passed")
+    assert trajectory_checks([call], "42.2 km", kind=None, request="26.2 mi in km?")["tool_choice"].outcome == "passed"
+    unused = trajectory_checks([], "About 42 km.", kind=None, request="26.2 mi in km?")["tool_choice"]
+    assert (unused.outcome, unused.detail) == ("failed", "a tool request answered without calling a tool")
 
 
 def test_kind_and_tools_are_drawn_from_the_seed_id_reproducibly():

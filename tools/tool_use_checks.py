@@ -122,11 +122,12 @@ def reference_calls(calls: Sequence[ExecutedCall], ground_truth: list[dict[str, 
     return CheckOutcome("passed", f"all {len(ground_truth)} calls match the reference")
 
 
-def trajectory_checks(calls: Sequence[ExecutedCall], answer: str | None, *, kind: str, request: str,
+def trajectory_checks(calls: Sequence[ExecutedCall], answer: str | None, *, kind: str | None, request: str,
                       ground_truth: list[dict[str, Any]] | None = None) -> dict[str, CheckOutcome]:
     """The computable verdicts of a finished trajectory (its calls and its final answer, None when it gave
     none), in the order a sample names its first failure: verifier -> (outcome, detail). `kind` is the request
-    kind asked for ("no_tool" needs no call); `ground_truth` the reference calls, when the seed has them."""
+    kind asked for ("no_tool" needs no call; None, a ready request naming no kind, needs some call);
+    `ground_truth` the reference calls, when the seed has them."""
     invalid = [c for c in calls if c.format_problems]
     failed = [c for c in calls if c.execution == "failed"]
     spec_only = [c for c in calls if c.execution == "unchecked"]
@@ -152,5 +153,6 @@ def trajectory_checks(calls: Sequence[ExecutedCall], answer: str | None, *, kind
                                    else CheckOutcome("passed", "answered without tools"))
     else:
         verdicts["tool_choice"] = (CheckOutcome("passed", f"{len(calls)} calls") if calls
-                                   else CheckOutcome("failed", f"a {kind} request answered without calling a tool"))
+                                   else CheckOutcome("failed", f"a {kind or 'tool'} request answered without "
+                                                                "calling a tool"))
     return verdicts
