@@ -161,6 +161,11 @@ async def filter_candidates(state: GrowState, runtime: Runtime[SelfInstructConte
     return {"candidates": checked}
 
 
+def route_from_start(state: GrowState, runtime: Runtime[SelfInstructContext]) -> Literal["propose", "finish"]:
+    """A pool already at `max_pool` (the seed tasks, or what earlier seeds and runs kept) takes no more proposals."""
+    return "propose" if len(runtime.context.pool) < runtime.context.max_pool else "finish"
+
+
 def _more_rounds(state: GrowState, ctx: SelfInstructContext) -> bool:
     return state.get("round", 0) + 1 < ctx.rounds and len(ctx.pool) < ctx.max_pool
 
@@ -219,7 +224,7 @@ def build() -> StateGraph:
     g.add_node(judge, retry_policy=model_retry)
     g.add_node(next_round)
     g.add_node(finish)
-    g.add_edge(START, "propose")
+    g.add_conditional_edges(START, on_loop(route_from_start), ["propose", "finish"])
     g.add_edge("propose", "filter")
     g.add_conditional_edges("filter", on_loop(fan_out), ["respond", "next_round", "finish"])
     g.add_edge("respond", "judge")

@@ -97,6 +97,16 @@ def test_growth_stops_at_max_pool_and_a_rerun_checks_against_the_store(tmp_path)
     assert again.calls["respond"] == 0
 
 
+def test_a_pool_that_starts_full_takes_no_proposal_at_all(tmp_path):
+    script = RoleScript({"propose": batch("Explain how vaccines train the immune system."),
+                         "respond": "Here.", "judge": GOOD})
+    seeds = [{"id": f"t{i}", "instruction": f"Write a short poem about the number {i} and its shape."}
+             for i in range(4)]
+    db = run(tmp_path, script, seeds=seeds, rounds=1, max_pool=4)  # the four seed tasks fill it
+    assert script.calls["propose"] == 0
+    assert rows(db, "SELECT count(*) FROM seeds WHERE status = 'done'") == [(4,)]
+
+
 def test_a_failed_proposal_is_an_error_sample_and_the_next_round_still_runs(tmp_path):
     replies = iter(["not json", "not json", "not json", batch("Describe how tides work in two sentences.")])
     script = RoleScript({"propose": lambda m: next(replies), "respond": "Here.", "judge": GOOD})
