@@ -22,14 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgraph.agents import critique_revise_roles, judged_pairs_roles
 from synthgraph.agents.critique_revise_roles import DEFAULT_PRINCIPLES, Critic, Reviser
-from synthgraph.agents.judged_pairs_roles import (ASPECT_FLOOR, AspectRating, Judge, Responder, failed_aspects,
-                                                  overall)
+from synthgraph.agents.judged_pairs_roles import AspectRating, Judge, Responder, failed_aspects, overall
 from synthgraph.agents.models import ModelOutputError, ModelPool
 from synthgraph.graphs.family import Family, Rows, on_loop
-from synthgraph.graphs.judged_pairs import Instruction, JudgeSettings, PairSettings
+from synthgraph.graphs.judged_pairs import Instruction, JudgeSettings, PairSettings, failing, rubric_rows
 from synthgraph.graphs.recipe import RecipeBase, RoleSettings, SeedBase
 from synthgraph.store.db import Store
-from synthgraph.store.rows import MessageRow, SampleRow, VerdictRow, stable_id
+from synthgraph.store.rows import MessageRow, SampleRow, stable_id
 
 # ------------------------------------------------------------------------------------------------ recipe
 
@@ -236,15 +235,14 @@ def draft_verdict(key: str, draft: Draft, other: Draft | None, wins: bool, ctx: 
         if wins:
             return "accepted", None
         if failed:
-            return "rejected", f"rated {draft.score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR})"
+            return "rejected", failing(draft.score, failed)
         return "rejected", (f"rated {draft.score:g}, not {ctx.min_margin:g} above the original's {other.score:g}"
                             if other is not None and other.score is not None
                             else f"rated {draft.score:g}; the original was not rated")
     if wins:
         return "rejected", f"revised: the revision was rated {other.score:g} against {draft.score:g}"
     if failed:
-        return "rejected", (f"rated {draft.score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR}), and no "
-                            "better revision")
+        return "rejected", f"{failing(draft.score, failed)}, and no better revision"
     if draft.score < ctx.min_score:
         return "rejected", f"rated {draft.score:g} < min_score {ctx.min_score:g}, and no better revision"
     return "accepted", None
@@ -275,13 +273,7 @@ def to_rows(state: RevisionState, *, run_id: str, seed_id: str, context: Critiqu
             turns.append(("assistant", draft.text))
         messages += [MessageRow(sample_id=sample_id, turn=i, role=role, content=content)
                      for i, (role, content) in enumerate(turns)]
-        for aspect, rating in (draft.ratings or {}).items():
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier=f"judge_{aspect}", score=rating.rating,
-                                       outcome="passed" if rating.rating >= ASPECT_FLOOR else "failed",
-                                       detail=rating.rationale))
-        if draft.judge_error is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="judge", outcome="unchecked",
-                                       detail=draft.judge_error))
+        verdicts += rubric_rows(sample_id, draft.ratings, draft.judge_error)
     return Rows(samples, messages, verdicts, sample_ids)
 
 

@@ -210,6 +210,22 @@ def initial_state(seed: Instruction) -> JudgedState:
 # ------------------------------------------------------------------------------------- state -> rows
 
 
+def rubric_rows(sample_id: str, ratings: dict[str, AspectRating] | None, judge_error: str | None) -> list[VerdictRow]:
+    """A judged draft's verdicts: one per aspect (rated ASPECT_FLOOR of 5 or better passes; the rating is the
+    score), or the judge's failure to rate it."""
+    rows = [VerdictRow(sample_id=sample_id, verifier=f"judge_{aspect}", score=rating.rating,
+                       outcome="passed" if rating.rating >= ASPECT_FLOOR else "failed", detail=rating.rationale)
+            for aspect, rating in (ratings or {}).items()]
+    if judge_error is not None:
+        rows.append(VerdictRow(sample_id=sample_id, verifier="judge", outcome="unchecked", detail=judge_error))
+    return rows
+
+
+def failing(score: float, failed: list[str]) -> str:
+    """Why a draft that fails an aspect is not chosen, whatever its mean."""
+    return f"rated {score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR})"
+
+
 def response_verdict(response: Response, best: Response | None, min_score: float) -> tuple[str, str | None]:
     """(status, reason) of one response as a sample."""
     if response.error is not None:
@@ -219,7 +235,7 @@ def response_verdict(response: Response, best: Response | None, min_score: float
     if best is not None and response.key == best.key:
         return "accepted", None
     if failed := failed_aspects(response.ratings):
-        return "rejected", f"rated {response.score:g}, failing {', '.join(failed)} (under {ASPECT_FLOOR})"
+        return "rejected", failing(response.score, failed)
     if best is None:
         return "rejected", (f"rated {response.score:g}; no response reached min_score {min_score:g} failing no "
                             "aspect")
@@ -247,14 +263,7 @@ def to_rows(state: JudgedState, *, run_id: str, seed_id: str, context: JudgedCon
             turns.append(("assistant", response.text))
         messages += [MessageRow(sample_id=sample_id, turn=i, role=role, content=content)
                      for i, (role, content) in enumerate(turns)]
-        for aspect, rating in (response.ratings or {}).items():
-            # an aspect rated ASPECT_FLOOR of 5 or better passes; the rating itself is the score
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier=f"judge_{aspect}", score=rating.rating,
-                                       outcome="passed" if rating.rating >= ASPECT_FLOOR else "failed",
-                                       detail=rating.rationale))
-        if response.judge_error is not None:
-            verdicts.append(VerdictRow(sample_id=sample_id, verifier="judge", outcome="unchecked",
-                                       detail=response.judge_error))
+        verdicts += rubric_rows(sample_id, response.ratings, response.judge_error)
     return Rows(samples, messages, verdicts, sample_ids)
 
 
