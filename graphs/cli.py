@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synthgraph.store.db import DEFAULT_STORE, StoreError, query
+from synthgraph.store.db import DEFAULT_STORE, StoreError, query, unknown_run
 from synthgraph.store.export import ExportFormat, HfRecords, PairFormat
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -40,10 +40,8 @@ def _require_run(db: Path, run_id: str | None) -> None:
         _, rows = query(db, "SELECT run_id FROM runs ORDER BY created_at")
     except StoreError as exc:
         _fail(str(exc))
-    known = [row[0] for row in rows]
-    if run_id not in known:
-        shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "") if known else "none yet"
-        _fail(f"no run {run_id!r} in {db}; its runs: {shown}")
+    if (problem := unknown_run(run_id, [row[0] for row in rows], where=str(db))) is not None:
+        _fail(problem)
 
 
 def _check_models(recipe) -> None:

@@ -50,6 +50,15 @@ def _current_views(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{body}")
 
 
+def unknown_run(run_id: str | None, known: Sequence[str], where: str = "this store") -> str | None:
+    """Why `run_id` names none of the store's runs (`known`, which it lists), or None when it names one or is None:
+    a mistyped run id is refused, not answered with nothing."""
+    if run_id is None or run_id in known:
+        return None
+    shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "") if known else "none yet"
+    return f"no run {run_id!r} in {where}; runs: {shown}"
+
+
 def snapshot_path(path: Path) -> Path:
     """Where a writing run publishes consistent copies of its store for readers (see `Store.publish_snapshot`)."""
     return Path(f"{path}.snapshot")

@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from pydantic import BaseModel
 
-from synthgraph.store.db import connect
+from synthgraph.store.db import connect, unknown_run
 
 OUTCOME_COLORS = {"passed": "#2e7d32", "failed": "#c62828", "unchecked": "#9e9e9e"}
 STATUS_COLORS = {"accepted": "#2e7d32", "rejected": "#ef6c00", "error": "#c62828"}
@@ -106,9 +106,8 @@ class _ReportData:
         known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY created_at").fetchall()]
         if not known:
             raise ReportError("no runs in this store yet: run a recipe first (synthgraph run RECIPE)")
-        if run_id is not None and run_id not in known:
-            shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
-            raise ReportError(f"no run {run_id!r} in this store; runs: {shown}")
+        if (problem := unknown_run(run_id, known)) is not None:
+            raise ReportError(problem)
 
     def rows(self, sql: str, **params: Any) -> list[tuple]:
         return self._execute(sql, params).fetchall()

@@ -281,7 +281,7 @@ def test_a_run_the_store_does_not_hold_is_one_clear_line(uncleaned_store, tmp_pa
     (run_id,) = rows(uncleaned_store, "SELECT run_id FROM runs")[0]
     result = CliRunner().invoke(app, [*command, "--db", str(uncleaned_store), "--run", "nosuchrun"])
     assert result.exit_code == 2, result.output
-    assert f"no run 'nosuchrun' in {uncleaned_store}; its runs: {run_id}" in " ".join(result.output.split())
+    assert f"no run 'nosuchrun' in {uncleaned_store}; runs: {run_id}" in " ".join(result.output.split())
     assert not (tmp_path / "x.jsonl").exists()
 
 
