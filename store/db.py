@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import time
@@ -37,7 +38,10 @@ def _schema_sql() -> str:
     return resources.files("synthgraph.store").joinpath("schema.sql").read_text()
 
 
-_VIEW = re.compile(r"^CREATE OR REPLACE VIEW (\w+) AS\n(.*?);$", re.S | re.M)
+@functools.cache
+def _views() -> list[tuple[str, str]]:
+    """(name, body) of each view schema.sql defines: read once, every read-only connection uses them."""
+    return re.findall(r"^CREATE OR REPLACE VIEW (\w+) AS\n(.*?);$", _schema_sql(), flags=re.S | re.M)
 
 
 def _current_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -45,7 +49,7 @@ def _current_views(con: duckdb.DuckDBPyConnection) -> None:
     version keeps its old definitions until something opens it for writing, and a read-only connection cannot
     replace them. Temporary views of the same names shadow them for this connection alone; one whose tables the
     store lacks keeps the stored definition."""
-    for name, body in _VIEW.findall(_schema_sql()):
+    for name, body in _views():
         with contextlib.suppress(duckdb.Error):
             con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{body}")
 
