@@ -67,6 +67,15 @@ class ToolUseSolverSettings(SolverSettings):
                                   "native: the model's own tool calling (Hermes-format in process, or the "
                                   "server's tool_calls)")
 
+    @model_validator(mode="after")
+    def _grammar_settings_need_the_grammar(self):
+        # Both shape the JSON grammar of structured steps; native calls are the model's own, held to nothing.
+        if self.mode == "native" and (set_ := sorted({"max_calls_per_step", "constrain_arguments"}
+                                                     & self.model_fields_set)):
+            raise ValueError(f"{' and '.join(set_)} {'shape' if len(set_) > 1 else 'shapes'} the JSON grammar of mode: structured, and mode: native "
+                             f"uses none (the model's own tool calls): remove {'them' if len(set_) > 1 else 'it'} or use mode: structured")
+        return self
+
 
 class ToolUseRoles(BaseModel):
     model_config = ConfigDict(extra="forbid")

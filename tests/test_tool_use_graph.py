@@ -611,3 +611,12 @@ def test_corpus_tool_needs_the_runs_store():
 
     with pytest.raises(RetrievalError, match="needs the run's store"):
         tool_use.make_context(recipe, ScriptedPool(ToolUseScript()))
+
+
+@pytest.mark.parametrize("setting", ["max_calls_per_step: 2", "constrain_arguments: false"])
+def test_a_grammar_setting_with_native_tool_calls_is_refused(setting, tmp_path):
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(f"name: n\ngraph: tool_use\nroles: {{solver: {{mode: native, {setting}}}}}\n"
+                           "seeds: {inline: [{id: a, kind: single}]}\n")
+    with pytest.raises(RecipeError, match=r"roles.solver: .* the JSON grammar of mode: structured, and mode: native"):
+        load_recipe(recipe_path)
