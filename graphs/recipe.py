@@ -160,7 +160,8 @@ class RecipeBase(BaseModel):
         "reports its queue (in-process vLLM, a vLLM server) paces admission so its batch stays full"))
     max_model_attempts: int = Field(3, ge=1, le=10, description="tries per model call before an error is recorded")
     budget: Budget = Field(default_factory=Budget)
-    store: Path | None = Field(None, description="DuckDB file; default ./synthgraph.duckdb")
+    store: Path | None = Field(None, description="DuckDB file, relative to the recipe's folder as every path it "
+                                                "names; default ./synthgraph.duckdb (--db overrides both)")
     prompts: dict[str, PromptOverride] = Field(
         default_factory=dict, description="replacements for the family's prompt templates, by name (e.g. solver): "
                                           "inline system / user parts, or a file with '## system' and '## user'")

@@ -316,7 +316,7 @@ class Runner:
     ):
         self.recipe = recipe
         self.seeds = seeds
-        self.store_path = Path(store_path or recipe.store or DEFAULT_STORE)
+        self.store_path = Path(store_path or (recipe.resolve(recipe.store) if recipe.store else DEFAULT_STORE))
         self.recipe_path = recipe_path
         self.limit = limit
         self.retry_errors = retry_errors

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from synthgraph.graphs import cli
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.recipe import RecipeBase, load_seeds, parse_recipe
+from synthgraph.graphs.recipe import RecipeBase, load_recipe, load_seeds, parse_recipe
 from synthgraph.graphs import runner as runner_module
 from synthgraph.graphs.runner import Runner
 from synthgraph.store.rows import AgentCallRow
@@ -192,3 +192,19 @@ def test_the_answers_kept_to_spot_greedy_decoding_stay_bounded(monkeypatch):
                                                     sampling={"temperature": 0.7}, latency_s=0.1,
                                                     prompt_tokens=None, completion_tokens=None))
     assert len(tally._first_answers) <= 4 and tally.sampled_repeats == 20 == tally.identical_repeats
+
+
+def test_a_recipes_store_is_found_beside_it_wherever_the_run_starts(tmp_path, monkeypatch):
+    """As its seed files are, and as the Studio has it: run from another folder, the recipe writes the same store."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "r.yaml").write_text(json.dumps({"name": "unit", "graph": "reasoning", "seeds": {"inline": SEEDS[:1]},
+                                               "store": "data.duckdb"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe, seeds = load_recipe(Path("../recipes/r.yaml"))
+    result = asyncio.run(Runner(recipe, seeds, pool=ScriptedPool(ReasoningScript(solver=solver_reply))).run())
+    assert result.store_path.resolve() == (folder / "data.duckdb").resolve()
+    assert rows(folder / "data.duckdb", "SELECT count(*) FROM seeds WHERE status = 'done'") == [(1,)]
+    assert not (elsewhere / "data.duckdb").exists()
