@@ -51,7 +51,8 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_model_len: int = Field(4096, ge=256, le=131072)
-    kv_cache_gib: float = Field(4.0, gt=0, le=512, description="CPU: VLLM_CPU_KVCACHE_SPACE")
+    kv_cache_gib: float = Field(4.0, gt=0, le=512, description="CPU: the KV cache's size (vLLM's kv_cache_memory_bytes; "
+                                                           "VLLM_CPU_KVCACHE_SPACE in the environment wins, as in vLLM)")
     enforce_eager: bool = Field(True, description="skip graph compilation: loads ~4x faster on CPU")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
@@ -790,10 +791,18 @@ class VLLMEngine:
             # Each request carries its seed's admission order as priority: queued requests of earlier seeds
             # run first, so started seeds finish before new ones spread over the batch.
             scheduling_policy="priority",
-            **self.engine_args,
+            **{**self._cache_args(), **self.engine_args},
         )
         engine = AsyncLLM.from_engine_args(args, stat_loggers=[self.watch.factory])
         return engine, engine.get_tokenizer()
+
+    def _cache_args(self) -> dict[str, Any]:
+        """On CPU the KV cache has the size the settings give, to the byte. (Set through the environment, whole
+        GiB only, and once per process: a second engine kept the first's size.) A GPU sizes it by
+        gpu_memory_utilization."""
+        from vllm.platforms import current_platform
+
+        return {"kv_cache_memory_bytes": int(self.settings.kv_cache_gib * 2**30)} if current_platform.is_cpu() else {}
 
     def load(self) -> EngineLoad | None:
         """Running and waiting requests, None before the engine is loaded. The count of unfinished requests
@@ -870,7 +879,6 @@ def _configure_vllm_env(settings: EngineSettings) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO/WARNING lines drown the progress display
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, settings.kv_cache_gib))))
     # vLLM on CPU reserves one core for itself by default; on a 2-core machine that halves throughput.
     if (os.cpu_count() or 1) <= 4:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")

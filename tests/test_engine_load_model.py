@@ -22,7 +22,7 @@ async def until(condition, timeout_s: float = 60.0) -> None:
 @pytest.mark.model
 def test_the_engine_reports_running_and_waiting_and_serves_earlier_seeds_first():
     # One request at a time, so the other two queue behind it.
-    engine = VLLMEngine(resolve_model_path(MODEL), EngineSettings(max_num_seqs=1, max_model_len=1024, kv_cache_gib=1),
+    engine = VLLMEngine(resolve_model_path(MODEL), EngineSettings(max_num_seqs=1, max_model_len=1024, kv_cache_gib=1.5),
                         served_name=MODEL)
     finished: list[str] = []
 
@@ -37,6 +37,8 @@ def test_the_engine_reports_running_and_waiting_and_serves_earlier_seeds_first()
     async def scenario():
         await engine.start()
         assert engine.load() == EngineLoad(running=0, waiting=0, capacity=1)
+        # the cache is the size the settings give, fractions of a GiB included
+        assert engine._engine.vllm_config.cache_config.kv_cache_memory_bytes == 3 * 2**29
         first = asyncio.create_task(ask("first", 0, 64))
         await until(lambda: engine.watch.running == 1)
         later_seed = asyncio.create_task(ask("later seed", 9, 4))
