@@ -150,6 +150,13 @@ class JudgeSpec(BaseModel):
     pairwise: bool = Field(False, description="compare the first two candidates instead of scoring each alone")
     system: str | None = Field(None, description="replaces the judge's instructions (the rubric is still given)")
 
+    @model_validator(mode="after")
+    def _threshold_scores(self):
+        if self.pairwise and "threshold" in self.model_fields_set:
+            raise ValueError("threshold: a pairwise judge passes the candidate it prefers and scores none; "
+                             "remove threshold, or pairwise to score each candidate")
+        return self
+
 
 class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -316,6 +323,14 @@ class PipelineRecipe(RecipeBase):
             if node.select != "all" and node.kind == "llm":
                 raise ValueError(f"nodes.{name}.select: selection follows a check or judge node, not an llm node")
         shape = self.shape  # edges, reachability and loop bounds are checked as the shape is drawn
+        fan_outs = {name for name, node in self.nodes.items() if node.llm is not None and node.llm.fans_out}
+        for name, node in self.nodes.items():
+            # These act on a fan-out's candidates; a node no fan-out can run before only ever sees the seed.
+            setting = ("select" if node.select != "all" else "judge.pairwise" if node.judge and node.judge.pairwise
+                       else "check.majority" if node.verifier == "majority" else None)
+            if setting is not None and not shape.before[name] & fan_outs:
+                raise ValueError(f"nodes.{name}.{setting} works on the candidates of an llm node with samples or "
+                                 f"for_each, and none runs before {name}: put {name} after one, or remove {setting}")
         for name, node in self.nodes.items():
             if node.llm is None or not node.llm.fans_out:
                 continue

@@ -339,6 +339,30 @@ def test_a_fan_out_continues_with_a_plain_edge_not_a_route():
     assert "edges: answer fans out (samples / for_each), so it continues with a plain edge" in message
 
 
+JUDGE = {"judge": {"role": "critic", "rubric": "Is it right?", "show": "{{ answer.text }}"}}
+
+
+@pytest.mark.parametrize("node, setting", [
+    ({**JUDGE, "select": "best"}, "select"),
+    ({"judge": {**JUDGE["judge"], "pairwise": True}}, "judge.pairwise"),
+    ({"check": {"majority": {"value": "{{ answer.text }}"}}}, "check.majority"),
+])
+def test_a_candidate_setting_on_a_node_no_fan_out_runs_before_is_refused(node, setting):
+    """Without samples or for_each upstream the node only ever sees the seed: the setting would do nothing."""
+    message = load_error(nodes={"ask": ASK, "answer": ANSWER, "rate": node}, edges=["ask -> answer -> rate"])
+    assert (f"nodes.rate.{setting} works on the candidates of an llm node with samples or for_each, and none runs "
+            f"before rate: put rate after one, or remove {setting}") in message
+    fanned = {"ask": ASK, "answer": {"llm": {**ANSWER["llm"], "samples": 2}}, "rate": node}
+    recipe_of(nodes=fanned, edges=["ask -> answer -> rate"])   # after a fan-out: fine
+
+
+def test_a_threshold_on_a_pairwise_judge_is_refused():
+    node = {"judge": {**JUDGE["judge"], "pairwise": True, "threshold": 8}}
+    message = load_error(nodes={"ask": ASK, "answer": {"llm": {**ANSWER["llm"], "samples": 2}}, "rate": node},
+                         edges=["ask -> answer -> rate"])
+    assert "threshold: a pairwise judge passes the candidate it prefers and scores none" in message
+
+
 def test_cli_model_override_applies_to_every_role():
     recipe, _ = recipe_of({"ask": ASK, "answer": ANSWER}, ["ask -> answer"],
                           roles={"asker": {"model": "vllm:smollm2-135m"}, "solver": {}, "critic": {}})
