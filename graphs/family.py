@@ -71,6 +71,9 @@ class Family:
     prompts: tuple[str, ...] = ()
     """Names of the prompt templates (agents/prompts/NAME.md) its roles render; each overridable from the recipe
     under `prompts.<NAME without the family prefix>`."""
+    prompts_unused: Callable[[RecipeBase], Mapping[str, str]] | None = None
+    """(recipe) -> the prompts its settings never render, each with the setting that would: overriding one of
+    those is refused rather than changing nothing (and the run id)."""
     prompt_text: Mapping[str, Any] = field(default_factory=dict)
     """Prompt text the roles keep in Python (instructions per kind, feedback blocks): part of the run id too."""
     studio_recipe: str | None = None
@@ -92,6 +95,11 @@ class Family:
 
     def prompt_set(self, recipe: RecipeBase) -> Prompts:
         """The family's prompts with the recipe's overrides applied (validated when the recipe loaded)."""
+        unused = self.prompts_unused(recipe) if self.prompts_unused is not None else {}
+        for key in recipe.prompts:
+            if (why := unused.get(f"{self.name}_{key}")) is not None:
+                raise ValueError(f"prompts.{key}: this recipe never shows the prompt to a model ({why}); remove the "
+                                 "override or change that setting")
         return Prompts.for_family(self.name, self.prompts, recipe.prompts, base=recipe.resolve)
 
     def prompts_digest(self, recipe: RecipeBase) -> str:

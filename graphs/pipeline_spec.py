@@ -19,7 +19,7 @@ import jsonschema
 from jinja2 import meta, nodes as jinja_nodes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synthgraph.graphs.recipe import RecipeBase, RoleSettings, SeedBase
+from synthgraph.graphs.recipe import RecipeBase, RoleSettings, SeedBase, changed
 
 TERMINALS = ("accept", "reject", "review")
 Outcome = Literal["passed", "failed", "unchecked"]
@@ -152,7 +152,7 @@ class JudgeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _threshold_scores(self):
-        if self.pairwise and "threshold" in self.model_fields_set:
+        if self.pairwise and changed(self, ["threshold"]):
             raise ValueError("threshold: a pairwise judge passes the candidate it prefers and scores none; "
                              "remove threshold, or pairwise to score each candidate")
         return self

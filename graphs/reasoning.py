@@ -32,7 +32,7 @@ from synthgraph.agents.reasoning_roles import (PYTHON_TOOL, Critic, Critique, Pr
 from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CriticSettings, ProposerSettings, RecipeBase, ReviseSettings, SeedBase,
-                                       SolverSettings, VerifierSettings)
+                                       SolverSettings, VerifierSettings, changed)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
 from synthgraph.store.rows import CheckOutcome, MessageRow, VerdictRow
@@ -51,6 +51,14 @@ class ReasoningSolverSettings(SolverSettings):
     tir_sandbox_s: float = Field(30, gt=0, le=600,
                                  description="sandbox seconds all blocks of one TIR solution may use together "
                                              "(each run also within the verifier's timeout)")
+
+    @model_validator(mode="after")
+    def _tir_settings_need_tir(self):
+        if self.mode == "cot" and (set_ := changed(self, ["tir_steps", "tir_sandbox_s"])):
+            raise ValueError(f"{' and '.join(set_)} {'bound' if len(set_) > 1 else 'bounds'} the code of tir "
+                             f"solutions, and mode: cot writes none: remove {'them' if len(set_) > 1 else 'it'} "
+                             "or use mode: tir or both")
+        return self
 
 
 class ReasoningRoles(BaseModel):
@@ -529,11 +537,22 @@ def trace_messages(sample_id: str, problem: str, attempt: Attempt) -> list[Messa
     return turns
 
 
+def prompts_unused(recipe: ReasoningRecipe) -> dict[str, str]:
+    mode = recipe.roles.solver.mode
+    unused = {"reasoning_solver": "solver.mode: tir; cot or both uses it"} if mode == "tir" else \
+        {"reasoning_tir": f"solver.mode: {mode}; tir or both uses it"} if mode == "cot" else {}
+    if not recipe.validate_references:
+        unused["reasoning_reference"] = "validate_references: false"
+    if recipe.revise.rounds == 0:
+        unused["reasoning_diagnose"] = "revise.rounds: 0"
+    return unused
+
+
 FAMILY = Family(
     name="reasoning", recipe=ReasoningRecipe, build=build, make_context=make_context, initial_state=initial_state,
     to_rows=to_rows,
     prompts=("reasoning_proposer", "reasoning_solver", "reasoning_tir", "reasoning_reference", "reasoning_critic",
              "reasoning_diagnose"),
-    prompt_text=reasoning_roles.PROMPT_TEXT, studio_recipe="demos/reasoning.yaml",
+    prompts_unused=prompts_unused, prompt_text=reasoning_roles.PROMPT_TEXT, studio_recipe="demos/reasoning.yaml",
 )
 graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -279,6 +280,12 @@ def parse_recipe(raw: dict[str, Any]) -> RecipeBase:
     if "graph" not in raw:
         raise RecipeError(f"graph: required field is missing (one of {', '.join(families())})")
     return family(str(raw["graph"])).recipe.model_validate(raw)
+
+
+def changed(settings: BaseModel, names: Iterable[str]) -> list[str]:
+    """Those of `names` whose value is not the field's default: what a recipe asked for. (Not `model_fields_set`:
+    a recipe validated again from its own dump, as `with_overrides` does, has set every field.)"""
+    return sorted(n for n in names if getattr(settings, n) != type(settings).model_fields[n].default)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from synthgraph.agents.tool_use_roles import (CallResult, Decision, RequestKind,
 from synthgraph.graphs.fan_in import merge_by_key
 from synthgraph.graphs.family import Family, Rows, on_loop
 from synthgraph.graphs.recipe import (CorpusSettings, CriticSettings, ProposerSettings, RecipeBase, SeedBase,
-                                       SolverSettings, check_mix, draw_kind)
+                                       SolverSettings, changed, check_mix, draw_kind)
 from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_row
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, stable_id
@@ -70,8 +70,7 @@ class ToolUseSolverSettings(SolverSettings):
     @model_validator(mode="after")
     def _grammar_settings_need_the_grammar(self):
         # Both shape the JSON grammar of structured steps; native calls are the model's own, held to nothing.
-        if self.mode == "native" and (set_ := sorted({"max_calls_per_step", "constrain_arguments"}
-                                                     & self.model_fields_set)):
+        if self.mode == "native" and (set_ := changed(self, ["max_calls_per_step", "constrain_arguments"])):
             raise ValueError(f"{' and '.join(set_)} {'shape' if len(set_) > 1 else 'shapes'} the JSON grammar of mode: structured, and mode: native "
                              f"uses none (the model's own tool calls): remove {'them' if len(set_) > 1 else 'it'} or use mode: structured")
         return self
@@ -634,10 +633,16 @@ def to_rows(state: ToolUseState, *, run_id: str, seed_id: str, context: ToolUseC
     return Rows(samples, messages, verdicts, sample_ids)
 
 
+def prompts_unused(recipe: ToolUseRecipe) -> dict[str, str]:
+    if recipe.roles.solver.mode == "native":
+        return {"tool_use_solver": "solver.mode: native; structured uses it"}
+    return {"tool_use_native": "solver.mode: structured; native uses it"}
+
+
 FAMILY = Family(
     name="tool_use", recipe=ToolUseRecipe, build=build, make_context=make_context, initial_state=initial_state,
     to_rows=to_rows,
     prompts=("tool_use_proposer", "tool_use_solver", "tool_use_native", "tool_use_critic"),
-    prompt_text=tool_use_roles.PROMPT_TEXT, studio_recipe="demos/tool_use.yaml",
+    prompts_unused=prompts_unused, prompt_text=tool_use_roles.PROMPT_TEXT, studio_recipe="demos/tool_use.yaml",
 )
 graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -155,6 +155,38 @@ def test_a_prompt_override_that_does_not_fit_fails_at_load(tmp_path, override, m
         load_recipe(recipe_file(tmp_path, prompts=override))
 
 
+@pytest.mark.parametrize("fields, key, why", [
+    ({"prompts": {"tir": {"user": "{problem}"}}}, "tir", "solver.mode: cot; tir or both uses it"),
+    ({"prompts": {"solver": {"user": "{problem}"}}, "roles": {"solver": {"mode": "tir"}}}, "solver",
+     "solver.mode: tir; cot or both uses it"),
+    ({"prompts": {"diagnose": {"user": "{problem} {solution}"}}, "revise": {"rounds": 0}}, "diagnose",
+     "revise.rounds: 0"),
+    ({"prompts": {"reference": {"user": "{problem}"}}, "validate_references": False}, "reference",
+     "validate_references: false"),
+])
+def test_overriding_a_prompt_the_recipe_never_shows_is_refused(tmp_path, fields, key, why):
+    message = str(pytest.raises(RecipeError, load_recipe, recipe_file(tmp_path, **fields)).value)
+    assert f"prompts.{key}: this recipe never shows the prompt to a model ({why}); remove the override or change " \
+           "that setting" in message
+
+
+def test_tool_use_native_and_structured_prompts_are_each_refused_in_the_other_mode(tmp_path):
+    path = tmp_path / "t.yaml"
+    native = {"user": "{request}"}
+    path.write_text(json.dumps({"name": "t", "graph": "tool_use", "seeds": {"inline": [{"kind": "single"}]},
+                                "prompts": {"native": native}}))
+    with pytest.raises(RecipeError, match=r"prompts.native: .*\(solver.mode: structured; native uses it\)"):
+        load_recipe(path)
+    path.write_text(json.dumps({"name": "t", "graph": "tool_use", "seeds": {"inline": [{"kind": "single"}]},
+                                "roles": {"solver": {"mode": "native"}}, "prompts": {"native": native}}))
+    load_recipe(path)
+
+
+def test_a_tir_setting_with_cot_solutions_is_refused(tmp_path):
+    with pytest.raises(RecipeError, match=r"roles.solver: tir_steps bounds the code of tir solutions, and mode: cot"):
+        load_recipe(recipe_file(tmp_path, roles={"solver": {"samples": 1, "tir_steps": 2}}))
+
+
 def run_id_of(tmp_path, **fields) -> str:
     recipe, seeds = load_recipe(recipe_file(tmp_path, **fields))
     return recipe.run_id(seeds)
