@@ -620,3 +620,12 @@ def test_a_grammar_setting_with_native_tool_calls_is_refused(setting, tmp_path):
                            "seeds: {inline: [{id: a, kind: single}]}\n")
     with pytest.raises(RecipeError, match=r"roles.solver: .* the JSON grammar of mode: structured, and mode: native"):
         load_recipe(recipe_path)
+
+
+def test_a_native_recipe_takes_a_command_line_model(tmp_path):
+    """--model revalidates the recipe from its own dump: every field then counts as given, defaults included."""
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text("name: n\ngraph: tool_use\nroles: {solver: {mode: native}}\n"
+                           "seeds: {inline: [{id: a, kind: single}]}\n")
+    recipe, _ = load_recipe(recipe_path)
+    assert recipe.with_overrides(model="vllm:smollm2-135m").roles.solver.mode == "native"
