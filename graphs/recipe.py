@@ -178,6 +178,17 @@ class RecipeBase(BaseModel):
         ModelSpec.parse(self.model)
         return self
 
+    @model_validator(mode="after")
+    def _room_for_the_prompt(self):
+        # An in-process engine cuts a reply at the end of its context: max_tokens past it would never apply.
+        for path, role in _named_roles(getattr(self, "roles", None), "roles"):
+            if ModelSpec.parse(role.model or self.model).provider == "vllm" and \
+                    role.max_tokens >= self.engine.max_model_len:
+                raise ValueError(f"{path}.max_tokens {role.max_tokens} leaves no room for the prompt in "
+                                 f"engine.max_model_len {self.engine.max_model_len} (the model's context): raise "
+                                 "engine.max_model_len or lower max_tokens")
+        return self
+
     def role_model(self, role: str) -> ModelSpec:
         return ModelSpec.parse(getattr(self.roles, role).model or self.model)
 
@@ -218,14 +229,19 @@ class RecipeBase(BaseModel):
 
 
 def _role_settings(value: Any) -> list[RoleSettings]:
+    return [role for _, role in _named_roles(value, "roles")]
+
+
+def _named_roles(value: Any, path: str) -> list[tuple[str, RoleSettings]]:
+    """Every role in `value` (roles, however a family nests them) with its path as a recipe writes it."""
     if isinstance(value, RoleSettings):
-        return [value]
+        return [(path, value)]
     if isinstance(value, BaseModel):
-        return [s for name in type(value).model_fields for s in _role_settings(getattr(value, name))]
+        return [r for name in type(value).model_fields for r in _named_roles(getattr(value, name), f"{path}.{name}")]
     if isinstance(value, dict):
-        return [s for item in value.values() for s in _role_settings(item)]
+        return [r for key, item in value.items() for r in _named_roles(item, f"{path}.{key}")]
     if isinstance(value, (list, tuple)):
-        return [s for item in value for s in _role_settings(item)]
+        return [r for i, item in enumerate(value) for r in _named_roles(item, f"{path}[{i}]")]
     return []
 
 
@@ -296,6 +312,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{where}: required field is missing"
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown field (check the spelling; demos/ has a commented recipe per graph)"
+    if not loc:  # a check of the whole recipe names its fields itself; its input is the whole recipe
+        return message
     return f"{where}: {message} (got {error.get('input')!r})"
 
 

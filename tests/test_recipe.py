@@ -84,3 +84,14 @@ def test_validate_command_checks_without_loading_a_model(tmp_path):
     assert good.exit_code == 0 and "ok" in good.stdout
     bad = CliRunner().invoke(app, ["validate", str(write(tmp_path, BASE + "concurrency: 0\n", '{"topic": "x"}\n'))])
     assert bad.exit_code == 2 and "concurrency: Input should be greater than or equal to 1" in bad.output
+
+
+def test_max_tokens_past_the_engines_context_is_refused_naming_the_role(tmp_path):
+    path = write(tmp_path, BASE + "roles: {critic: {max_tokens: 4096}}\n", '{"topic": "x"}\n')
+    assert str(pytest.raises(RecipeError, load_recipe, path).value) == (
+        f"recipe {path}: roles.critic.max_tokens 4096 leaves no room for the prompt in engine.max_model_len 4096 "
+        "(the model's context): raise engine.max_model_len or lower max_tokens")
+    roomy = write(tmp_path, BASE + "roles: {critic: {max_tokens: 4096}}\nengine: {max_model_len: 8192}\n")
+    load_recipe(roomy)
+    served = write(tmp_path, BASE + "roles: {critic: {max_tokens: 4096, model: 'openai:http://h:8000/v1:m'}}\n")
+    load_recipe(served)   # a server's context is its own
