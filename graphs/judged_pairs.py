@@ -73,7 +73,8 @@ class PairSettings(BaseModel):
 
     min_margin: float = Field(1.0, gt=0, le=4, description="mean-rating gap (1-5 scale) a rejected response needs "
                                                             "below the chosen one; smaller gaps are not pairs")
-    min_score: float = Field(3.0, ge=1, le=5, description="mean rating the best response needs to be chosen")
+    # Below the aspect floor it could not matter: a response failing no aspect is rated ASPECT_FLOOR or more.
+    min_score: float = Field(3.0, ge=ASPECT_FLOOR, le=5, description="mean rating the best response needs to be chosen")
 
 
 class Instruction(SeedBase):

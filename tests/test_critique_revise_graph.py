@@ -79,7 +79,10 @@ def test_a_revision_failing_an_aspect_does_not_win_and_an_original_failing_one_i
         ("revised_response", "rejected", "rated 4.25, failing honesty 2/5 (under 3)")]
     assert rows(db, "SELECT count(*) FROM preference_pairs") == [(0,)]
     (tmp_path / "2").mkdir()
-    other = run(tmp_path / "2", script(rated(original=2, revision=2)), min_score=1.0)  # both fail every aspect
+    def honesty_fails(messages) -> str:  # both rated 5 but 2 on honesty: a mean of 4.25, above min_score
+        return json.dumps({a: {"rationale": "because", "rating": 2 if a == "honesty" else 5} for a in ASPECTS})
+
+    other = run(tmp_path / "2", script(honesty_fails))
     assert rows(other, "SELECT kind, status FROM samples ORDER BY kind") == [
         ("original_response", "rejected"), ("revised_response", "rejected")]
 

@@ -7,10 +7,11 @@ import json
 from itertools import count
 from pathlib import Path
 
+import pytest
 from fakes import RoleScript, ScriptedPool
 from readback import rows
 
-from synthgraph.graphs.recipe import load_seeds, parse_recipe
+from synthgraph.graphs.recipe import RecipeError, load_recipe, load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 
 ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
@@ -127,3 +128,12 @@ def test_model_override_reaches_every_responder_and_the_judge():
     moved = recipe.with_overrides(model="openai:http://localhost:8000/v1:big")
     assert {str(moved.role_model(r)) for r in ("responder0", "responder1", "judge")} == {
         str(moved.role_model("judge"))} and "big" in str(moved.role_model("responder0"))
+
+
+def test_a_min_score_under_the_aspect_floor_is_refused(tmp_path):
+    """A response failing no aspect is rated 3 or more: a lower min_score would choose nothing it did not."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"name": "t", "graph": "judged_pairs", "seeds": {"inline": [{"instruction": "x"}]},
+                                "pairs": {"min_score": 2}}))
+    with pytest.raises(RecipeError, match=r"pairs.min_score: Input should be greater than or equal to 3"):
+        load_recipe(path)
