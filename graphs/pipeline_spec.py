@@ -322,6 +322,11 @@ class PipelineRecipe(RecipeBase):
                                  "checks.allow_python: true to trust it, or use a `python` check (sandboxed)")
             if node.select != "all" and node.kind == "llm":
                 raise ValueError(f"nodes.{name}.select: selection follows a check or judge node, not an llm node")
+        used = {node.llm.role if node.llm else node.judge.role for node in self.nodes.values() if node.kind != "check"}
+        for role in self.roles:
+            if role not in used:  # its model would still be checked and loaded, its sampling read by nothing
+                raise ValueError(f"roles.{role}: no node uses this role; remove it, or name it in a node's llm.role "
+                                 "or judge.role")
         shape = self.shape  # edges, reachability and loop bounds are checked as the shape is drawn
         fan_outs = {name for name, node in self.nodes.items() if node.llm is not None and node.llm.fans_out}
         for name, node in self.nodes.items():

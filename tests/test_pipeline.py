@@ -23,14 +23,18 @@ DEMOS = Path(__file__).resolve().parents[1] / "demos"
 SEEDS = [{"id": "s1", "topic": "apples"}, {"id": "s2", "topic": "trains"}]
 
 
+ROLES = {"asker": {"temperature": 0.7}, "solver": {}, "critic": {"temperature": 0}}
+
+
 def recipe_of(nodes, edges=(), emit=None, seeds=SEEDS, **fields):
     """The recipe as a user's YAML file, loaded the way `synthgraph run` loads it. Dedup is off unless a test
     turns it on: the scripted roles answer every seed alike, which dedup would rightly reject."""
+    used = {(node.get("llm") or node.get("judge") or {}).get("role") for node in nodes.values()}
+    roles = {name: role for name, role in ROLES.items() if name in used}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "recipe.yaml"
         path.write_text(yaml.safe_dump({
-            "name": "unit", "graph": "pipeline", "seeds": {"inline": seeds}, "dedup": False,
-            "roles": {"asker": {"temperature": 0.7}, "solver": {}, "critic": {"temperature": 0}},
+            "name": "unit", "graph": "pipeline", "seeds": {"inline": seeds}, "dedup": False, "roles": roles,
             **fields, "nodes": nodes, "edges": list(edges), "emit": emit or {"messages": ["ask.text", "answer.text"]}},
             sort_keys=False))
         return load_recipe(path)
@@ -365,7 +369,7 @@ def test_a_threshold_on_a_pairwise_judge_is_refused():
 
 def test_cli_model_override_applies_to_every_role():
     recipe, _ = recipe_of({"ask": ASK, "answer": ANSWER}, ["ask -> answer"],
-                          roles={"asker": {"model": "vllm:smollm2-135m"}, "solver": {}, "critic": {}})
+                          roles={"asker": {"model": "vllm:smollm2-135m"}, "solver": {}})
     assert str(recipe.with_overrides(model="openai:http://h:1/v1:m").role_model("asker")) == "openai:http://h:1/v1:m"
 
 
@@ -382,14 +386,20 @@ def test_an_output_schema_that_is_not_json_schema_is_refused():
 
 
 def test_an_unknown_role_lists_the_roles():
-    message = load_error(nodes={"ask": {"llm": {"role": "writer", "user": "x"}}}, emit={"messages": ["x"]})
+    message = load_error(nodes={"ask": {"llm": {"role": "writer", "user": "x"}}}, emit={"messages": ["x"]},
+                         roles=ROLES)
     assert "nodes.ask.llm.role: unknown role 'writer'; roles: asker, solver, critic" in message
+
+
+def test_a_role_no_node_uses_is_refused():
+    message = load_error(nodes={"ask": ASK, "answer": ANSWER}, edges=["ask -> answer"], roles=ROLES)
+    assert "roles.critic: no node uses this role; remove it, or name it in a node's llm.role or judge.role" in message
 
 
 def test_a_role_seed_gives_each_branch_a_seed_of_its_own_and_the_same_ones_again(tmp_path):
     nodes = {"ask": {"llm": {"role": "asker", "samples": 4, "user": "Write one question about {{ topic }}."}}}
     recipe, seeds = recipe_of(nodes, emit={"messages": ["ask.text"]},
-                              roles={"asker": {"temperature": 1.0, "seed": 7}, "solver": {}, "critic": {}})
+                              roles={"asker": {"temperature": 1.0, "seed": 7}})
     drawn = []
     for attempt in ("first", "again"):
         (tmp_path / attempt).mkdir()
