@@ -506,10 +506,14 @@ def to_rows(state: DialogueState, *, run_id: str, seed_id: str, context: Dialogu
     return Rows([sample], messages, verdicts, {SUBJECT: sample_id})
 
 
+def prompts_unused(recipe: DialogueRecipe) -> dict[str, str]:
+    return {"dialogue_revise": "roles.critic.regenerations: 0"} if recipe.roles.critic.regenerations == 0 else {}
+
+
 FAMILY = Family(
     name="dialogue", recipe=DialogueRecipe, build=build, make_context=make_context, initial_state=initial_state,
     to_rows=to_rows,
-    prompts=("dialogue_user", "dialogue_revise", "dialogue_critic", "dialogue_judge"),
+    prompts=("dialogue_user", "dialogue_revise", "dialogue_critic", "dialogue_judge"), prompts_unused=prompts_unused,
     prompt_text=dialogue_roles.PROMPT_TEXT, studio_recipe="demos/dialogue.yaml",
     config={"recursion_limit": STEP_LIMIT},
 )

@@ -496,6 +496,8 @@ def write_recipe(tmp_path: Path, **fields) -> Path:
      "roles.critic.regenerations: Input should be less than or equal to 3"),
     ({"seeds": {"inline": [{"persona": "pirate"}]}},
      "persona 'pirate' is not one of the recipe's personas (nurse, teacher)"),
+    ({"roles": {"critic": {"regenerations": 0}}, "prompts": {"revise": {"user": "{draft} {critique}"}}},
+     "prompts.revise: this recipe never shows the prompt to a model (roles.critic.regenerations: 0)"),
 ])
 def test_bad_dialogue_recipe_names_the_field_and_the_fix(tmp_path, fields, message):
     path = write_recipe(tmp_path, **fields)
