@@ -423,6 +423,7 @@ class Shape(BaseModel):
         names = set(node_names) | set(TERMINALS)
         next_of: dict[str, str] = {}
         routes: dict[str, RouteSpec] = {}
+        route_at: dict[str, str] = {}
 
         def known(where: str, name: str) -> str:
             if name not in names:
@@ -458,6 +459,7 @@ class Shape(BaseModel):
                     for outcome, target in [*route.targets().items(), ("exhausted", route.exhausted)]:
                         known(f"{where}.{source}.{outcome}", target)
                     routes[source] = route
+                    route_at[source] = f"{where}.{source}"
                     entry = entry or source
         # A node the edges leave without a next step ends its path: accepted, unless a check said otherwise.
         for name in node_names:
@@ -504,6 +506,14 @@ class Shape(BaseModel):
 
         before = {name: {a for a in node_names if a != name and _reaches(a, name, successors)}
                   | ({name} if _reaches(name, name, successors, strict=True) else set()) for name in node_names}
+        for source, route in routes.items():
+            # The way out of a loop: a route that leads back to no node it ran after never takes it.
+            if changed(route, ["exhausted"]) and route.max_visits is None:
+                raise ValueError(f"{route_at[source]}.exhausted is where a loop goes after max_visits; add "
+                                 "max_visits: N, or remove exhausted")
+            if route.max_visits is not None and source not in before[source]:
+                raise ValueError(f"{route_at[source]}.max_visits bounds a loop, and no target of this route leads "
+                                 f"back to {source}: remove max_visits (and exhausted)")
         return cls(entry=entry, next=next_of, routes=routes, before=before, back_edges=back_edges)
 
 

@@ -337,6 +337,27 @@ def test_a_loop_without_a_bound_is_refused():
         in message
 
 
+VERIFY = {"check": {"answers_match": {"candidate": "{{ answer.text }}", "reference": "1"}}}
+
+
+@pytest.mark.parametrize("route, message", [
+    ({"passed": "accept", "failed": "reject", "max_visits": 2},
+     "edges[1].verify.max_visits bounds a loop, and no target of this route leads back to verify: remove max_visits"),
+    ({"passed": "accept", "failed": "reject", "exhausted": "review"},
+     "edges[1].verify.exhausted is where a loop goes after max_visits; add max_visits: N, or remove exhausted"),
+])
+def test_a_loop_bound_on_a_route_that_cannot_loop_is_refused(route, message):
+    nodes = {"ask": ASK, "answer": ANSWER, "verify": VERIFY}
+    assert message in load_error(nodes=nodes, edges=["ask -> answer -> verify", {"verify": route}])
+
+
+def test_a_bounded_loop_loads_and_takes_a_command_line_model():
+    nodes = {"ask": ASK, "answer": ANSWER, "verify": VERIFY}
+    recipe, _ = recipe_of(nodes, ["ask -> answer -> verify",
+                                  {"verify": {"passed": "accept", "failed": "answer", "max_visits": 2}}])
+    recipe.with_overrides(model="openai:http://h:1/v1:m").check_structure()
+
+
 def test_a_fan_out_continues_with_a_plain_edge_not_a_route():
     nodes = {"ask": ASK, "answer": {"llm": {**ANSWER["llm"], "samples": 2}}}
     message = load_error(nodes=nodes, edges=["ask -> answer", {"answer": {"passed": "accept", "failed": "reject"}}])
