@@ -629,3 +629,12 @@ def test_a_native_recipe_takes_a_command_line_model(tmp_path):
                            "seeds: {inline: [{id: a, kind: single}]}\n")
     recipe, _ = load_recipe(recipe_path)
     assert recipe.with_overrides(model="vllm:smollm2-135m").roles.solver.mode == "native"
+
+
+def test_tools_per_request_with_tools_from_the_seeds_is_refused(tmp_path):
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text("name: n\ngraph: tool_use\ntools: {builtin: false, from_seeds: true}\n"
+                           "tools_per_request: [2, 3]\nseeds: {inline: [{id: a, kind: single}]}\n")
+    with pytest.raises(RecipeError, match="tools_per_request sizes the tools drawn for a request, and with "
+                                          "tools.from_seeds every seed brings its own"):
+        load_recipe(recipe_path)
