@@ -48,9 +48,12 @@ def select_rows(rows: list[Row], *, fields: Mapping[str, str] | None, sample: in
                 seed: int) -> list[Row]:
     """The rows a run uses: a seeded shuffle or sample (the same seed draws the same rows), then each row reduced
     to the recipe's fields, renamed from the file's columns. A row lacking a mapped column names its place."""
+    if sample is not None and sample > len(rows):
+        raise SeedFileError(f"seeds.sample: {sample} rows asked for, and the source holds {len(rows)}: lower sample, "
+                            "or leave it out (with shuffle: true for a random order) to take every row")
     if sample is not None or shuffle:
         rng = random.Random(seed)
-        rows = rng.sample(rows, min(sample, len(rows)) if sample is not None else len(rows))
+        rows = rng.sample(rows, sample if sample is not None else len(rows))
     if not fields:
         return rows
     mapped = []

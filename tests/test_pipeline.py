@@ -463,6 +463,8 @@ def test_parquet_seeds_and_a_seeded_sample(tmp_path):
     again = [s.topic for s in load_recipe(write_recipe(tmp_path, spec))[1]]
     other = [s.topic for s in load_recipe(write_recipe(tmp_path, {**spec, "seed": 8}))[1]]
     assert len(first) == 5 and first == again and first != other
+    with pytest.raises(RecipeError, match=r"seeds.sample: 30 rows asked for, and the source holds 20: lower sample"):
+        load_recipe(write_recipe(tmp_path, {**spec, "sample": 30}))
 
 
 def test_a_datasets_folder_made_with_save_to_disk(tmp_path):
