@@ -25,11 +25,15 @@ class InstructionJudgement(BaseModel):
     score: int = Field(ge=0, le=10)
 
 
-def batch_grammar(count: int) -> dict:
-    """At most `count` instructions, each a non-empty line of bounded length."""
+CHARS_PER_WORD = 8  # generous for English (about 6 with the space): the grammar's bound never cuts below the word limit
+
+
+def batch_grammar(count: int, max_words: int) -> dict:
+    """At most `count` instructions, each a non-empty line of bounded length: long enough for `max_words` words,
+    which the word check then holds them to; the bound only stops a runaway string."""
     return {"type": "object", "properties": {"instructions": {
         "type": "array", "minItems": 1, "maxItems": count,
-        "items": {"type": "string", "minLength": 10, "maxLength": 600}}},
+        "items": {"type": "string", "minLength": 10, "maxLength": CHARS_PER_WORD * max_words}}},
         "required": ["instructions"], "additionalProperties": False}
 
 
@@ -42,13 +46,14 @@ class InstructionWriter:
     client: ModelClient
     sampling: Sampling
     prompts: Prompts = DEFAULT_PROMPTS
+    max_words: int = 150
 
     async def write(self, examples: Sequence[str], *, count: int, subject: str) -> list[str]:
         listed = "\n".join(EXAMPLE_LINE.format(number=i, instruction=e) for i, e in enumerate(examples, 1))
         completion = await self.client.complete(
             self.prompts.render("self_instruct_propose", examples=listed, count=str(count),
                                 next_number=str(len(examples) + 1)),
-            role="proposer", sampling=self.sampling, schema=InstructionBatch, json_schema=batch_grammar(count),
+            role="proposer", sampling=self.sampling, schema=InstructionBatch, json_schema=batch_grammar(count, self.max_words),
             subject=subject)
         return [" ".join(text.split()) for text in completion.parsed.instructions]
 

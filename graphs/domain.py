@@ -80,7 +80,8 @@ class DomainChecks(BaseModel):
                                                         "must contain")
     copy_words: int = Field(8, ge=3, le=100, description="consecutive words shared with its source passage that "
                                                          "make a question a copy")
-    max_question_words: int = Field(30, ge=5, le=200, description="longest question, in words")
+    # At most what the question grammar's 400 characters hold (domain_roles.QuestionDraft): a higher limit never bound.
+    max_question_words: int = Field(30, ge=5, le=50, description="longest question, in words")
     source_overlap: float = Field(0.5, ge=0, le=1, description="word overlap (Jaccard) at which a cited chunk "
                                                                "counts as the question's source chunk")
 

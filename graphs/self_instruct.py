@@ -254,7 +254,8 @@ def make_context(recipe: SelfInstructRecipe, pool: ModelPool, store: Store | Non
     roles, growth = recipe.roles, recipe.growth
     seed_tasks = [s.instruction for s in load_seeds(recipe, base=recipe._base, where=f"recipe {recipe.name}")]
     return SelfInstructContext(
-        writer=InstructionWriter(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts),
+        writer=InstructionWriter(pool.client(recipe.role_model("proposer")), roles.proposer.sampling(), prompts=prompts,
+                                 max_words=growth.max_words),
         responder=Responder(pool.client(recipe.role_model("solver")), roles.solver.sampling(), prompts=prompts),
         critic=Critic(pool.client(recipe.role_model("critic")), roles.critic.sampling(), prompts=prompts),
         pool=InstructionPool(seed_tasks + stored_instructions(store), max_similarity=growth.max_similarity),

@@ -471,3 +471,12 @@ def test_corpus_without_a_usable_chunk_stops_the_run_with_a_message_not_a_traceb
     assert result.exit_code == 2
     assert "has no chunk of at least 100000 characters" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_a_question_limit_past_what_the_question_grammar_holds_is_refused():
+    """A proposed question is at most 400 characters (its grammar): 50 words is about all that fits."""
+    from synthgraph.agents.domain_roles import QuestionDraft
+
+    with pytest.raises(ValueError, match="verifier.max_question_words\n  Input should be less than or equal to 50"):
+        parse_recipe({"name": "t", "graph": "domain", "verifier": {"max_question_words": 80}, "seeds": {"inline": [{}]}})
+    assert QuestionDraft.model_fields["question"].metadata[-1].max_length >= 50 * 8

@@ -113,3 +113,12 @@ def test_a_failed_proposal_is_an_error_sample_and_the_next_round_still_runs(tmp_
     db = run(tmp_path, script)
     assert rows(db, "SELECT kind, status, payload->>'round' FROM samples ORDER BY payload->>'round'") == [
         ("instruction_candidate", "error", "0"), ("self_instruct", "accepted", "1")]
+
+
+def test_the_proposers_grammar_leaves_room_for_max_words(tmp_path):
+    """The grammar bounds an instruction's characters only to stop a runaway string; max_words is the limit."""
+    script = RoleScript({"propose": batch("Describe the water cycle in three sentences for a child."),
+                         "respond": "Here you go.", "judge": GOOD})
+    run(tmp_path, script, rounds=1, max_words=300)
+    grammar = script.kwargs["propose"][0]["json_schema"]
+    assert grammar["properties"]["instructions"]["items"]["maxLength"] >= 300 * 6
