@@ -57,7 +57,8 @@ class ToolUseSolverSettings(SolverSettings):
     samples: int = Field(2, ge=1, le=64, description="independent trajectories per request (k)")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(384, ge=1, le=32768, description="per step")
-    max_steps: int = Field(4, ge=1, le=16, description="model turns per trajectory; the last may only answer")
+    max_steps: int = Field(4, ge=2, le=16, description="model turns per trajectory; the last may only answer (so one "
+                                                       "step could never call a tool)")
     max_calls_per_step: int = Field(4, ge=1, le=16)
     constrain_arguments: bool = Field(
         True, description="hold each call's arguments to its tool's schema in the grammar (weak models need it); "

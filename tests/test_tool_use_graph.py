@@ -638,3 +638,10 @@ def test_tools_per_request_with_tools_from_the_seeds_is_refused(tmp_path):
     with pytest.raises(RecipeError, match="tools_per_request sizes the tools drawn for a request, and with "
                                           "tools.from_seeds every seed brings its own"):
         load_recipe(recipe_path)
+
+
+def test_one_step_trajectories_are_refused():
+    """The last step may only answer: with one step no request could ever call a tool."""
+    with pytest.raises(ValueError, match=r"roles.solver.max_steps\n  Input should be greater than or equal to 2"):
+        parse_recipe({"name": "n", "graph": "tool_use", "roles": {"solver": {"max_steps": 1}},
+                      "seeds": {"inline": [{"id": "a", "kind": "single"}]}})
