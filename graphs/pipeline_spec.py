@@ -39,6 +39,8 @@ VERIFIERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] =
     "majority": (("value",), ("min_share",), ("value",)),
     "function": (("ref",), ("args",), ()),
 }
+# Pass or fail, nothing between: every candidate that passes has the same score.
+UNGRADED = {"answers_match", "run_tests", "validate_call", "json_schema", "regex", "length", "run_program", "majority"}
 # Arguments taken as written, never rendered: source code and schemas are full of braces.
 LITERAL_ARGUMENTS = {("python", "code"), ("json_schema", "schema"), ("validate_call", "spec"), ("function", "ref"),
                      ("run_program", "prelude"), ("regex", "pattern")}
@@ -322,6 +324,9 @@ class PipelineRecipe(RecipeBase):
                                  "checks.allow_python: true to trust it, or use a `python` check (sandboxed)")
             if node.select != "all" and node.kind == "llm":
                 raise ValueError(f"nodes.{name}.select: selection follows a check or judge node, not an llm node")
+            if node.select == "best" and node.verifier in UNGRADED:
+                raise ValueError(f"nodes.{name}.select: best picks the highest score, and check.{node.verifier} "
+                                 "scores every candidate that passes alike: use select: first (or all)")
         used = {node.llm.role if node.llm else node.judge.role for node in self.nodes.values() if node.kind != "check"}
         for role in self.roles:
             if role not in used:  # its model would still be checked and loaded, its sampling read by nothing

@@ -381,6 +381,13 @@ def test_a_candidate_setting_on_a_node_no_fan_out_runs_before_is_refused(node, s
     recipe_of(nodes=fanned, edges=["ask -> answer -> rate"])   # after a fan-out: fine
 
 
+def test_select_best_after_a_pass_or_fail_check_is_refused():
+    nodes = {"ask": ASK, "answer": {"llm": {**ANSWER["llm"], "samples": 2}}, "verify": {**VERIFY, "select": "best"}}
+    message = load_error(nodes=nodes, edges=["ask -> answer -> verify"])
+    assert ("nodes.verify.select: best picks the highest score, and check.answers_match scores every candidate that "
+            "passes alike: use select: first (or all)") in message
+
+
 def test_a_threshold_on_a_pairwise_judge_is_refused():
     node = {"judge": {**JUDGE["judge"], "pairwise": True, "threshold": 8}}
     message = load_error(nodes={"ask": ASK, "answer": {"llm": {**ANSWER["llm"], "samples": 2}}, "rate": node},
