@@ -169,6 +169,9 @@ class ToolUseRecipe(RecipeBase):
             raise ValueError("tools_per_request must be [low, high] with 1 <= low <= high <= 8")
         if not (self.tools.builtin or self.tools.files or self.tools.from_seeds):
             raise ValueError("tools: offer the builtin tools, name spec files, or set from_seeds")
+        if self.tools.state and not self.tools.builtin:
+            raise ValueError("tools.state is what the builtin stateful tools start from, and tools.builtin is off: "
+                             "remove state, or turn builtin on")
         if self.tools.from_seeds and changed(self, ["tools_per_request"]):
             raise ValueError("tools_per_request sizes the tools drawn for a request, and with tools.from_seeds every "
                              "seed brings its own: remove tools_per_request")

@@ -645,3 +645,10 @@ def test_one_step_trajectories_are_refused():
     with pytest.raises(ValueError, match=r"roles.solver.max_steps\n  Input should be greater than or equal to 2"):
         parse_recipe({"name": "n", "graph": "tool_use", "roles": {"solver": {"max_steps": 1}},
                       "seeds": {"inline": [{"id": "a", "kind": "single"}]}})
+
+
+def test_a_starting_state_without_the_builtin_tools_is_refused():
+    with pytest.raises(ValueError, match="tools.state is what the builtin stateful tools start from, and tools.builtin "
+                                         "is off"):
+        parse_recipe({"name": "n", "graph": "tool_use", "seeds": {"inline": [{"id": "a", "kind": "single"}]},
+                      "tools": {"builtin": False, "from_seeds": True, "state": {"inventory": {"apples": 3}}}})
