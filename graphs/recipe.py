@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -95,6 +96,9 @@ class SeedSource(BaseModel):
         return self
 
 
+_PASS_ID = re.compile(r"#\d+$")
+
+
 class SeedBase(BaseModel):
     """One line of a seed file. Unknown fields are kept: they travel into the sample's payload."""
 
@@ -102,9 +106,25 @@ class SeedBase(BaseModel):
 
     id: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_absent(cls, data: Any) -> Any:
+        # A blank CSV cell under a field the family reads means "not given", not an empty topic or answer. Fields
+        # of the user's own (a pipeline's template values) keep their blanks.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v == "" and k in cls.model_fields)}
+        return data
+
+    @model_validator(mode="after")
+    def _id_is_not_a_pass(self):
+        if self.id is not None and _PASS_ID.search(self.id):
+            raise ValueError(f"id {self.id!r} ends like the id synthgraph gives a seed's later passes (ID#2, ID#3 "
+                             "under budget.target_accepted); rename it")
+        return self
+
     @property
     def seed_id(self) -> str:
-        return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True))
+        return self.id or stable_id(json.dumps(self.model_dump(exclude_none=True), sort_keys=True, default=str))
 
     @property
     def generative(self) -> bool:
@@ -212,7 +232,7 @@ class RecipeBase(BaseModel):
         from synthgraph.graphs.family import family
 
         recipe = self.model_dump(mode="json", exclude={"concurrency", "budget", "store", "seeds", "prompts"})
-        recipe["seeds"] = [s.model_dump(exclude_none=True) for s in seeds]
+        recipe["seeds"] = [s.model_dump(mode="json", exclude_none=True) for s in seeds]
         recipe["prompts"] = family(self.graph).prompts_digest(self)
         return recipe
 
@@ -354,10 +374,11 @@ def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[See
             raise RecipeError(f"{label}: " + "; ".join(_describe(e) for e in exc.errors())) from None
     if not seeds:
         raise RecipeError(f"{where}: the seed source is empty")
-    ids = [s.seed_id for s in seeds]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise RecipeError(f"{where}: seed id {duplicate!r} appears more than once; ids must be unique")
+    first: dict[str, str] = {}
+    for (label, _), seed in zip(items, seeds):
+        if (earlier := first.setdefault(seed.seed_id, label)) != label:
+            named = "" if seed.id else " (an id made from the seed's content: the two rows are the same seed)"
+            raise RecipeError(f"{label}: seed id {seed.seed_id!r}{named} is also {earlier}'s; ids must be unique")
     from synthgraph.graphs.family import family
 
     try:

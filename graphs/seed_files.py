@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 Row = tuple[str, dict[str, Any]]
-FORMATS = "JSONL (.jsonl, .jsonl.gz), CSV (.csv), Parquet (.parquet) or a `datasets` folder made with save_to_disk"
+FORMATS = ("JSONL (.jsonl, .jsonl.gz), a JSON array (.json), CSV (.csv), Parquet (.parquet) or a `datasets` folder "
+           "made with save_to_disk")
 
 
 class SeedFileError(ValueError):
@@ -58,40 +59,88 @@ def select_rows(rows: list[Row], *, fields: Mapping[str, str] | None, sample: in
         return rows
     mapped = []
     for label, row in rows:
-        missing = [column for column in fields.values() if column not in row or row[column] is None]
-        if missing:
+        if missing := [column for column in fields.values() if column not in row]:
             columns = ", ".join(sorted(map(str, row))) or "none"
             raise SeedFileError(f"{label}: has no column {missing[0]!r} (mapped by seeds.fields); "
                                 f"its columns: {columns}")
-        mapped.append((label, {name: row[column] for name, column in fields.items()}))
+        if empty := [column for column in fields.values() if row[column] is None]:
+            raise SeedFileError(f"{label}: column {empty[0]!r} (mapped by seeds.fields) is null")
+        # The row's own id stays its id unless a field is mapped onto `id`: resume finds seeds by it.
+        kept = {"id": row["id"]} if "id" in row and "id" not in fields and row["id"] is not None else {}
+        mapped.append((label, {**kept, **{name: row[column] for name, column in fields.items()}}))
     return mapped
 
 
 def _text(file: Path) -> str:
     data = file.read_bytes()
-    return gzip.decompress(data).decode() if file.name.lower().endswith(".gz") else data.decode()
+    if file.name.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise SeedFileError(f"seeds.file: {file} is not a readable gzip file ({exc})") from None
+    try:
+        # utf-8-sig: the byte-order mark of Excel's "CSV UTF-8" would otherwise stick to the first column's name
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SeedFileError(f"seeds.file: {file} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as "
+                            "UTF-8") from None
 
 
 def _jsonl(file: Path) -> list[Row]:
+    text = _text(file)
+    if file.name.lower().endswith((".json", ".json.gz")) and text.lstrip().startswith("["):
+        return _json_array(file, text)
     rows = []
-    for number, line in enumerate(_text(file).splitlines(), start=1):
+    # Lines end at \n only: str.splitlines() also splits at U+2028 and U+0085, which JSON strings may hold raw.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SeedFileError(f"seed file {file}:{number}: not valid JSON ({exc.msg})") from None
-        rows.append((f"seed file {file}:{number}", value))
+            raise SeedFileError(f"seed file {file}:{number}: not valid JSON ({exc.msg}); a seed file holds one JSON "
+                                "object per line, or a .json file one array of them") from None
+        rows.append(_object(f"seed file {file}:{number}", value))
     return rows
+
+
+def _json_array(file: Path, text: str) -> list[Row]:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SeedFileError(f"seed file {file}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(values, list):
+        raise SeedFileError(f"seed file {file}: a .json seed file holds one array of objects")
+    return [_object(f"seed file {file}: item {i}", value) for i, value in enumerate(values)]
+
+
+def _object(label: str, value: Any) -> Row:
+    if not isinstance(value, dict):
+        raise SeedFileError(f"{label}: a seed is a JSON object of fields, not {type(value).__name__} {value!r:.60}")
+    return label, value
 
 
 def _csv(file: Path) -> list[Row]:
     reader = csv.DictReader(io.StringIO(_text(file), newline=""))
+    # A seed may be a whole document: the csv module's default cap of 128 KiB per cell is lifted while reading.
+    limit = csv.field_size_limit(2**31 - 1)
     rows = []
-    for row in reader:
-        # A short row gets None for its missing cells: absent, as a row lacking a mapped field should read.
-        rows.append((f"seed file {file}:{reader.line_num}",
-                     {k: v for k, v in row.items() if k is not None and v is not None}))
+    try:
+        header = reader.fieldnames or []
+        if repeated := sorted({name for name in header if header.count(name) > 1}):
+            raise SeedFileError(f"seed file {file}:1: the header names {repeated[0]!r} twice; each column needs a "
+                                "name of its own")
+        for row in reader:
+            label = f"seed file {file}:{reader.line_num}"
+            if None in row:  # DictReader's place for cells past the header's columns
+                raise SeedFileError(f"{label}: {len(header) + len(row[None])} cells under a header of {len(header)}"
+                                    " columns (a value holding a comma needs double quotes)")
+            # A short row gets None for its missing cells: absent, as a row lacking a mapped field should read.
+            rows.append((label, {k: v for k, v in row.items() if v is not None}))
+    except csv.Error as exc:
+        raise SeedFileError(f"seed file {file}:{reader.line_num}: not valid CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(limit)
     return rows
 
 

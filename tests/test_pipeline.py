@@ -551,3 +551,70 @@ def test_a_node_prompt_is_part_of_the_run_id():
 def test_a_python_snippet_may_print_a_json_verdict_with_a_score():
     verdict = check("python", code="import json; print(json.dumps({'outcome': 'passed', 'reason': 'ok', 'score': 0.7}))")
     assert (verdict.outcome, verdict.reason, verdict.score) == ("passed", "ok", 0.7)
+
+
+# ------------------------------------------------------------------------------------------ the user's own files
+
+
+def seeds_of(tmp_path, name: str, data: bytes | str, **spec) -> list[dict]:
+    path = tmp_path / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    _, seeds = load_recipe(write_recipe(tmp_path, {"file": name, **spec}))
+    return [s.model_dump(exclude_none=True) for s in seeds]
+
+
+def seed_error(tmp_path, name: str, data: bytes | str, **spec) -> str:
+    with pytest.raises(RecipeError) as error:
+        seeds_of(tmp_path, name, data, **spec)
+    return str(error.value)
+
+
+def test_an_excel_csv_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    assert seeds_of(tmp_path, "t.csv", "\ufeffid,topic\r\nq1,apples\r\n") == [{"id": "q1", "topic": "apples"}]
+
+
+def test_a_csv_row_with_more_cells_than_the_header_or_a_repeated_column_is_refused(tmp_path):
+    assert "t.csv:3: 3 cells under a header of 2 columns (a value holding a comma needs double quotes)" in \
+        seed_error(tmp_path, "t.csv", "id,topic\nq1,apples\nq2,apples, pears and plums\n")
+    assert "d.csv:1: the header names 'topic' twice" in seed_error(tmp_path, "d.csv", "topic,topic\na,b\n")
+
+
+def test_unreadable_bytes_are_one_line_naming_the_file(tmp_path):
+    assert "l.csv is not UTF-8 text (byte 9: invalid continuation byte); save it as UTF-8" in \
+        seed_error(tmp_path, "l.csv", "topic\ncaf\xe9 au lait\n".encode("latin-1"))
+    assert "b.jsonl.gz is not a readable gzip file" in seed_error(tmp_path, "b.jsonl.gz", b"not gzip")
+    assert "s.jsonl:1: a seed is a JSON object of fields, not str" in seed_error(tmp_path, "s.jsonl", '"apples"\n')
+
+
+def test_a_json_array_file_and_raw_line_separators_inside_strings(tmp_path):
+    assert seeds_of(tmp_path, "a.json", '[\n  {"topic": "apples"},\n  {"topic": "trains"}\n]\n') == [
+        {"topic": "apples"}, {"topic": "trains"}]
+    assert seeds_of(tmp_path, "u.jsonl", '{"topic": "one\u2028two\u0085three"}\n') == [
+        {"topic": "one\u2028two\u0085three"}]
+
+
+def test_a_mapped_file_keeps_its_own_ids_and_says_which_rows_collide(tmp_path):
+    rows = "id,Subject\nQ1,apples\nQ2,apples\n"
+    assert seeds_of(tmp_path, "t.csv", rows, fields={"topic": "Subject"}) == [
+        {"id": "Q1", "topic": "apples"}, {"id": "Q2", "topic": "apples"}]
+    message = seed_error(tmp_path, "n.csv", "Subject,n\napples,1\napples,2\n", fields={"topic": "Subject"})
+    assert "n.csv:3: seed id" in message and "(an id made from the seed's content: the two rows are the same " \
+        "seed) is also seed file" in message and "n.csv:2's; ids must be unique" in message
+    assert "j.jsonl:1: column 'Subject' (mapped by seeds.fields) is null" in \
+        seed_error(tmp_path, "j.jsonl", '{"Subject": null}\n', fields={"topic": "Subject"})
+
+
+def test_an_id_shaped_like_a_later_pass_is_refused(tmp_path):
+    assert "id 'a#2' ends like the id synthgraph gives a seed's later passes" in \
+        seed_error(tmp_path, "p.jsonl", '{"id": "a", "topic": "x"}\n{"id": "a#2", "topic": "y"}\n')
+
+
+def test_parquet_values_json_cannot_hold_still_make_seed_ids(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"topic": ["apples"], "day": [datetime.date(2026, 12, 5)]}), tmp_path / "d.parquet")
+    recipe, seeds = load_recipe(write_recipe(tmp_path, {"file": "d.parquet"}))
+    assert seeds[0].seed_id and recipe.run_id(seeds)

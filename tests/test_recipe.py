@@ -95,3 +95,12 @@ def test_max_tokens_past_the_engines_context_is_refused_naming_the_role(tmp_path
     load_recipe(roomy)
     served = write(tmp_path, BASE + "roles: {critic: {max_tokens: 4096, model: 'openai:http://h:8000/v1:m'}}\n")
     load_recipe(served)   # a server's context is its own
+
+
+def test_a_blank_csv_cell_under_a_family_field_is_not_given(tmp_path):
+    """`apples,,` is a topic seed, not a gold problem whose problem and answer are empty."""
+    (tmp_path / "mixed.csv").write_text("topic,problem,answer\napples,,\n,What is 2+2?,4\n")
+    path = write(tmp_path, "name: t\ngraph: reasoning\nseeds: {file: mixed.csv}\n")
+    topic, gold = load_recipe(path)[1]
+    assert (topic.topic, topic.problem, topic.generative) == ("apples", None, True)
+    assert (gold.topic, gold.problem, gold.answer) == (None, "What is 2+2?", "4")
