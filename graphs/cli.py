@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from synthgraph.store.db import DEFAULT_STORE, StoreError, query, unknown_run
 from synthgraph.store.export import ExportFormat, HfRecords, PairFormat
@@ -270,9 +271,11 @@ def sql(
     elif format is OutputFormat.json:
         out.print_json(json.dumps([dict(zip(columns, row)) for row in rows], default=str))
     else:
-        table = Table(*columns)
-        for row in rows:
-            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        table = Table()
+        for column in columns:
+            table.add_column(Text(column))
+        for row in rows:  # stored text as it is: Text is never read as rich markup ([INST], list[int])
+            table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
         out.print(table)
 
 
@@ -398,7 +401,7 @@ def pairs(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Opti
         return
     table = Table(*columns, title="preference pairs")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     out.print(table)
 
 
@@ -417,7 +420,7 @@ def stats(db: DbOption = DEFAULT_STORE, run_id: Annotated[str | None, typer.Opti
     for section, (columns, rows) in report.items():
         table = Table(*columns, title=section)
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         out.print(table)
 
 
@@ -529,8 +532,8 @@ def search(
         out.print("no matching chunks (a query of only stopwords or punctuation matches nothing)")
     for rank, hit in enumerate(hits, 1):
         where = f"{hit.title} > {hit.heading}" if hit.heading and hit.heading != hit.title else hit.title
-        out.print(f"[bold]{rank}. {where}[/bold]  [dim]{hit.score:.3f}  {hit.corpus}  {hit.source}  {hit.chunk_id}[/dim]",
-                  highlight=False)
+        out.print(f"[bold]{escape(f'{rank}. {where}')}[/bold]  "
+                  f"[dim]{escape(f'{hit.score:.3f}  {hit.corpus}  {hit.source}  {hit.chunk_id}')}[/dim]", highlight=False)
         out.print(hit.text, markup=False, highlight=False)
         out.print()
 

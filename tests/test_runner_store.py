@@ -208,3 +208,12 @@ def test_a_recipes_store_is_found_beside_it_wherever_the_run_starts(tmp_path, mo
     assert result.store_path.resolve() == (folder / "data.duckdb").resolve()
     assert rows(folder / "data.duckdb", "SELECT count(*) FROM seeds WHERE status = 'done'") == [(1,)]
     assert not (elsewhere / "data.duckdb").exists()
+
+
+def test_sql_shows_stored_text_as_it_is_not_as_markup(tmp_path):
+    db = tmp_path / "s.duckdb"
+    run(db, ReasoningScript(solver=solver_reply), limit=1)
+    result = CliRunner().invoke(app, ["sql", "SELECT 'list[int] x' AS t, '<s>[INST] hi [/INST]' AS \"c[1]\"",
+                                      "--db", str(db)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "list[int] x" in result.output and "<s>[INST] hi [/INST]" in result.output and "c[1]" in result.output
