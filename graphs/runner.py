@@ -44,7 +44,7 @@ from synthgraph.graphs.cleaning import CleaningTally, SampleCleaner
 from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.graphs.seed_execution import SeedAbandoned, SeedExecutor
-from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter
+from synthgraph.store.db import DEFAULT_STORE, Store, StoreWriter, checkpoint_path
 from synthgraph.store.rows import RunRow, SampleRow, SeedOutcome, SeedRow
 
 if TYPE_CHECKING:
@@ -229,10 +229,6 @@ def fewer_collections():
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
-
-
-def checkpoint_path(store_path: Path) -> Path:
-    return Path(f"{store_path}.checkpoints.sqlite")
 
 
 def _checkpoint_types() -> set[tuple[str, str]]:

@@ -68,6 +68,19 @@ def snapshot_path(path: Path) -> Path:
     return Path(f"{path}.snapshot")
 
 
+def checkpoint_path(path: Path) -> Path:
+    """Where a run keeps the LangGraph checkpoints of its seeds in flight (graphs/runner.py)."""
+    return Path(f"{path}.checkpoints.sqlite")
+
+
+def is_store_file(store: Path, path: Path) -> bool:
+    """Whether `path` is the store or one of the files that live beside it (WAL, snapshot, checkpoints): a
+    command writing there would destroy the store."""
+    path = Path(path)
+    return any(path.resolve() == f.resolve() or (path.exists() and f.exists() and os.path.samefile(path, f))
+               for f in (Path(store), Path(f"{store}.wal"), snapshot_path(store), checkpoint_path(store)))
+
+
 # DuckDB reports a lock, a damaged file and a failed read all as `IOException`; only the text tells them
 # apart (a damaged block's message has "block" in it, so a bare "lock" test mistook damage for a lock).
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in .*? \(PID (\d+)\)", re.S)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from synthgraph.store.cleaning import FLAGGED_SAMPLES
 import duckdb
 
-from synthgraph.store.db import StoreError, connect, snapshot_path
+from synthgraph.store.db import StoreError, connect, is_store_file
 
 if TYPE_CHECKING:
     import pyarrow
@@ -91,11 +91,9 @@ def _say_left_out(con: duckdb.DuckDBPyConnection, params: dict[str, Any],
 
 def check_destination(db: Path, out: Path, *, force: bool) -> None:
     """Refuse an export destination that would destroy something, or that cannot be written, in one line."""
-    store_files = [db, Path(f"{db}.wal"), snapshot_path(db)]
-    if any(out.resolve() == f.resolve() or (out.exists() and f.exists() and os.path.samefile(out, f))
-           for f in store_files):
-        raise StoreError(f"--out {out} is the store itself (or its WAL or snapshot): exporting onto it would "
-                         "destroy it; choose another file")
+    if is_store_file(db, out):
+        raise StoreError(f"--out {out} is the store itself (or its WAL, snapshot or checkpoints): exporting onto it "
+                         "would destroy it; choose another file")
     if out.is_dir():
         raise StoreError(f"--out {out} is a folder: give a file name, e.g. {out / 'samples.jsonl'}")
     if not out.parent.is_dir():

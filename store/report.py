@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from pydantic import BaseModel
 
-from synthgraph.store.db import connect, unknown_run
+from synthgraph.store.db import connect, is_store_file, unknown_run
 
 OUTCOME_COLORS = {"passed": "#2e7d32", "failed": "#c62828", "unchecked": "#9e9e9e"}
 STATUS_COLORS = {"accepted": "#2e7d32", "rejected": "#ef6c00", "error": "#c62828"}
@@ -58,9 +58,12 @@ class ReportSummary(BaseModel):
     seconds: float
 
 
-def check_destination(out: Path, *, overwrite: bool = False) -> None:
+def check_destination(out: Path, *, overwrite: bool = False, db: Path | None = None) -> None:
     """Refuse a destination that would lose a user's file or cannot be written; callers check before long work."""
     out = Path(out)
+    if db is not None and is_store_file(db, out):
+        raise ReportError(f"{out} is the store itself (or its WAL, snapshot or checkpoints): writing the report there "
+                          "would destroy it; choose another file")
     if out.is_dir():
         raise ReportError(f"{out} is a folder: name the HTML file to write, e.g. {out / 'report.html'}")
     if out.exists() and not overwrite:
@@ -69,12 +72,18 @@ def check_destination(out: Path, *, overwrite: bool = False) -> None:
         raise ReportError(f"cannot write {out}: folder {out.parent} does not exist (create it first)")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_report(db: Path, out: Path, *, run_id: str | None = None, max_samples: int = 500,
                  overwrite: bool = False) -> ReportSummary:
     """Write the report of one run (or every run in the store) to `out`; returns what went into it."""
     started = time.perf_counter()
     out = Path(out)
-    check_destination(out, overwrite=overwrite)
+    check_destination(out, overwrite=overwrite, db=db)
     con = connect(Path(db), read_only=True)
     try:
         data = _ReportData(con, run_id)
@@ -85,6 +94,8 @@ def write_report(db: Path, out: Path, *, run_id: str | None = None, max_samples:
     # Write beside the destination and rename, so an interrupted report never leaves half a file behind.
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); a report gets a new file's usual mode, or the one it replaces
+        os.chmod(fd, out.stat().st_mode & 0o777 if out.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
         os.replace(tmp, out)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -222,6 +224,19 @@ def test_cli_report_refuses_existing_file_and_missing_folder(store, tmp_path):
     assert missing.exit_code == 2 and "does not exist (create it first)" in " ".join(missing.output.split())
     no_store = cli.invoke(app, ["report", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "n.html")])
     assert no_store.exit_code == 2 and "no store at" in no_store.output and not (tmp_path / "n.html").exists()
+
+
+def test_report_force_never_writes_over_the_store_and_gives_a_files_usual_mode(store, tmp_path):
+    before = store.read_bytes()
+    onto = CliRunner().invoke(app, ["report", "--db", str(store), "--out", str(store), "--force"])
+    assert onto.exit_code == 2 and "is the store itself" in " ".join(onto.output.split())
+    assert store.read_bytes() == before
+    old_umask = os.umask(0o022)
+    try:
+        out = write_report(store, tmp_path / "r.html")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(out.path.stat().st_mode) == 0o644   # not mkstemp's private 0600
 
 
 def chromium() -> str | None:
