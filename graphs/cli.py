@@ -260,6 +260,8 @@ def sql(
     write: Annotated[bool, typer.Option("--write", help="open the store read-write (default: read-only)")] = False,
 ):
     """Query the store. Tables: runs, seeds, samples, messages, verdicts, agent_calls, documents, chunks; views: chat_samples, run_stats, preference_pairs."""
+    if write and not db.exists():  # a mistyped --db would otherwise be a new, empty store
+        _fail(f"no store at {db}: --write changes a store a run made; check --db")
     try:
         columns, rows = query(db, statement, read_only=not write, notice=_note)
     except StoreError as exc:

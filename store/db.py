@@ -133,6 +133,12 @@ def connect(path: Path, *, read_only: bool, external_access: bool = True,
                    f"({time.time() - snapshot.stat().st_mtime:.0f} s old)")
         _current_views(con)
         return con
+    tables = {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables "
+                                              "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()}
+    if tables and "runs" not in tables:  # a database of the user's own: never add synthgraph's tables to it
+        con.close()
+        raise StoreError(f"{path} is a DuckDB database but not a synthgraph store (no runs table; it holds "
+                         f"{', '.join(sorted(tables)[:5])}): pass --db with a store, or a new file to start one")
     if read_only:
         _current_views(con)
     else:

@@ -354,3 +354,21 @@ def test_export_onto_a_full_disk_leaves_nothing_half_written(tmp_path):
         assert "cannot write" in result.stderr and "Traceback" not in result.stderr
         assert out.read_text() == "the old export\n"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "s.duckdb"]
+
+
+def test_a_duckdb_file_of_the_users_own_is_never_made_a_store(tmp_path):
+    mine = tmp_path / "mine.duckdb"
+    con = duckdb.connect(str(mine))
+    con.execute("CREATE TABLE orders AS SELECT 1 AS id")
+    con.close()
+    for command in (["dedup", "--db", str(mine)], ["stats", "--db", str(mine)],
+                    ["sql", "SELECT 1", "--db", str(mine), "--write"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "is a DuckDB database but not a synthgraph store (no runs table; it holds orders)" in \
+            " ".join(result.output.split())
+    con = duckdb.connect(str(mine), read_only=True)
+    assert [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()] == ["orders"]
+    con.close()
+    typo = CliRunner().invoke(app, ["sql", "DELETE FROM samples", "--db", str(tmp_path / "typo.duckdb"), "--write"])
+    assert typo.exit_code == 2 and "no store at" in typo.output and not (tmp_path / "typo.duckdb").exists()
