@@ -5,7 +5,7 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["run", "load_samples"]
+__all__ = ["run", "load_samples", "ModelServerStopped"]
 
 
 def __getattr__(name: str):

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from synthgraph.agents.models import ModelPool
 from synthgraph.graphs.ray_workers import RayOptions
 from synthgraph.graphs.recipe import RecipeBase, SeedBase, load_recipe, load_seeds
-from synthgraph.graphs.runner import RunResult, Runner, RunTally
+from synthgraph.graphs.runner import RunResult, Runner, RunTally, Stop
 from synthgraph.store.db import DEFAULT_STORE
 from synthgraph.store.export import samples_table
 
@@ -30,13 +31,20 @@ T = TypeVar("T")
 
 @dataclass
 class Run:
-    """A finished (or stopped) run: its id, counters and store, and its samples on demand."""
+    """A finished (or stopped) run: its id, counters and store, why it stopped early, the seeds it left pending or
+    that crashed (this run or earlier: `--retry-errors` / `retry_errors=True` redoes them), and its samples on
+    demand. `exit_code` is what `synthgraph run` would exit with."""
 
     run_id: str
     store: Path
     tally: RunTally
     recipe: RecipeBase
     budget_exhausted: bool = False
+    stop: Stop | None = None
+    crashed: list[tuple[str, str | None]] = field(default_factory=list)
+    pending: int = 0
+    target_missed: str | None = None
+    exit_code: int = 0
 
     def samples(self, *, status: str = "accepted", format: SampleFormat = "pandas"):
         """This run's samples (`status`: accepted, rejected, error or all) with their chat `messages`."""
@@ -59,10 +67,26 @@ def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None,
         seeds = load_seeds(recipe, base=recipe._base, where=f"recipe {recipe.name}")
     if isinstance(ray, str):
         ray = RayOptions(address=ray)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be 1 or more (got {limit})")
     runner = Runner(recipe, seeds, store_path=Path(db) if db else None, limit=limit, retry_errors=retry_errors,
                     pool=pool, ray=ray)
     result: RunResult = _run_to_completion(runner.run())
-    return Run(result.run_id, result.store_path, result.tally, recipe, result.budget_exhausted)
+    finished = Run(result.run_id, result.store_path, result.tally, recipe, result.budget_exhausted, result.stop,
+                   result.crashed, result.pending, result.target_missed, result.exit_code)
+    if result.stop is not None and result.stop.kind == "server":
+        raise ModelServerStopped(finished)
+    return finished
+
+
+class ModelServerStopped(RuntimeError):
+    """The model server stopped answering mid-run. `run` is what was done; the seeds it could not answer are
+    left pending, and calling `run` again resumes them."""
+
+    def __init__(self, run: Run):
+        super().__init__(f"the model server is down: {run.stop.message}; {run.pending} seeds left pending "
+                         "(call run again to resume them)")
+        self.run = run
 
 
 def load_samples(db: str | Path = DEFAULT_STORE, *, run_id: str | None = None, status: str = "accepted",
@@ -70,7 +94,8 @@ def load_samples(db: str | Path = DEFAULT_STORE, *, run_id: str | None = None, s
     """Samples of a store as a pandas DataFrame, a pyarrow Table or a `datasets.Dataset`; read-only."""
     if status not in ("accepted", "rejected", "error", "all"):
         raise ValueError(f"status must be accepted, rejected, error or all (got {status!r})")
-    table = samples_table(Path(db), status=None if status == "all" else status, run_id=run_id)
+    table = samples_table(Path(db), status=None if status == "all" else status, run_id=run_id,
+                          notice=lambda message: warnings.warn(message, stacklevel=3))
     if format == "arrow":
         return table
     if format == "pandas":

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from synthgraph.store.cleaning import FLAGGED_SAMPLES
 import duckdb
 
-from synthgraph.store.db import StoreError, connect, is_store_file
+from synthgraph.store.db import StoreError, connect, is_store_file, unknown_run
 
 if TYPE_CHECKING:
     import pyarrow
@@ -85,7 +85,7 @@ def _say_left_out(con: duckdb.DuckDBPyConnection, params: dict[str, Any],
     if left_out and notice is not None:
         what = f"{params['status']} samples" if params["status"] else "samples"
         notice(f"{left_out} {what} have no chat turns (crashed or contaminated seeds, "
-               "problems that failed) and are not in the export; they are in the store: synthgraph sql \"SELECT "
+               "problems that failed) and are left out; they are in the store: synthgraph sql \"SELECT "
                "kind, status, reason FROM samples WHERE sample_id NOT IN (SELECT sample_id FROM messages)\"")
 
 
@@ -132,12 +132,17 @@ def _write(con: duckdb.DuckDBPyConnection, path: Path, format: ExportFormat, par
 
 
 def samples_table(db: Path, *, status: str | None = "accepted", run_id: str | None = None,
-                  exclude_flagged: bool = False) -> pyarrow.Table:
+                  exclude_flagged: bool = False, notice: Callable[[str], None] | None = None) -> pyarrow.Table:
     """The matching samples as an Arrow table (messages as a list of turns, metadata as JSON text), for the
-    Python API's DataFrame / Dataset views."""
+    Python API's DataFrame / Dataset views. `notice` hears of samples left out for having no turns. Raises
+    StoreError for a `run_id` the store does not hold."""
     con = connect(Path(db), read_only=True)
     try:
+        known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY created_at").fetchall()]
+        if (problem := unknown_run(run_id, known, where=str(db))) is not None:
+            raise StoreError(problem)
         params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
+        _say_left_out(con, params, notice)
         return con.execute(_SELECT, params).fetch_arrow_table()
     finally:
         con.close()

@@ -14,9 +14,11 @@ from readback import rows
 
 import synthgraph
 from synthgraph.agents import reasoning_roles
+from synthgraph.agents.models import ModelServerDown
 from synthgraph.agents.prompting import shipped_template
 from synthgraph.graphs.family import Family, families, family
 from synthgraph.graphs.recipe import RecipeError, load_recipe, load_seeds
+from synthgraph.store.db import StoreError
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 GOLD = [{"id": "g1", "problem": "What is 6 times 7?", "answer": "42"}]
@@ -227,6 +229,31 @@ def test_run_returns_the_run_and_its_samples_as_dataframe_and_arrow(tmp_path):
     table = synthgraph.load_samples(tmp_path / "s.duckdb", format="arrow", status="all")
     assert table.num_rows == 1 and "messages" in table.column_names
     assert rows(tmp_path / "s.duckdb", "SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_the_api_says_what_the_command_says_about_a_run(tmp_path):
+    """A dead server raises (the command exits 3); a crash shows in exit_code; a bad limit, an unknown run id and
+    samples without turns are not answered with nothing."""
+    db = tmp_path / "s.duckdb"
+
+    def down(messages):
+        raise ModelServerDown("http://127.0.0.1:9/v1", 5, "Connection refused")
+
+    with pytest.raises(synthgraph.ModelServerStopped, match="the model server is down: .*127.0.0.1:9") as stopped:
+        synthgraph.run(recipe_file(tmp_path), db=db, pool=ScriptedPool(ReasoningScript(solver=down)))
+    assert stopped.value.run.pending == 1 and stopped.value.run.exit_code == 3
+
+    def crash(messages):
+        raise KeyError("bug in a tool")
+
+    crashed = synthgraph.run(recipe_file(tmp_path), db=db, pool=ScriptedPool(ReasoningScript(solver=crash)))
+    assert crashed.exit_code == 1 and [seed for seed, _ in crashed.crashed] == ["g1"]
+    with pytest.warns(UserWarning, match="1 error samples have no chat turns"):
+        assert crashed.samples(status="error").empty
+    with pytest.raises(ValueError, match="limit must be 1 or more"):
+        synthgraph.run(recipe_file(tmp_path), db=db, limit=0)
+    with pytest.raises(StoreError, match="no run 'nope' in"):
+        synthgraph.load_samples(db, run_id="nope")
 
 
 def test_run_overrides_fields_and_resumes_like_the_command(tmp_path):
