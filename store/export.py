@@ -65,7 +65,7 @@ def export_samples(db: Path, out: Path, *, format: ExportFormat, status: str | N
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     params = {"status": status, "run_id": run_id, "exclude_flagged": exclude_flagged}
     try:
-        count = _write(con, partial, format, params)
+        count = _write(con, partial, format, params, notice)
         os.replace(partial, out)
         _say_left_out(con, params, notice)
         return count
@@ -104,14 +104,15 @@ def check_destination(db: Path, out: Path, *, force: bool) -> None:
         raise StoreError(f"{out} already exists: pass --force to replace it, or choose another --out")
 
 
-def _write(con: duckdb.DuckDBPyConnection, path: Path, format: ExportFormat, params: dict[str, Any]) -> int:
+def _write(con: duckdb.DuckDBPyConnection, path: Path, format: ExportFormat, params: dict[str, Any],
+           notice: Callable[[str], None] | None = None) -> int:
     if format == "parquet":  # through `datasets`, so tool calls are typed structs with arguments as objects
         records = chat_records(con, **params)
         to_dataset(records, "chat").to_parquet(str(path))
         return len(records)
     cursor = con.execute(_SELECT, params)
     columns = [d[0] for d in cursor.description]
-    count = 0
+    count = unplaced = 0
     with path.open("w") as fh:
         for row in cursor.fetchall():
             record = dict(zip(columns, row))
@@ -119,6 +120,9 @@ def _write(con: duckdb.DuckDBPyConnection, path: Path, format: ExportFormat, par
             messages = [_chat_turn(m) for m in record.pop("messages")]
             tools = record["metadata"].get("tools")
             if format == "sharegpt":
+                # ShareGPT's function_call turn holds the calls alone, and a gpt turn before it would break the
+                # human/gpt alternation its readers check: text said with a call has no place there.
+                unplaced += sum(bool(m.get("tool_calls") and (m["content"] or "").strip()) for m in messages)
                 # one flat metadata object: the sample's payload, then its columns (which win on a clash)
                 payload = {k: v for k, v in record.pop("metadata").items() if k != "tools"}
                 line = {**sharegpt_record(messages, tools), "metadata": {**payload, **record}}
@@ -128,6 +132,9 @@ def _write(con: duckdb.DuckDBPyConnection, path: Path, format: ExportFormat, par
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
+    if unplaced and notice is not None:
+        notice(f"{unplaced} assistant turns said something beside their tool calls; ShareGPT's function_call turn "
+               "has no place for the words, so they are not in this file (jsonl and parquet keep them)")
     return count
 
 

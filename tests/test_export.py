@@ -285,3 +285,29 @@ def test_an_empty_hf_export_is_refused_and_an_empty_parquet_keeps_its_schema(db,
     assert export(db, "--out", str(parquet), "--format", "parquet", "--status", "error").exit_code == 0
     table = pq.read_table(parquet)
     assert table.num_rows == 0 and table.column_names[:2] == ["messages", "tools"]
+
+
+def test_a_sharegpt_export_says_when_words_beside_tool_calls_have_no_place(tmp_path):
+    from synthgraph.store.db import Store
+    from synthgraph.store.export import export_samples
+    from synthgraph.store.rows import MessageRow, RunRow, SampleRow, SeedOutcome, SeedRow
+
+    db = tmp_path / "s.duckdb"
+    store = Store(db)
+    store.register_run(RunRow(run_id="r", name="t", graph="reasoning", recipe={}),
+                       [SeedRow(run_id="r", seed_id="s", position=0, payload={})])
+    call = [{"id": "c1", "type": "function", "function": {"name": "python", "arguments": "{\"code\": \"6*7\"}"}}]
+    store.write_outcomes([SeedOutcome(run_id="r", seed_id="s", status="done", samples=[
+        SampleRow(sample_id="x", run_id="r", seed_id="s", group_id="s", kind="reasoning_trace", status="accepted")],
+        messages=[MessageRow(sample_id="x", turn=0, role="user", content="6 bags of 7?"),
+                  MessageRow(sample_id="x", turn=1, role="assistant", content="Multiply the bags.", tool_calls=call),
+                  MessageRow(sample_id="x", turn=2, role="tool", content="42", tool_call_id="c1", name="python"),
+                  MessageRow(sample_id="x", turn=3, role="assistant", content="42 apples.")])])
+    store.close()
+    notes: list[str] = []
+    assert export_samples(db, tmp_path / "o.jsonl", format="sharegpt", notice=notes.append) == 1
+    assert notes == ["1 assistant turns said something beside their tool calls; ShareGPT's function_call turn has no "
+                     "place for the words, so they are not in this file (jsonl and parquet keep them)"]
+    notes.clear()
+    export_samples(db, tmp_path / "o2.jsonl", format="jsonl", notice=notes.append)
+    assert notes == [] and "Multiply the bags." in (tmp_path / "o2.jsonl").read_text()
