@@ -57,6 +57,12 @@ def run_facts(db: Path, run_ids: list[str]) -> list[dict[str, Any]]:
         con.close()
 
 
+# What a card says of chat records that are not the accepted ones (status None: every status).
+_NOT_KEPT = {"rejected": "rejected (not training data as they stand: negatives, or material to review)",
+             "error": "could not judge: their seeds or calls failed", None: "judged, whatever they decided (the "
+             "`status` column says which were kept)"}
+
+
 def dataset_card(db: Path, *, records: str, rows: list[dict[str, Any]], run_id: str | None, status: str | None,
                  license: str, features: list[str]) -> str:
     """README.md text: YAML metadata the Hub reads (license, task_categories, size_categories, tags) plus
@@ -69,7 +75,9 @@ def dataset_card(db: Path, *, records: str, rows: list[dict[str, Any]], run_id: 
         "license": license,
         "task_categories": ["text-generation"],
         "size_categories": [size_category(len(rows))],
-        "tags": ["synthetic", "synthgraph", {"chat": "sft", "dpo": "dpo", "kto": "kto"}[records], *graphs],
+        # Rejected or error samples are not SFT data: only accepted chat records are tagged so.
+        "tags": ["synthetic", "synthgraph", *([] if records == "chat" and status != "accepted" else
+                                               [{"chat": "sft", "dpo": "dpo", "kto": "kto"}[records]]), *graphs],
         "pretty_name": " + ".join(run["name"] for run in runs) or "synthgraph export",
         "synthgraph": {
             "records": records, "rows": len(rows), "status": (status or "all") if records == "chat" else None,
@@ -80,9 +88,11 @@ def dataset_card(db: Path, *, records: str, rows: list[dict[str, Any]], run_id: 
                       "verdict_mix": run["verdicts"], "recipe": run["recipe"]} for run in runs],
         },
     }
+    kept = ("every sample was checked by the verifiers below before it was kept" if records != "chat" or
+            status == "accepted" else f"these are the samples the verifiers below {_NOT_KEPT.get(status, 'judged')}")
     lines = [f"# {meta['pretty_name']}", "",
              f"{len(rows)} {_DESCRIBE[records]}, generated with synthgraph by LangGraph agent "
-             "teams on local models; every sample was checked by the verifiers below before it was kept.", "",
+             f"teams on local models; {kept}.", "",
              "Columns: " + ", ".join(f"`{f}`" for f in features) + ".", ""]
     if sources:
         lines += ["| pair source | records |", "|---|---|", *(f"| {s} | {n} |" for s, n in sorted(sources.items())), ""]

@@ -311,3 +311,16 @@ def test_a_sharegpt_export_says_when_words_beside_tool_calls_have_no_place(tmp_p
     notes.clear()
     export_samples(db, tmp_path / "o2.jsonl", format="jsonl", notice=notes.append)
     assert notes == [] and "Multiply the bags." in (tmp_path / "o2.jsonl").read_text()
+
+
+def test_a_card_of_rejected_samples_does_not_call_them_kept_or_sft(db, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    rejected, accepted = tmp_path / "rejected", tmp_path / "accepted"
+    assert export(db, "--out", str(rejected), "--format", "hf", "--status", "rejected").exit_code == 0
+    card = DatasetCard((rejected / "README.md").read_text())
+    assert "sft" not in card.data.to_dict()["tags"] and "before it was kept" not in card.text
+    assert "these are the samples the verifiers below rejected" in " ".join(card.text.split())
+    assert export(db, "--out", str(accepted), "--format", "hf").exit_code == 0
+    card = DatasetCard((accepted / "README.md").read_text())
+    assert "sft" in card.data.to_dict()["tags"] and "checked by the verifiers below before it was kept" in card.text
