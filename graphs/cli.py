@@ -235,6 +235,11 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
                                    f"{escape(shown)}{more}[/]")
     summary.add_row("store", str(result.store_path.resolve()))
     out.print(summary)
+    if result.earlier is not None:
+        earlier, count = result.earlier
+        _note(f"this is a new run: the recipe or its seeds changed since run {earlier}, which had done {count} of "
+              "these seeds; this run makes them afresh, and both runs' samples stay in the store (export --run "
+              "picks one)")
     if result.stop is not None and result.stop.kind == "server":
         console.print(f"[red]error:[/red] the model server is down: {escape(result.stop.message)}; "
                       "the seeds it could not answer are left pending", highlight=False)

@@ -154,6 +154,9 @@ class RunResult:
     accepted_total: int = 0   # accepted samples of the run in the store, earlier runs included
     target_missed: str | None = None  # why the target was not reached although nothing stopped the run
     pending: int = 0          # seeds of the run left pending in the store (a rerun starts or resumes them)
+    # (run id, seeds) of an earlier run of this recipe (name and graph) that had done some of this new run's seeds:
+    # a changed recipe or seed list is a new run, and its seeds start afresh
+    earlier: tuple[str, int] | None = None
 
     @property
     def budget_exhausted(self) -> bool:
@@ -339,13 +342,14 @@ class Runner:
         store = Store(self.store_path)
         loop = asyncio.get_running_loop()
         try:
+            run_row = RunRow(run_id=self.run_id, name=self.recipe.name, graph=self.recipe.graph,
+                             recipe=self.recipe.model_dump(mode="json"),
+                             recipe_path=str(self.recipe_path) if self.recipe_path else None)
+            earlier = (None if store.has_run(self.run_id)
+                       else store.earlier_run_of(run_row, [s.seed_id for s in selected]))
             store.register_run(
-                RunRow(run_id=self.run_id, name=self.recipe.name, graph=self.recipe.graph,
-                       recipe=self.recipe.model_dump(mode="json"),
-                       recipe_path=str(self.recipe_path) if self.recipe_path else None),
-                [SeedRow(run_id=self.run_id, seed_id=s.seed_id, position=i, payload=s.model_dump(exclude_none=True))
-                 for i, s in enumerate(selected)],
-            )
+                run_row, [SeedRow(run_id=self.run_id, seed_id=s.seed_id, position=i,
+                                  payload=s.model_dump(exclude_none=True)) for i, s in enumerate(selected)])
             finished = store.finished_seeds(self.run_id, retry_errors=self.retry_errors)
             crashed_before = set() if self.retry_errors else {seed for seed, _ in store.crashed_seeds(self.run_id)}
             # Decontamination and dedup run in the writer's order against what is stored (graphs/cleaning.py);
@@ -377,7 +381,7 @@ class Runner:
             return RunResult(self.run_id, self.store_path, self.tally, self.admission.stop,
                              crashed=store.crashed_seeds(self.run_id), target=self.recipe.budget.target_accepted,
                              accepted_total=self.admission.accepted, target_missed=self._target_missed(),
-                             pending=store.pending_seeds(self.run_id))
+                             pending=store.pending_seeds(self.run_id), earlier=earlier)
         finally:
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):

@@ -206,6 +206,20 @@ class Store:
             self._insert("seeds", ["run_id", "seed_id", "position", "payload"],
                          [[s.run_id, s.seed_id, s.position, to_json(s.payload)] for s in seeds])
 
+    def has_run(self, run_id: str) -> bool:
+        return self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] > 0
+
+    def earlier_run_of(self, run: RunRow, seed_ids: Sequence[str]) -> tuple[str, int] | None:
+        """The latest other run of the same recipe name and graph that finished some of `seed_ids`, and how many:
+        an edited recipe or seed list makes a new run, which starts those seeds afresh."""
+        with self._batch("current", ["seed_id"], [[seed_id] for seed_id in seed_ids]):
+            row = self.con.execute(
+                "SELECT s.run_id, count(*) FROM seeds s JOIN current USING (seed_id) JOIN runs r USING (run_id) "
+                "WHERE r.name = ? AND r.graph = ? AND s.run_id <> ? AND s.status = 'done' "
+                "GROUP BY s.run_id ORDER BY max(r.created_at) DESC LIMIT 1", [run.name, run.graph, run.run_id]
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
     def finished_seeds(self, run_id: str, *, retry_errors: bool = False) -> set[str]:
         """Seeds of the run that a rerun skips: done ones, and crashed ones unless they are to be retried."""
         statuses = ["done"] if retry_errors else ["done", "error"]

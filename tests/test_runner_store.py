@@ -217,3 +217,13 @@ def test_sql_shows_stored_text_as_it_is_not_as_markup(tmp_path):
                                       "--db", str(db)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "list[int] x" in result.output and "<s>[INST] hi [/INST]" in result.output and "c[1]" in result.output
+
+
+def test_a_changed_seed_list_is_a_new_run_and_the_result_names_the_earlier_one(tmp_path):
+    db = tmp_path / "s.duckdb"
+    first = run(db, ReasoningScript(solver=solver_reply), recipe=make_recipe(seeds={"inline": SEEDS[:2]}))
+    assert first.earlier is None
+    grown = run(db, ReasoningScript(solver=solver_reply), recipe=make_recipe(seeds={"inline": SEEDS[:3]}))
+    assert grown.run_id != first.run_id and grown.earlier == (first.run_id, 2)
+    again = run(db, ReasoningScript(solver=solver_reply), recipe=make_recipe(seeds={"inline": SEEDS[:3]}))
+    assert again.earlier is None   # the same run resumed: nothing new to say
