@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -96,9 +95,6 @@ class SeedSource(BaseModel):
         return self
 
 
-_PASS_ID = re.compile(r"#\d+$")
-
-
 class SeedBase(BaseModel):
     """One line of a seed file. Unknown fields are kept: they travel into the sample's payload."""
 
@@ -114,13 +110,6 @@ class SeedBase(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not (v == "" and k in cls.model_fields)}
         return data
-
-    @model_validator(mode="after")
-    def _id_is_not_a_pass(self):
-        if self.id is not None and _PASS_ID.search(self.id):
-            raise ValueError(f"id {self.id!r} ends like the id synthgraph gives a seed's later passes (ID#2, ID#3 "
-                             "under budget.target_accepted); rename it")
-        return self
 
     @property
     def seed_id(self) -> str:
@@ -379,6 +368,11 @@ def load_seeds(recipe: RecipeBase, *, base: Path | None, where: str) -> list[See
         if (earlier := first.setdefault(seed.seed_id, label)) != label:
             named = "" if seed.id else " (an id made from the seed's content: the two rows are the same seed)"
             raise RecipeError(f"{label}: seed id {seed.seed_id!r}{named} is also {earlier}'s; ids must be unique")
+    for (label, _), seed in zip(items, seeds):
+        base, _, number = seed.seed_id.rpartition("#")
+        if number.isdigit() and base in first:  # `base`'s later passes (budget.target_accepted) take these ids
+            raise RecipeError(f"{label}: seed id {seed.seed_id!r} is the id synthgraph gives the later passes of seed "
+                              f"{base!r} ({first[base]}); rename one of them")
     from synthgraph.graphs.family import family
 
     try:

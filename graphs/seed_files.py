@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 Row = tuple[str, dict[str, Any]]
+# A seed may be a whole document: the csv module's default cap of 128 KiB per cell is lifted (once: it is the
+# process's setting, and recipes may load in several threads at once).
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 FORMATS = ("JSONL (.jsonl, .jsonl.gz), a JSON array (.json), CSV (.csv), Parquet (.parquet) or a `datasets` folder "
            "made with save_to_disk")
 
@@ -66,7 +69,7 @@ def select_rows(rows: list[Row], *, fields: Mapping[str, str] | None, sample: in
         if empty := [column for column in fields.values() if row[column] is None]:
             raise SeedFileError(f"{label}: column {empty[0]!r} (mapped by seeds.fields) is null")
         # The row's own id stays its id unless a field is mapped onto `id`: resume finds seeds by it.
-        kept = {"id": row["id"]} if "id" in row and "id" not in fields and row["id"] is not None else {}
+        kept = {"id": row["id"]} if "id" not in fields and isinstance(row.get("id"), str) else {}
         mapped.append((label, {**kept, **{name: row[column] for name, column in fields.items()}}))
     return mapped
 
@@ -122,25 +125,23 @@ def _object(label: str, value: Any) -> Row:
 
 def _csv(file: Path) -> list[Row]:
     reader = csv.DictReader(io.StringIO(_text(file), newline=""))
-    # A seed may be a whole document: the csv module's default cap of 128 KiB per cell is lifted while reading.
-    limit = csv.field_size_limit(2**31 - 1)
     rows = []
     try:
         header = reader.fieldnames or []
-        if repeated := sorted({name for name in header if header.count(name) > 1}):
+        # Blank names are the empty columns a spreadsheet leaves at the right; a name given twice loses a column.
+        if repeated := sorted({name for name in header if name.strip() and header.count(name) > 1}):
             raise SeedFileError(f"seed file {file}:1: the header names {repeated[0]!r} twice; each column needs a "
                                 "name of its own")
         for row in reader:
             label = f"seed file {file}:{reader.line_num}"
-            if None in row:  # DictReader's place for cells past the header's columns
-                raise SeedFileError(f"{label}: {len(header) + len(row[None])} cells under a header of {len(header)}"
-                                    " columns (a value holding a comma needs double quotes)")
+            extra = [cell for cell in row.pop(None, []) if cell.strip()]  # cells past the header's columns
+            if extra:
+                raise SeedFileError(f"{label}: a cell past the header's {len(header)} columns ({extra[0]!r:.40}; a "
+                                    "value holding a comma needs double quotes)")
             # A short row gets None for its missing cells: absent, as a row lacking a mapped field should read.
-            rows.append((label, {k: v for k, v in row.items() if v is not None}))
+            rows.append((label, {k: v for k, v in row.items() if v is not None and k.strip()}))
     except csv.Error as exc:
         raise SeedFileError(f"seed file {file}:{reader.line_num}: not valid CSV ({exc})") from None
-    finally:
-        csv.field_size_limit(limit)
     return rows
 
 

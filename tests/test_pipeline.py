@@ -574,9 +574,12 @@ def test_an_excel_csv_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
 
 
 def test_a_csv_row_with_more_cells_than_the_header_or_a_repeated_column_is_refused(tmp_path):
-    assert "t.csv:3: 3 cells under a header of 2 columns (a value holding a comma needs double quotes)" in \
-        seed_error(tmp_path, "t.csv", "id,topic\nq1,apples\nq2,apples, pears and plums\n")
+    assert "t.csv:3: a cell past the header's 2 columns (' pears and plums'; a value holding a comma needs double " \
+           "quotes)" in seed_error(tmp_path, "t.csv", "id,topic\nq1,apples\nq2,apples, pears and plums\n")
     assert "d.csv:1: the header names 'topic' twice" in seed_error(tmp_path, "d.csv", "topic,topic\na,b\n")
+    # what spreadsheets leave: blank columns at the right, an empty cell past the header
+    assert seeds_of(tmp_path, "x.csv", "topic,,\r\napples,,\r\n") == [{"topic": "apples"}]
+    assert seeds_of(tmp_path, "y.csv", "topic\r\napples,\r\n") == [{"topic": "apples"}]
 
 
 def test_unreadable_bytes_are_one_line_naming_the_file(tmp_path):
@@ -597,6 +600,9 @@ def test_a_mapped_file_keeps_its_own_ids_and_says_which_rows_collide(tmp_path):
     rows = "id,Subject\nQ1,apples\nQ2,apples\n"
     assert seeds_of(tmp_path, "t.csv", rows, fields={"topic": "Subject"}) == [
         {"id": "Q1", "topic": "apples"}, {"id": "Q2", "topic": "apples"}]
+    numbered = '{"id": 1, "Subject": "apples"}\n{"id": 2, "Subject": "trains"}\n'   # not an id synthgraph takes
+    assert [s["topic"] for s in seeds_of(tmp_path, "i.jsonl", numbered, fields={"topic": "Subject"})] == [
+        "apples", "trains"]
     message = seed_error(tmp_path, "n.csv", "Subject,n\napples,1\napples,2\n", fields={"topic": "Subject"})
     assert "n.csv:3: seed id" in message and "(an id made from the seed's content: the two rows are the same " \
         "seed) is also seed file" in message and "n.csv:2's; ids must be unique" in message
@@ -604,9 +610,11 @@ def test_a_mapped_file_keeps_its_own_ids_and_says_which_rows_collide(tmp_path):
         seed_error(tmp_path, "j.jsonl", '{"Subject": null}\n', fields={"topic": "Subject"})
 
 
-def test_an_id_shaped_like_a_later_pass_is_refused(tmp_path):
-    assert "id 'a#2' ends like the id synthgraph gives a seed's later passes" in \
+def test_an_id_another_seeds_later_pass_would_take_is_refused(tmp_path):
+    assert "p.jsonl:2: seed id 'a#2' is the id synthgraph gives the later passes of seed 'a'" in \
         seed_error(tmp_path, "p.jsonl", '{"id": "a", "topic": "x"}\n{"id": "a#2", "topic": "y"}\n')
+    assert seeds_of(tmp_path, "g.jsonl", '{"id": "pallets/flask#4521", "topic": "x"}\n')[0]["id"] == \
+        "pallets/flask#4521"
 
 
 def test_parquet_values_json_cannot_hold_still_make_seed_ids(tmp_path):
