@@ -29,11 +29,11 @@ CHARS_PER_WORD = 8  # generous for English (about 6 with the space): the grammar
 
 
 def batch_grammar(count: int, max_words: int) -> dict:
-    """At most `count` instructions, each a non-empty line of bounded length: long enough for `max_words` words,
-    which the word check then holds them to; the bound only stops a runaway string."""
+    """At most `count` instructions, each a non-empty line of bounded length: long enough for `max_words` words
+    (600 characters at least), which the word check then holds them to; the bound only stops a runaway string."""
     return {"type": "object", "properties": {"instructions": {
         "type": "array", "minItems": 1, "maxItems": count,
-        "items": {"type": "string", "minLength": 10, "maxLength": CHARS_PER_WORD * max_words}}},
+        "items": {"type": "string", "minLength": 10, "maxLength": max(600, CHARS_PER_WORD * max_words)}}},
         "required": ["instructions"], "additionalProperties": False}
 
 

@@ -45,6 +45,7 @@ class Run:
     pending: int = 0
     target_missed: str | None = None
     exit_code: int = 0
+    earlier: tuple[str, int] | None = None   # an earlier run of this recipe that had done some of these seeds
 
     def samples(self, *, status: str = "accepted", format: SampleFormat = "pandas"):
         """This run's samples (`status`: accepted, rejected, error or all) with their chat `messages`."""
@@ -73,7 +74,7 @@ def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None,
                     pool=pool, ray=ray)
     result: RunResult = _run_to_completion(runner.run())
     finished = Run(result.run_id, result.store_path, result.tally, recipe, result.budget_exhausted, result.stop,
-                   result.crashed, result.pending, result.target_missed, result.exit_code)
+                   result.crashed, result.pending, result.target_missed, result.exit_code, result.earlier)
     if result.stop is not None and result.stop.kind == "server":
         raise ModelServerStopped(finished)
     return finished
@@ -94,8 +95,10 @@ def load_samples(db: str | Path = DEFAULT_STORE, *, run_id: str | None = None, s
     """Samples of a store as a pandas DataFrame, a pyarrow Table or a `datasets.Dataset`; read-only."""
     if status not in ("accepted", "rejected", "error", "all"):
         raise ValueError(f"status must be accepted, rejected, error or all (got {status!r})")
-    table = samples_table(Path(db), status=None if status == "all" else status, run_id=run_id,
-                          notice=lambda message: warnings.warn(message, stacklevel=3))
+    notes: list[str] = []
+    table = samples_table(Path(db), status=None if status == "all" else status, run_id=run_id, notice=notes.append)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     if format == "arrow":
         return table
     if format == "pandas":

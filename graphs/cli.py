@@ -138,6 +138,11 @@ def run(
               "max_tokens": max_tokens}
     recipe.budget = recipe.budget.model_copy(update={k: v for k, v in budget.items() if v is not None})
     _check_models(recipe)
+    if db is None and recipe.store is not None and not recipe.store.is_absolute():
+        beside, here = recipe.resolve(recipe.store), Path.cwd() / recipe.store
+        if here.exists() and not beside.exists() and here.resolve() != beside.resolve():
+            _note(f"store: {recipe.store} is found beside the recipe ({beside}), and this run starts it there; the "
+                  f"store at {here} (where earlier versions looked) is left alone: pass --db {here} to go on with it")
 
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -72,12 +71,6 @@ def check_destination(out: Path, *, overwrite: bool = False, db: Path | None = N
         raise ReportError(f"cannot write {out}: folder {out.parent} does not exist (create it first)")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_report(db: Path, out: Path, *, run_id: str | None = None, max_samples: int = 500,
                  overwrite: bool = False) -> ReportSummary:
     """Write the report of one run (or every run in the store) to `out`; returns what went into it."""
@@ -92,10 +85,10 @@ def write_report(db: Path, out: Path, *, run_id: str | None = None, max_samples:
         con.close()
     html = _render(page)
     # Write beside the destination and rename, so an interrupted report never leaves half a file behind.
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    # Created as any new file is (0666 less the umask), or with the mode of the report it replaces
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, out.stat().st_mode & 0o777 if out.exists() else 0o666)
     try:
-        # mkstemp makes the file private (0600); a report gets a new file's usual mode, or the one it replaces
-        os.chmod(fd, out.stat().st_mode & 0o777 if out.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
         os.replace(tmp, out)

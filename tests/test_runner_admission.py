@@ -17,6 +17,7 @@ from synthgraph.graphs import runner as runner_module
 from synthgraph.graphs.cli import app
 from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner, checkpoint_path
+from synthgraph.store.db import Store
 
 GOLD = [{"id": f"gold-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 6)]
 TOPICS = [{"id": "apples", "topic": "apples in bags"}, {"id": "pears", "topic": "pears in crates"}]
@@ -401,3 +402,18 @@ def test_a_seed_run_again_gets_a_derived_id_and_moves_planned_coverage_on():
     assert DialogueSeed(id="d", cell=4).again(2, 10).cell == 14  # the next pass walks on through the grid
     assert DomainSeed(id="q", slot=1).again(3, 5).slot == 11
     assert DomainSeed(id="q", slot=1).again(3, 5).seed_id == "q#3"
+
+
+def test_cli_run_says_the_store_is_now_beside_the_recipe_and_names_the_old_one(tmp_path, scripted_cli, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text(json.dumps({"name": "cli", "graph": "reasoning", "seeds": {"inline": GOLD[:1]},
+                                  "roles": {"solver": {"samples": 1}}, "store": "data.duckdb"}))
+    monkeypatch.chdir(tmp_path)
+    Store(tmp_path / "data.duckdb").close()   # where the store was found before it was read beside the recipe
+    scripted_cli["script"] = ReasoningScript(solver=solver_reply)
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"the store at {tmp_path / 'data.duckdb'} (where earlier versions looked) is left alone: pass --db" in said
+    assert (tmp_path / "recipes" / "data.duckdb").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 from fakes import RoleScript, ScriptedPool
 from readback import rows
 
+from synthgraph.agents.self_instruct_roles import batch_grammar
 from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
 from synthgraph.tools.instructions import InstructionPool, instruction_problem, similarity
@@ -122,3 +123,4 @@ def test_the_proposers_grammar_leaves_room_for_max_words(tmp_path):
     run(tmp_path, script, rounds=1, max_words=300)
     grammar = script.kwargs["propose"][0]["json_schema"]
     assert grammar["properties"]["instructions"]["items"]["maxLength"] >= 300 * 6
+    assert batch_grammar(3, 1)["properties"]["instructions"]["items"]["maxLength"] >= 600   # never under the old bound
