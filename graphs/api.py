@@ -14,14 +14,14 @@ import asyncio
 import threading
 import warnings
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from synthgraph.agents.models import ModelPool
 from synthgraph.graphs.ray_workers import RayOptions
 from synthgraph.graphs.recipe import RecipeBase, SeedBase, load_recipe, load_seeds
-from synthgraph.graphs.runner import RunResult, Runner, RunTally, Stop
+from synthgraph.graphs.runner import RunResult, Runner
 from synthgraph.store.db import DEFAULT_STORE
 from synthgraph.store.export import samples_table
 
@@ -30,22 +30,16 @@ T = TypeVar("T")
 
 
 @dataclass
-class Run:
-    """A finished (or stopped) run: its id, counters and store, why it stopped early, the seeds it left pending or
-    that crashed (this run or earlier: `--retry-errors` / `retry_errors=True` redoes them), and its samples on
-    demand. `exit_code` is what `synthgraph run` would exit with."""
+class Run(RunResult):
+    """A finished (or stopped) run: what `synthgraph run` reports of it (`RunResult`: its id, counters, why it
+    stopped early, the seeds it left pending or that crashed — `retry_errors=True` redoes them — and
+    `exit_code`, what the command would exit with), the recipe it ran, and its samples on demand."""
 
-    run_id: str
-    store: Path
-    tally: RunTally
-    recipe: RecipeBase
-    budget_exhausted: bool = False
-    stop: Stop | None = None
-    crashed: list[tuple[str, str | None]] = field(default_factory=list)
-    pending: int = 0
-    target_missed: str | None = None
-    exit_code: int = 0
-    earlier: tuple[str, int] | None = None   # an earlier run of this recipe that had done some of these seeds
+    recipe: RecipeBase | None = None
+
+    @property
+    def store(self) -> Path:
+        return self.store_path
 
     def samples(self, *, status: str = "accepted", format: SampleFormat = "pandas"):
         """This run's samples (`status`: accepted, rejected, error or all) with their chat `messages`."""
@@ -73,8 +67,7 @@ def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None,
     runner = Runner(recipe, seeds, store_path=Path(db) if db else None, limit=limit, retry_errors=retry_errors,
                     pool=pool, ray=ray)
     result: RunResult = _run_to_completion(runner.run())
-    finished = Run(result.run_id, result.store_path, result.tally, recipe, result.budget_exhausted, result.stop,
-                   result.crashed, result.pending, result.target_missed, result.exit_code, result.earlier)
+    finished = Run(**vars(result), recipe=recipe)
     if result.stop is not None and result.stop.kind == "server":
         raise ModelServerStopped(finished)
     return finished
