@@ -53,8 +53,8 @@ class InstructionWriter:
         completion = await self.client.complete(
             self.prompts.render("self_instruct_propose", examples=listed, count=str(count),
                                 next_number=str(len(examples) + 1)),
-            role="proposer", sampling=self.sampling, schema=InstructionBatch, json_schema=batch_grammar(count, self.max_words),
-            subject=subject)
+            role="proposer", sampling=self.sampling, schema=InstructionBatch,
+            json_schema=batch_grammar(count, self.max_words), subject=subject)
         return [" ".join(text.split()) for text in completion.parsed.instructions]
 
 

@@ -545,7 +545,8 @@ def search(
     for rank, hit in enumerate(hits, 1):
         where = f"{hit.title} > {hit.heading}" if hit.heading and hit.heading != hit.title else hit.title
         out.print(f"[bold]{escape(f'{rank}. {where}')}[/bold]  "
-                  f"[dim]{escape(f'{hit.score:.3f}  {hit.corpus}  {hit.source}  {hit.chunk_id}')}[/dim]", highlight=False)
+                  f"[dim]{escape(f'{hit.score:.3f}  {hit.corpus}  {hit.source}  {hit.chunk_id}')}[/dim]",
+                  highlight=False)
         out.print(hit.text, markup=False, highlight=False)
         out.print()
 

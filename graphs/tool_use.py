@@ -72,8 +72,9 @@ class ToolUseSolverSettings(SolverSettings):
     def _grammar_settings_need_the_grammar(self):
         # Both shape the JSON grammar of structured steps; native calls are the model's own, held to nothing.
         if self.mode == "native" and (set_ := changed(self, ["max_calls_per_step", "constrain_arguments"])):
-            raise ValueError(f"{' and '.join(set_)} {'shape' if len(set_) > 1 else 'shapes'} the JSON grammar of mode: structured, and mode: native "
-                             f"uses none (the model's own tool calls): remove {'them' if len(set_) > 1 else 'it'} or use mode: structured")
+            raise ValueError(f"{' and '.join(set_)} {'shape' if len(set_) > 1 else 'shapes'} the JSON grammar of "
+                             "mode: structured, and mode: native uses none (the model's own tool calls): remove "
+                             f"{'them' if len(set_) > 1 else 'it'} or use mode: structured")
         return self
 
 
