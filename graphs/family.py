@@ -78,6 +78,11 @@ class Family:
     """Prompt text the roles keep in Python (instructions per kind, feedback blocks): part of the run id too."""
     studio_recipe: str | None = None
     """The demo recipe (relative to the repository) Studio builds this family's context from."""
+    store_reads: Callable[[RecipeBase, Store], Mapping[str, str]] | None = None
+    """(recipe, the run's store) -> the rows its context reads from the store, as table -> SELECT (a corpus, the
+    instructions earlier runs kept), once the store is ready for the run (a corpus ingested). A Ray worker holds
+    no store, the run's process being its only writer: its context reads a copy of these rows taken as the run
+    starts (`Store.holding`)."""
     config: Mapping[str, Any] = field(default_factory=dict)
     """Run config every invocation needs (e.g. a recursion limit for a long loop)."""
     graph_from_recipe: bool = False

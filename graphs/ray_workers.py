@@ -5,7 +5,9 @@ A worker is a Ray actor (`SeedWorker`) that builds the recipe's model pool and t
 in-process vLLM engine of its own (on a GPU cluster: one per GPU, or per `tensor_parallel_size` GPUs), or a share of
 an OpenAI-compatible server — and runs seeds concurrently on its event loop (`max_concurrency`), each through the
 same `SeedExecutor` as a local run. It sends each finished seed back whole, as a `SeedOutcome`; the driver cleans
-it (dedup, decontamination) and writes it, so resume, dedup and lineage are those of a run on one machine.
+it (dedup, decontamination) and writes it, so resume, dedup and lineage are those of a run on one machine. A family
+whose context reads the store (a corpus to search, earlier runs' instructions) gets a copy of those rows in a store
+of the worker's own, in memory (`Family.store_reads`), taken as the run starts.
 
 Backpressure: the driver keeps at most `recipe.concurrency` seeds in flight per live worker. A worker that dies
 (its process killed, its node gone) loses only its seeds in flight: Ray restarts it (`max_restarts`) and the
@@ -31,8 +33,8 @@ from synthgraph.agents.models import ModelPool, ModelServerDown
 from synthgraph.graphs.family import family
 from synthgraph.graphs.recipe import RecipeBase, SeedBase
 from synthgraph.graphs.seed_execution import SeedExecutor, error_sample
+from synthgraph.store.db import Store
 from synthgraph.store.rows import AgentCallRow, SeedOutcome
-from synthgraph.tools.retrieval import RetrievalError
 
 
 DEAD_FOR_GOOD_S = 60.0  # a worker reported dead this long (its node gone, no room to restart it) is given up
@@ -82,10 +84,13 @@ class SeedWorker:
     """One worker (made a Ray actor by `RayWorkers`): the recipe's models and the family's context, built once in
     the worker's process, and the seeds sent to it, run concurrently."""
 
-    def __init__(self, recipe: RecipeBase, run_id: str, engine_args: dict[str, Any]):
+    def __init__(self, recipe: RecipeBase, run_id: str, engine_args: dict[str, Any],
+                 store_rows: dict[str, Any] | None = None):
         # Only kept here: what fails in `start` reaches the driver as the exception it is (an actor whose
         # constructor raised is reported dead, its exception as text).
         self.recipe, self.run_id, self.engine_args = recipe, run_id, engine_args
+        self.store_rows = store_rows or {}
+        self.store: Store | None = None
         self.pool: ModelPool | None = None
         self.executor: SeedExecutor | None = None
 
@@ -101,8 +106,9 @@ class SeedWorker:
             recipe = self.recipe
             fam = family(recipe.graph)
             self.pool = self.make_pool(recipe, self.engine_args)
-            # No store here: the driver owns it (a family that reads the store while it runs cannot run on Ray).
-            context = fam.make_context(recipe, self.pool, None)
+            # The driver owns the store: a family that reads it (a corpus to search) gets a copy of those rows.
+            self.store = Store.holding(self.store_rows) if self.store_rows else None
+            context = fam.make_context(recipe, self.pool, self.store)
             self.executor = SeedExecutor(self.run_id, fam, fam.graph_for(recipe), context)
         await self.pool.start()
         return {"pid": os.getpid(), "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
@@ -133,6 +139,7 @@ class RayWorkers:
     worker_class: type[SeedWorker] = SeedWorker
 
     def __init__(self, options: RayOptions, recipe: RecipeBase, run_id: str, *,
+                 store_rows: dict[str, Any] | None = None,
                  on_call: Callable[[AgentCallRow], None] = lambda call: None,
                  on_requeued: Callable[[str], None] = lambda seed_id: None,
                  on_ready: Callable[[list[Worker]], None] = lambda workers: None):
@@ -143,12 +150,14 @@ class RayWorkers:
         self.on_requeued = on_requeued
         self.on_ready = on_ready
         self.per_worker = recipe.concurrency
+        self.store_rows = store_rows or {}  # table -> Arrow rows of the store the family's context reads
         self.workers: list[Worker] = []
         self._changed = asyncio.Event()   # a slot freed, a worker died or came back
         self._revivals: set[asyncio.Task] = set()
         self._last_death = ""
         self._ray = None
         self._connected_here = False
+        self._store_rows_ref = None
 
     @property
     def slots(self) -> int:
@@ -159,12 +168,14 @@ class RayWorkers:
         self._connect(ray)
         count, resources, engine_args = self._plan(ray)
         actor_class = ray.remote(self.worker_class)
+        # Put once for every worker, and held here for every restart of one (Ray builds it from the same arguments).
+        self._store_rows_ref = ray.put(self.store_rows) if self.store_rows else None
         for index in range(count):
             actor = actor_class.options(
                 **resources, max_restarts=self.options.max_restarts, max_task_retries=0,
                 # The seeds in flight plus the control calls (start) beside them.
                 max_concurrency=self.per_worker + 2, scheduling_strategy="SPREAD",
-            ).remote(self.recipe, self.run_id, engine_args)
+            ).remote(self.recipe, self.run_id, engine_args, self._store_rows_ref)
             self.workers.append(Worker(index, actor))
         results = await asyncio.gather(*(self._start(worker) for worker in self.workers), return_exceptions=True)
         for worker, result in zip(self.workers, results):
@@ -172,10 +183,8 @@ class RayWorkers:
                 raise result
             if isinstance(result, BaseException):
                 cause = _root_cause(result)
-                hint = (" (a family that reads the store while it runs cannot run on Ray yet: run it without --ray)"
-                        if isinstance(cause, RetrievalError) else "")
                 raise RayUnavailable(f"Ray worker {worker.index} could not start: {type(cause).__name__}: "
-                                     f"{_first_line(cause)}{hint}") from result
+                                     f"{_first_line(cause)}") from result
         self.on_ready(self.workers)
 
     def _connect(self, ray) -> None:

@@ -484,7 +484,11 @@ class Runner:
         A seed in flight on a worker that dies is redone from its start (checkpoints are local to a machine)."""
         from synthgraph.graphs.ray_workers import RayWorkers  # Ray is imported only when a run asks for it
 
-        workers = RayWorkers(self.ray, self.recipe, self.run_id, on_call=self._on_call, on_requeued=self._requeued)
+        # What the family's context reads from the store, copied for the workers before any seed is written.
+        reads = self.family.store_reads(self.recipe, store) if self.family.store_reads is not None else {}
+        store_rows = {table: store.con.execute(query).fetch_arrow_table() for table, query in reads.items()}
+        workers = RayWorkers(self.ray, self.recipe, self.run_id, store_rows=store_rows, on_call=self._on_call,
+                             on_requeued=self._requeued)
         try:
             t0 = time.perf_counter()
             try:

@@ -240,6 +240,10 @@ KEPT_KIND = "self_instruct"
 CANDIDATE_KIND = "instruction_candidate"
 
 
+def store_reads(recipe: SelfInstructRecipe, store: Store) -> dict[str, str]:
+    return {"samples": f"SELECT * FROM samples WHERE kind = '{KEPT_KIND}'"}   # what `stored_instructions` reads
+
+
 def stored_instructions(store: Store | None) -> list[str]:
     """Every instruction a Self-Instruct run already kept in this store (any run): new ones must be novel to them."""
     if store is None:
@@ -344,6 +348,6 @@ FAMILY = Family(
     initial_state=initial_state, to_rows=to_rows,
     prompts=("self_instruct_propose", "self_instruct_respond", "self_instruct_judge"),
     prompt_text=self_instruct_roles.PROMPT_TEXT, studio_recipe="demos/self_instruct.yaml",
-    config={"recursion_limit": 200},
+    config={"recursion_limit": 200}, store_reads=store_reads,
 )
 graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

@@ -42,7 +42,7 @@ from synthgraph.store.rows import MessageRow, stable_id
 from synthgraph.tools.bfcl import load_tool_specs
 from synthgraph.tools.builtin_tools import builtin_registry, register_document_search, search_documents_spec
 from synthgraph.tools.registry import ToolRegistry, ToolSession
-from synthgraph.tools.retrieval import RetrievalError, Retriever, ingest_corpus
+from synthgraph.tools.retrieval import CORPUS_TABLES, RetrievalError, Retriever, ensure_index, ingest_corpus
 from synthgraph.tools.tool_calls import validate_call
 from synthgraph.tools.tool_use_checks import CheckOutcome, ExecutedCall, trajectory_checks
 
@@ -514,6 +514,24 @@ def build() -> StateGraph:
 # --------------------------------------------------------------------------- the runner's interface
 
 
+def prepare_corpus(recipe: ToolUseRecipe, store: Store) -> None:
+    """Ingest `tools.corpus` into the run's store (unchanged documents are skipped); a Ray worker's copy of the
+    store holds it as the run ingested it, and is only indexed."""
+    corpus = recipe.tools.corpus
+    if store.is_copy:
+        ensure_index(store.con)
+    else:
+        ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars,
+                      overlap=corpus.overlap)
+
+
+def store_reads(recipe: ToolUseRecipe, store: Store) -> dict[str, str]:
+    if recipe.tools.corpus is None:
+        return {}
+    prepare_corpus(recipe, store)
+    return CORPUS_TABLES
+
+
 def make_context(recipe: ToolUseRecipe, pool: ModelPool, store: Store | None = None) -> ToolUseContext:
     prompts = FAMILY.prompt_set(recipe)
     roles = recipe.roles
@@ -521,9 +539,8 @@ def make_context(recipe: ToolUseRecipe, pool: ModelPool, store: Store | None = N
     if recipe.tools.corpus is not None:
         if store is None:
             raise RetrievalError("tools.corpus needs the run's store to search: run the recipe with the runner")
+        prepare_corpus(recipe, store)
         corpus = recipe.tools.corpus
-        ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars,
-                      overlap=corpus.overlap)
         retriever = Retriever(store.con, corpus=corpus.name)
         register_document_search(registry, lambda query, k: retriever.search(query, k), about=corpus.about)
     return ToolUseContext(
@@ -652,5 +669,6 @@ FAMILY = Family(
     to_rows=to_rows,
     prompts=("tool_use_proposer", "tool_use_solver", "tool_use_native", "tool_use_critic"),
     prompts_unused=prompts_unused, prompt_text=tool_use_roles.PROMPT_TEXT, studio_recipe="demos/tool_use.yaml",
+    store_reads=store_reads,
 )
 graph = FAMILY.graph  # compiled once; tests and scripts invoke it directly

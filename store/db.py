@@ -8,7 +8,7 @@ import functools
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -20,6 +20,7 @@ import pyarrow as pa
 from synthgraph.store.rows import RunRow, SeedOutcome, SeedRow, to_json
 
 DEFAULT_STORE = Path("synthgraph.duckdb")
+IN_MEMORY = ":memory:"  # DuckDB's name for a database that lives in the process only
 
 
 class StoreError(RuntimeError):
@@ -156,11 +157,27 @@ class Store:
     def __init__(self, path: Path = DEFAULT_STORE):
         self.path = Path(path)
         self.con = connect(self.path, read_only=False)
+        self.is_copy = False
+
+    @classmethod
+    def holding(cls, rows: Mapping[str, Any]) -> Store:
+        """A store in memory holding these rows (table -> Arrow table, columns by name) and nothing else: a Ray
+        worker's copy of what its family reads from the run's store. Nothing is written back."""
+        store = cls(Path(IN_MEMORY))
+        store.is_copy = True
+        for table, batch in rows.items():
+            store.con.register("_copied_rows", batch)
+            try:
+                store.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _copied_rows")
+            finally:
+                store.con.unregister("_copied_rows")
+        return store
 
     def close(self) -> None:
         self.con.close()
-        # Readers go to the store itself again; a snapshot left behind would only go stale.
-        snapshot_path(self.path).unlink(missing_ok=True)
+        if str(self.path) != IN_MEMORY:
+            # Readers go to the store itself again; a snapshot left behind would only go stale.
+            snapshot_path(self.path).unlink(missing_ok=True)
 
     def publish_snapshot(self) -> bool:
         """Publish a consistent copy of the store at `<store>.snapshot` for readers while this process holds

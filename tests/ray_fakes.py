@@ -7,12 +7,13 @@ once, however many workers there are.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
 
-from fakes import ReasoningScript, ScriptedPool
+from fakes import DomainScript, ReasoningScript, RoleScript, ScriptedPool
 
 from synthgraph.graphs.ray_workers import SeedWorker
 
@@ -41,3 +42,25 @@ def script() -> ReasoningScript:
 class ScriptedSeedWorker(SeedWorker):
     def make_pool(self, recipe, engine_args):
         return ScriptedPool(script())
+
+
+class ScriptedDomainWorker(SeedWorker):
+    """A grounded-QA worker on the scripted roles of tests/fakes.py: it searches the copy of the corpus it got."""
+
+    def make_pool(self, recipe, engine_args):
+        return ScriptedPool(DomainScript())
+
+
+SELF_INSTRUCT_PROPOSAL = "Explain how vaccines train the immune system."
+
+
+def self_instruct_pool() -> ScriptedPool:
+    """Self-Instruct roles whose proposer always proposes `SELF_INSTRUCT_PROPOSAL`, and whose judge keeps it."""
+    return ScriptedPool(RoleScript({
+        "propose": json.dumps({"instructions": [SELF_INSTRUCT_PROPOSAL]}), "respond": "Here.",
+        "judge": json.dumps({"reason": "Clear and done.", "answerable": True, "score": 8})}))
+
+
+class ScriptedSelfInstructWorker(SeedWorker):
+    def make_pool(self, recipe, engine_args):
+        return self_instruct_pool()

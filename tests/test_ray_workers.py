@@ -13,15 +13,18 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from ray_fakes import SEEDS, ScriptedSeedWorker, script
+from ray_fakes import (SEEDS, SELF_INSTRUCT_PROPOSAL, ScriptedDomainWorker, ScriptedSeedWorker,
+                       ScriptedSelfInstructWorker, script, self_instruct_pool)
 from readback import rows
 from typer.testing import CliRunner
 
-from fakes import ScriptedPool
+from fakes import DomainScript, ScriptedPool
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.ray_workers import RayOptions, RayUnavailable, RayWorkers
-from synthgraph.graphs.recipe import load_recipe, load_seeds, parse_recipe
+from synthgraph.graphs.ray_workers import RayOptions, RayWorkers
+from synthgraph.graphs.recipe import load_seeds, parse_recipe
 from synthgraph.graphs.runner import Runner
+from synthgraph.store.db import Store
+from synthgraph.tools.retrieval import ingest
 
 pytestmark = pytest.mark.ray
 
@@ -144,13 +147,73 @@ def test_ray_settings_without_ray_are_refused(tmp_path):
     assert "--ray-workers and --ray-tensor-parallel-size go with --ray ADDRESS" in " ".join(result.output.split())
 
 
-def test_a_family_that_reads_the_store_while_it_runs_is_refused_at_start(die_dir):
-    recipe, _ = load_recipe(Path(__file__).parents[1] / "demos" / "domain_qa.yaml")
-    workers = RayWorkers(RayOptions(workers=1), recipe, "run")
-    try:
-        with pytest.raises(RayUnavailable) as error:
-            asyncio.run(workers.start())
-    finally:
-        workers.shutdown()
-    assert str(error.value).startswith("Ray worker 0 could not start: RetrievalError: ")
-    assert "cannot run on Ray yet: run it without --ray" in str(error.value)
+CORPUS = {
+    "kettle.md": "# Kettle guide\n\n## Boiling\n\nThe Aurora kettle boils one litre of water in 210 seconds. Its "
+                 "heating element is rated at 2200 watts.\n\n## Cleaning\n\nDescale the Aurora kettle every 4 "
+                 "weeks with white vinegar, then rinse it three times.\n",
+    "toaster.md": "# Toaster guide\n\n## Browning\n\nThe Zephyr toaster has seven browning levels. Level 4 gives "
+                  "golden toast in 150 seconds.\n\n## Safety\n\nUnplug the Zephyr toaster before removing stuck "
+                  "bread.\n",
+}
+OTHER_CORPUS = {"boiling.md": "# Boiling\n\nWater boils at 100 degrees at sea level; a kettle boils water faster "
+                              "than a pan. Boiling water kills most germs.\n"}
+
+
+def folder_of(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+def test_a_grounded_qa_run_on_ray_searches_a_copy_of_the_stores_corpora_and_writes_what_a_local_run_writes(
+        tmp_path, die_dir, monkeypatch):
+    """The worker holds no store: it searches a copy of the run's corpora (every corpus the store holds, so BM25
+    ranks as it does in the store), and the rows it sends back are those a run on one machine writes."""
+    docs, other = folder_of(tmp_path / "docs", CORPUS), folder_of(tmp_path / "other", OTHER_CORPUS)
+    recipe = parse_recipe({"name": "qa-ray", "graph": "domain", "concurrency": 1,
+                           "seeds": {"inline": [{"id": f"q{i}", "kind": "factual"} for i in range(4)]},
+                           "corpus": {"name": "appliances", "paths": [str(docs)], "min_chunk_chars": 0}})
+    seeds = load_seeds(recipe, base=Path("."), where="test")
+    for db in ("local.duckdb", "ray.duckdb"):
+        store = Store(tmp_path / db)
+        ingest(store.con, [other], corpus="physics")   # another corpus in the store weighs on every BM25 score
+        store.close()
+
+    local = asyncio.run(Runner(recipe, seeds, store_path=tmp_path / "local.duckdb",
+                               pool=ScriptedPool(DomainScript())).run())
+    monkeypatch.setattr(RayWorkers, "worker_class", ScriptedDomainWorker)
+    on_ray = asyncio.run(Runner(recipe, seeds, store_path=tmp_path / "ray.duckdb", ray=RayOptions(workers=1)).run())
+
+    assert on_ray.tally.workers == 1 and on_ray.exit_code == 0 and on_ray.tally.seeds_done == 4
+    samples = "SELECT sample_id, status, reason, payload FROM samples ORDER BY sample_id"
+    assert rows(tmp_path / "ray.duckdb", samples) == rows(tmp_path / "local.duckdb", samples)
+    assert store_rows(tmp_path / "ray.duckdb") == store_rows(tmp_path / "local.duckdb")
+    assert on_ray.tally.accepted == local.tally.accepted > 0
+    # what the worker cited is in the run's store: the copy was of the store's corpus, not another ingest
+    cited = rows(tmp_path / "ray.duckdb", "SELECT count(*) FROM (SELECT unnest(from_json(payload->'citations', "
+                 "'[\"varchar\"]')) AS chunk_id FROM samples WHERE status = 'accepted') JOIN chunks USING (chunk_id)")
+    assert cited[0][0] >= on_ray.tally.accepted
+
+
+def test_self_instruct_on_ray_checks_novelty_against_what_earlier_runs_kept(tmp_path, die_dir, monkeypatch):
+    db = tmp_path / "si.duckdb"
+
+    def recipe(seed: dict):
+        return parse_recipe({"name": "si", "graph": "self_instruct", "seeds": {"inline": [seed]},
+                             "growth": {"rounds": 1, "per_round": 1, "examples": 1}})
+
+    first = recipe({"id": "t1", "instruction": "Write a short poem about autumn leaves falling in a quiet park."})
+    asyncio.run(Runner(first, load_seeds(first, base=Path("."), where="test"), store_path=db,
+                       pool=self_instruct_pool()).run())
+    assert rows(db, "SELECT payload->>'instruction' FROM samples WHERE kind = 'self_instruct'") == [
+        (SELF_INSTRUCT_PROPOSAL,)]
+    monkeypatch.setattr(RayWorkers, "worker_class", ScriptedSelfInstructWorker)
+    second = recipe({"id": "t2", "instruction": "Name three rivers in South America and where they flow."})
+
+    asyncio.run(Runner(second, load_seeds(second, base=Path("."), where="test"), store_path=db,
+                       ray=RayOptions(workers=1)).run())
+
+    # the worker's pool held the instruction the first run kept: the same proposal is not novel there
+    assert rows(db, "SELECT seed_id, kind, status, left(reason, 26) FROM samples WHERE seed_id = 't2'") == [
+        ("t2", "instruction_candidate", "rejected", "not novel: ROUGE-L 1 >= 0.")]

@@ -12,14 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
-from synthgraph.store.db import connect
+from synthgraph.store.db import Store, connect
 from synthgraph.tools.retrieval import (
+    CORPUS_TABLES,
     Document,
     Retriever,
     RetrievalError,
     chunk_document,
     corpora,
     corpus_chunks,
+    ensure_index,
     get_chunks,
     ingest,
     ingest_documents,
@@ -245,6 +247,28 @@ def test_search_can_be_limited_to_a_corpus(con, corpus_dir):
     assert {h.corpus for h in search(con, "water", 10)} == {"home", "physics"}
     assert {h.corpus for h in search(con, "water", 10, corpus="physics")} == {"physics"}
     assert search(con, "water", 10, corpus="nothing-here") == []
+
+
+def test_a_copy_of_every_corpus_in_a_store_searches_as_the_store_does(tmp_path, corpus_dir):
+    """A Ray worker searches such a copy: it must rank with the store's own scores, which weigh every corpus."""
+    store = Store(tmp_path / "s.duckdb")
+    ingest(store.con, [corpus_dir], corpus="home")
+    ingest_documents(store.con, [Document(source="w", title="Water", text="Water boils at 100 degrees in a kettle. "
+                                          "Boiled water is safe to drink.")], corpus="physics")
+
+    def copy_of(where: str = "") -> Store:
+        copy = Store.holding({table: store.con.execute(query + where).fetch_arrow_table()
+                              for table, query in CORPUS_TABLES.items()})
+        ensure_index(copy.con)
+        return copy
+
+    def ranked(con) -> list[list[tuple[str, float]]]:
+        return [[(h.chunk_id, h.score) for h in search(con, query, 5, corpus="home")]
+                for query in ("fill the kettle with water", "when do tomatoes ripen", "owls hunting at night")]
+
+    assert ranked(copy_of().con) == ranked(store.con)
+    assert ranked(copy_of(" WHERE corpus = 'home'").con) != ranked(store.con)   # one corpus alone ranks otherwise
+    store.close()
 
 
 def test_empty_punctuation_or_stopword_queries_find_nothing(con, corpus_dir):

@@ -17,6 +17,7 @@ from synthgraph.graphs.cli import app
 from synthgraph.graphs.recipe import RecipeError, load_recipe, parse_recipe
 from synthgraph.graphs.tool_use import ToolUseSeed
 from synthgraph.graphs.runner import Runner
+from synthgraph.store.db import Store
 from synthgraph.store.rows import CheckOutcome
 from synthgraph.tools.tool_use_checks import trajectory_checks
 
@@ -594,6 +595,29 @@ def test_search_documents_tool_searches_the_runs_own_corpus(tmp_path):
     assert rows(db, "SELECT count(*) FROM chunks WHERE corpus = 'appliances'")[0][0] == 2
     described = json.loads(payload)["tools"][0]["function"]["description"]
     assert described.startswith("Search the appliances documents")
+
+
+def test_a_ray_workers_copy_of_the_store_searches_the_corpus_as_the_run_ingested_it(tmp_path):
+    """A Ray worker holds no store: its context searches a copy of the corpus the run's store holds, and never
+    reads the corpus files again (they may have changed since, or be elsewhere on its node)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kettle.md").write_text("# Kettle guide\n\nThe Aurora kettle boils one litre of water in 210 seconds.\n")
+    recipe = parse_recipe({"name": "t", "graph": "tool_use",
+                           "tools": {"corpus": {"name": "appliances", "paths": [str(docs)]}},
+                           "seeds": {"inline": [{"kind": "single", "tools": ["search_documents"]}]}})
+    store = Store(tmp_path / "run.duckdb")
+    reads = tool_use.FAMILY.store_reads(recipe, store)     # what the run's process does before workers start
+    copy = Store.holding({table: store.con.execute(query).fetch_arrow_table() for table, query in reads.items()})
+    (docs / "kettle.md").write_text("# Kettle guide\n\nEdited after the run started: nothing about boiling.\n")
+
+    context = tool_use.make_context(recipe, ScriptedPool(ToolUseScript()), copy)
+
+    passages = context.registry.get("search_documents").impl(query="how long to boil a litre")["passages"]
+    assert "210 seconds" in passages[0]["text"]
+    assert reads and tool_use.FAMILY.store_reads(parse_recipe({
+        "name": "t", "graph": "tool_use", "seeds": {"inline": [{"kind": "single"}]}}), store) == {}
+    store.close()
 
 
 def test_a_corpus_setting_only_the_domain_family_reads_is_refused(tmp_path):

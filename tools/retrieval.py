@@ -559,6 +559,18 @@ def ingest_corpus(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[str
     documents = load_documents(paths) if paths else builtin_documents(name)
     return ingest_documents(con, documents, corpus=name, max_chars=max_chars, overlap=overlap)
 
+# Every corpus of a store, whole: BM25 weighs a word by how rare it is among all the chunks the index holds, so a
+# copy of one corpus alone would rank passages differently from the store it was taken from.
+CORPUS_TABLES = {"documents": "SELECT * FROM documents", "chunks": "SELECT * FROM chunks"}
+
+
+def ensure_index(con: duckdb.DuckDBPyConnection) -> None:
+    """The full-text index over the chunks `con` holds, built unless it is there: for a copy of a store's corpora
+    (`CORPUS_TABLES`), which comes without its index and is searched as it was copied, never ingested into."""
+    if not _has_index(con):
+        rebuild_index(con)
+
+
 def rebuild_index(con: duckdb.DuckDBPyConnection) -> None:
     """Rebuild the BM25 index over every chunk; DuckDB's index is a snapshot, blind to later inserts."""
     load_fts(con)
