@@ -213,7 +213,7 @@ def print_run_summary(result, name: str, *, rerun: str) -> None:
                              + (f"; {tally.seeds_requeued} redone after their Ray worker died"
                                 if tally.seeds_requeued else ""))
     if tally.workers:
-        summary.add_row("ray", f"{tally.workers} workers")
+        summary.add_row("ray", f"{tally.workers} worker{'s' if tally.workers != 1 else ''}")
     summary.add_row("samples", f"{tally.accepted} accepted, {tally.rejected} rejected, {tally.errors} errors")
     cleaning = tally.cleaning
     summary.add_row("cleaning", f"{cleaning.contaminated_seeds} contaminated seeds skipped, {cleaning.contaminated} "

@@ -84,12 +84,10 @@ class SeedWorker:
     """One worker (made a Ray actor by `RayWorkers`): the recipe's models and the family's context, built once in
     the worker's process, and the seeds sent to it, run concurrently."""
 
-    def __init__(self, recipe: RecipeBase, run_id: str, engine_args: dict[str, Any],
-                 store_rows: dict[str, Any] | None = None):
+    def __init__(self, recipe: RecipeBase, run_id: str, engine_args: dict[str, Any]):
         # Only kept here: what fails in `start` reaches the driver as the exception it is (an actor whose
         # constructor raised is reported dead, its exception as text).
         self.recipe, self.run_id, self.engine_args = recipe, run_id, engine_args
-        self.store_rows = store_rows or {}
         self.store: Store | None = None
         self.pool: ModelPool | None = None
         self.executor: SeedExecutor | None = None
@@ -97,8 +95,9 @@ class SeedWorker:
     def make_pool(self, recipe: RecipeBase, engine_args: dict[str, Any]) -> ModelPool:
         return ModelPool(recipe.engine, max_attempts=recipe.max_model_attempts, engine_args=engine_args)
 
-    async def start(self) -> dict[str, Any]:
-        """Load the engines (once; a restarted worker loads again). Says where the worker runs."""
+    async def start(self, store_rows: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Load the engines (once; a restarted worker loads again). `store_rows`: the rows of the run's store the
+        family's context reads (`Family.store_reads`), table -> Arrow table. Says where the worker runs."""
         import ray
 
         t0 = time.perf_counter()
@@ -107,7 +106,7 @@ class SeedWorker:
             fam = family(recipe.graph)
             self.pool = self.make_pool(recipe, self.engine_args)
             # The driver owns the store: a family that reads it (a corpus to search) gets a copy of those rows.
-            self.store = Store.holding(self.store_rows) if self.store_rows else None
+            self.store = Store.holding(store_rows) if store_rows else None
             context = fam.make_context(recipe, self.pool, self.store)
             self.executor = SeedExecutor(self.run_id, fam, fam.graph_for(recipe), context)
         await self.pool.start()
@@ -168,14 +167,15 @@ class RayWorkers:
         self._connect(ray)
         count, resources, engine_args = self._plan(ray)
         actor_class = ray.remote(self.worker_class)
-        # Put once for every worker, and held here for every restart of one (Ray builds it from the same arguments).
+        # Put once for every worker and every restart of one: `start` takes it, not the constructor, since Ray
+        # warns of constructor arguments in the object store (an actor restart needs them still there).
         self._store_rows_ref = ray.put(self.store_rows) if self.store_rows else None
         for index in range(count):
             actor = actor_class.options(
                 **resources, max_restarts=self.options.max_restarts, max_task_retries=0,
                 # The seeds in flight plus the control calls (start) beside them.
                 max_concurrency=self.per_worker + 2, scheduling_strategy="SPREAD",
-            ).remote(self.recipe, self.run_id, engine_args, self._store_rows_ref)
+            ).remote(self.recipe, self.run_id, engine_args)
             self.workers.append(Worker(index, actor))
         results = await asyncio.gather(*(self._start(worker) for worker in self.workers), return_exceptions=True)
         for worker, result in zip(self.workers, results):
@@ -239,7 +239,7 @@ class RayWorkers:
         return count, {"num_cpus": 1}, {}
 
     async def _start(self, worker: Worker) -> None:
-        worker.info = await worker.actor.start.remote()
+        worker.info = await worker.actor.start.remote(self._store_rows_ref)
 
     async def run(self, seed: SeedBase) -> SeedOutcome:
         """The seed's outcome from some worker; a try whose worker died is redone on another (or the restarted)
