@@ -3,6 +3,7 @@ one worker's process is killed with SIGKILL mid-run; every seed still ends up in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,12 @@ import yaml
 from ray_cluster import local_cluster
 from readback import rows
 
+from synthgraph.store.db import connect
+from synthgraph.tools.retrieval import search
+
 pytestmark = [pytest.mark.model, pytest.mark.ray]
+
+DEMOS = Path(__file__).resolve().parents[1] / "demos"
 
 TOPICS = ["apples", "trains", "coins", "books", "birds", "pencils", "boats", "cookies", "marbles", "buses",
           "stamps", "kites", "shells", "candles", "ropes", "tiles"]
@@ -70,6 +76,34 @@ def test_a_worker_killed_mid_run_on_a_two_node_cluster_loses_nothing_and_duplica
     calls = rows(db, "SELECT seed_id, count(*), count(DISTINCT call_id), count(DISTINCT node), "
                      "count(sample_id) FROM agent_calls GROUP BY seed_id ORDER BY seed_id")
     assert calls == [(t, 2, 2, 2, 2) for t in sorted(TOPICS)]
+
+
+def test_grounded_qa_on_a_two_node_cluster_searches_the_stores_corpus_as_the_store_ranks_it(tmp_path):
+    """The worker holds no store: it searches a copy of the run's corpus, and finds for each query the very
+    passages a search of the run's store finds (BM25 over the same chunks), citing chunks the store holds."""
+    db = tmp_path / "qa.duckdb"
+    with local_cluster(nodes=2, cpus_per_node=1) as cluster:
+        command = [str(Path(sys.executable).with_name("synthgraph")), "run", str(DEMOS / "domain_qa.yaml"),
+                   "--db", str(db), "--ray", cluster.address, "--ray-workers", "1", "--limit", "2"]
+        run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, **cluster.env, "COLUMNS": "200"})
+    output = run.stdout + run.stderr
+    print(output)
+    assert run.returncode == 0, output
+    assert "1 worker" in output
+    assert rows(db, "SELECT seed_id, status FROM seeds ORDER BY seed_id") == [("q1", "done"), ("q2", "done")]
+    trajectories = rows(db, "SELECT payload->>'corpus', payload->'queries'->>0, payload->'retrieved', "
+                            "payload->'citations' FROM samples WHERE kind = 'grounded_qa'")
+    assert trajectories, output
+    con = connect(db, read_only=True)
+    try:
+        stored = {chunk_id for (chunk_id,) in con.execute("SELECT chunk_id FROM chunks").fetchall()}
+        for corpus, query, retrieved, citations in trajectories:
+            retrieved, citations = json.loads(retrieved), json.loads(citations or "[]")
+            assert retrieved[:3] == [hit.chunk_id for hit in search(con, query, 3, corpus=corpus)]
+            assert set(retrieved) | set(citations) <= stored
+    finally:
+        con.close()
 
 
 def wait_for_a_worker_running_seeds(cluster, run: subprocess.Popen, timeout_s: float = 600):
