@@ -53,8 +53,10 @@ def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None,
     with any recipe field replaced by a keyword (`model=`, `concurrency=`, `roles=`...). `pool` shares loaded
     engines between runs (it is left running). `ray` spreads the seeds over Ray workers: a cluster's address
     (as `--ray` takes it) or `RayOptions`. Works inside a notebook's running event loop too."""
+    recipe_path = None
     if isinstance(recipe, (str, Path)):
-        recipe, loaded = load_recipe(Path(recipe))
+        recipe_path = Path(recipe)
+        recipe, loaded = load_recipe(recipe_path)
         seeds = seeds or loaded
     if overrides:
         recipe = recipe.with_overrides(**overrides)
@@ -64,8 +66,8 @@ def run(recipe: RecipeBase | str | Path, *, seeds: list[SeedBase] | None = None,
         ray = RayOptions(address=ray)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be 1 or more (got {limit})")
-    runner = Runner(recipe, seeds, store_path=Path(db) if db else None, limit=limit, retry_errors=retry_errors,
-                    pool=pool, ray=ray)
+    runner = Runner(recipe, seeds, store_path=Path(db) if db else None, recipe_path=recipe_path, limit=limit,
+                    retry_errors=retry_errors, pool=pool, ray=ray)
     result: RunResult = _run_to_completion(runner.run())
     finished = Run(**vars(result), recipe=recipe)
     if result.stop is not None and result.stop.kind == "server":

@@ -228,7 +228,8 @@ def test_run_returns_the_run_and_its_samples_as_dataframe_and_arrow(tmp_path):
     assert [turn["role"] for turn in frame["messages"][0]] == ["user", "assistant"]
     table = synthgraph.load_samples(tmp_path / "s.duckdb", format="arrow", status="all")
     assert table.num_rows == 1 and "messages" in table.column_names
-    assert rows(tmp_path / "s.duckdb", "SELECT count(*) FROM runs") == [(1,)]
+    # which file made the run, as the command records it
+    assert rows(tmp_path / "s.duckdb", "SELECT recipe_path FROM runs") == [(str(recipe_file(tmp_path)),)]
 
 
 def test_the_api_says_what_the_command_says_about_a_run(tmp_path):
