@@ -21,6 +21,7 @@ Prints figures, asserts nothing.
 
     .venv/bin/python bench/orchestration.py                       # (a), 2,000 seeds, ~1 min
     .venv/bin/python bench/orchestration.py --seeds 500           # quicker
+    .venv/bin/python bench/orchestration.py --repeat 5            # (a) 5 rounds, with medians (~3 min)
     .venv/bin/python bench/orchestration.py --scale               # (b), ~3 min
     .venv/bin/python bench/orchestration.py --batches             # (c), ~1 min
 """
@@ -33,6 +34,7 @@ import gc
 import json
 import operator
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,26 +157,41 @@ def rates(figures: dict) -> tuple[float, float, float]:
     return tuple(figures["calls"] / figures[clock] for clock in ("wall", "cpu", "loop_cpu"))
 
 
-def bench_overhead(seeds: int, samples: int, concurrency: int) -> None:
+def bench_overhead(seeds: int, samples: int, concurrency: int, repeat: int = 1) -> None:
     synthgraph_run(max(50, seeds // 20), samples, concurrency)     # warm-up: imports, first-call caches
-    full = synthgraph_run(seeds, samples, concurrency)
-    checkpointed = synthgraph_run(seeds, samples, concurrency, "always")
     bare_langgraph_run(max(50, seeds // 20), samples, concurrency)
-    bare = bare_langgraph_run(seeds, samples, concurrency)
-    bare_on_loop = bare_langgraph_run(seeds, samples, concurrency, on_loop=True)
     print(f"(a) zero-latency model, {seeds} seeds x k={samples}, {concurrency} in flight; agent calls per second of "
           "wall-clock, of the process's CPU (all threads), and of the event loop's thread (the one core the "
           "orchestration itself needs: the store's and the checkpoints' writers run in threads of their own)")
-    for label, figures in (("synthgraph, defaults", full), ("synthgraph, every seed checkpointed", checkpointed),
-                           ("bare LangGraph, same shape", bare),
-                           ("bare LangGraph, fake on the loop", bare_on_loop)):
-        wall_rate, cpu_rate, loop_rate = rates(figures)
-        print(f"    {label:36s} {figures['calls']:6d} calls in {figures['wall']:6.2f} s: {wall_rate:6.0f}/s wall, "
-              f"{cpu_rate:6.0f}/s process CPU, {loop_rate:6.0f}/s loop CPU "
-              f"({1000 * figures['cpu'] / seeds:.2f} ms process CPU per seed)")
-    for label, baseline in (("bare LangGraph", bare), ("bare LangGraph, fake on the loop", bare_on_loop)):
-        print(f"    synthgraph / {label}: " + ", ".join(f"{a / b:.2f} ({clock})" for a, b, clock in zip(
-            rates(full), rates(baseline), ("wall", "process CPU", "loop CPU"))))
+    ratios: dict[str, list[float]] = {"bare LangGraph": [], "bare LangGraph, fake on the loop": []}
+    cpu_rates: dict[str, list[float]] = {}
+    for round_ in range(repeat):
+        # One after the other in each round, so a round's ratios compare runs minutes apart at most: the host's
+        # own speed drifts by a quarter within an hour.
+        full = synthgraph_run(seeds, samples, concurrency)
+        runs = [("synthgraph, defaults", full)]
+        if round_ == 0:
+            runs.append(("synthgraph, every seed checkpointed", synthgraph_run(seeds, samples, concurrency, "always")))
+        bare = bare_langgraph_run(seeds, samples, concurrency)
+        bare_on_loop = bare_langgraph_run(seeds, samples, concurrency, on_loop=True)
+        runs += [("bare LangGraph, same shape", bare), ("bare LangGraph, fake on the loop", bare_on_loop)]
+        if repeat > 1:
+            print(f"  round {round_ + 1} of {repeat}")
+        for label, figures in runs:
+            wall_rate, cpu_rate, loop_rate = rates(figures)
+            cpu_rates.setdefault(label, []).append(cpu_rate)
+            print(f"    {label:36s} {figures['calls']:6d} calls in {figures['wall']:6.2f} s: {wall_rate:6.0f}/s wall, "
+                  f"{cpu_rate:6.0f}/s process CPU, {loop_rate:6.0f}/s loop CPU "
+                  f"({1000 * figures['cpu'] / seeds:.2f} ms process CPU per seed)")
+        for label, baseline in (("bare LangGraph", bare), ("bare LangGraph, fake on the loop", bare_on_loop)):
+            ratios[label].append(rates(full)[1] / rates(baseline)[1])
+            print(f"    synthgraph / {label}: " + ", ".join(f"{a / b:.2f} ({clock})" for a, b, clock in zip(
+                rates(full), rates(baseline), ("wall", "process CPU", "loop CPU"))))
+    if repeat > 1:
+        print(f"  medians of {repeat} rounds (process CPU): " + ", ".join(
+            f"{label} {statistics.median(values):.0f}/s" for label, values in cpu_rates.items() if len(values) > 1))
+        print("  median ratios (process CPU): " + ", ".join(
+            f"synthgraph / {label} {statistics.median(values):.2f}" for label, values in ratios.items()))
     print("    synthgraph = graph, math-verify checks, dedup + decontamination, store writes; defaults checkpoint "
           "seeds step by step only while model calls take 10 ms or more (here: the first 32 calls)")
 
@@ -231,6 +248,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=1, help="(a): rounds of synthgraph then bare LangGraph, with "
+                                                               "the medians of their rates and ratios")
     parser.add_argument("--scale", action="store_true", help="(b) only: 100 to 10,000 seeds")
     parser.add_argument("--sizes", default="100,1000,3000,10000")
     parser.add_argument("--batches", action="store_true", help="(c) only: the writer's cost by batch size")
@@ -244,7 +263,7 @@ def main() -> None:
     elif args.scale:
         bench_scale([int(s) for s in args.sizes.split(",")], args.samples, args.concurrency)
     else:
-        bench_overhead(args.seeds, args.samples, args.concurrency)
+        bench_overhead(args.seeds, args.samples, args.concurrency, args.repeat)
 
 
 if __name__ == "__main__":
