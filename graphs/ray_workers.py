@@ -316,6 +316,15 @@ class RayWorkers:
                         break
                 await asyncio.sleep(1.0)
                 continue
+            except Exception as exc:
+                # Restarted, it cannot start (its engine does not load on the node Ray put it on, a model server
+                # is down): it takes no more seeds. Left as it was, a run whose workers all ended so would wait
+                # for them for ever.
+                cause = _root_cause(exc)
+                self._last_death = (f"worker {worker.index}, restarted, could not start: {type(cause).__name__}: "
+                                    f"{_first_line(cause)}")
+                worker.gone = True
+                break
             worker.up = True
             break
         self._changed.set()

@@ -13,24 +13,34 @@ import signal
 import time
 from pathlib import Path
 
-from fakes import DomainScript, ReasoningScript, RoleScript, ScriptedPool
+from fakes import DomainScript, ReasoningScript, RoleScript, ScriptedPool, cite_best
 
 from synthgraph.graphs.ray_workers import SeedWorker
 
 SEEDS = [{"id": f"gold-{i}", "problem": f"What is {i} times 7?", "answer": str(7 * i)} for i in range(1, 11)]
 
 
-def solver_reply(messages) -> str:
-    number = int(messages[-1].content.split("What is ")[1].split()[0])
+def die_if_ordered(name: str, *, then_order: str | None = None) -> None:
+    """SIGKILL this process if the order file `name` is in the die folder (deleting it first: one death), leaving
+    the order `then_order` behind for the next process."""
     die_dir = os.environ.get("SYNTHGRAPH_TEST_DIE_DIR")
     if die_dir:
-        order = Path(die_dir) / f"die-{number}"
+        order = Path(die_dir) / name
         try:
             order.unlink()
         except FileNotFoundError:
             pass
         else:
+            if then_order:
+                (Path(die_dir) / then_order).touch()
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def solver_reply(messages) -> str:
+    number = int(messages[-1].content.split("What is ")[1].split()[0])
+    die_if_ordered(f"die-{number}")
+    # Dies, and the restarted worker cannot start: as an engine that no longer loads on that node.
+    die_if_ordered(f"die-for-good-{number}", then_order="fail-start")
     time.sleep(0.05)  # seeds stay in flight long enough to be lost with their worker
     return f"{number} times 7 is {7 * number}.\n#### {7 * number}"
 
@@ -43,12 +53,25 @@ class ScriptedSeedWorker(SeedWorker):
     def make_pool(self, recipe, engine_args):
         return ScriptedPool(script())
 
+    async def start(self, store_rows=None):
+        die_dir = os.environ.get("SYNTHGRAPH_TEST_DIE_DIR")
+        if die_dir and (Path(die_dir) / "fail-start").exists():
+            raise RuntimeError("the engine could not load (the test's order)")
+        return await super().start(store_rows)
+
 
 class ScriptedDomainWorker(SeedWorker):
-    """A grounded-QA worker on the scripted roles of tests/fakes.py: it searches the copy of the corpus it got."""
+    """A grounded-QA worker on the scripted roles of tests/fakes.py: it searches the copy of the corpus it got.
+    An order file `die-domain` makes the worker whose solver answers next kill its own process."""
 
     def make_pool(self, recipe, engine_args):
-        return ScriptedPool(DomainScript())
+        answer = cite_best("The Aurora kettle boils one litre of water in 210 seconds.")
+
+        def dying_answer(messages, kwargs):
+            die_if_ordered("die-domain")
+            return answer(messages, kwargs)
+
+        return ScriptedPool(DomainScript(solver=[dying_answer]))
 
 
 SELF_INSTRUCT_PROPOSAL = "Explain how vaccines train the immune system."

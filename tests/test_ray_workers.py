@@ -112,6 +112,25 @@ def test_with_every_worker_gone_the_run_stops_as_on_a_dead_server_and_a_rerun_re
     assert store_rows(db) == store_rows(tmp_path / "local.duckdb")
 
 
+def test_a_worker_that_cannot_start_again_after_a_restart_stops_the_run_instead_of_hanging(tmp_path, die_dir,
+                                                                                           scripted_workers):
+    (die_dir / "die-for-good-2").touch()   # the worker dies at seed 2; restarted, it cannot start
+    db = tmp_path / "ray.duckdb"
+    try:
+        r = recipe()
+        runner = Runner(r, load_seeds(r, base=Path("."), where="test"), store_path=db,
+                        ray=RayOptions(workers=1, max_restarts=3))
+        stopped = asyncio.run(asyncio.wait_for(runner.run(), timeout=120))   # it waited for ever before
+    finally:
+        (die_dir / "fail-start").unlink(missing_ok=True)
+
+    assert stopped.stop is not None and stopped.stop.kind == "server"
+    assert "worker 0, restarted, could not start: RuntimeError: the engine could not load" in stopped.stop.message
+    assert stopped.exit_code == 3 and stopped.pending > 0
+    resumed = run(db, RayOptions(workers=1))
+    assert resumed.exit_code == 0 and resumed.pending == 0
+
+
 def test_a_seed_whose_worker_dies_on_every_try_is_recorded_as_crashed(tmp_path, die_dir, scripted_workers):
     (die_dir / "die-5").touch()
 
@@ -194,6 +213,25 @@ def test_a_grounded_qa_run_on_ray_searches_a_copy_of_the_stores_corpora_and_writ
     cited = rows(tmp_path / "ray.duckdb", "SELECT count(*) FROM (SELECT unnest(from_json(payload->'citations', "
                  "'[\"varchar\"]')) AS chunk_id FROM samples WHERE status = 'accepted') JOIN chunks USING (chunk_id)")
     assert cited[0][0] >= on_ray.tally.accepted
+
+
+def test_a_grounded_qa_worker_restarted_after_a_kill_searches_its_copy_of_the_corpus_again(tmp_path, die_dir,
+                                                                                          monkeypatch):
+    docs = folder_of(tmp_path / "docs", CORPUS)
+    recipe = parse_recipe({"name": "qa-ray", "graph": "domain", "concurrency": 1,
+                           "seeds": {"inline": [{"id": f"q{i}", "kind": "factual"} for i in range(3)]},
+                           "corpus": {"name": "appliances", "paths": [str(docs)], "min_chunk_chars": 0}})
+    seeds = load_seeds(recipe, base=Path("."), where="test")
+    asyncio.run(Runner(recipe, seeds, store_path=tmp_path / "local.duckdb", pool=ScriptedPool(DomainScript())).run())
+    monkeypatch.setattr(RayWorkers, "worker_class", ScriptedDomainWorker)
+    (die_dir / "die-domain").touch()   # the only worker dies at its first answer; Ray restarts it
+
+    on_ray = asyncio.run(Runner(recipe, seeds, store_path=tmp_path / "ray.duckdb",
+                                ray=RayOptions(workers=1, max_restarts=1)).run())
+
+    assert not (die_dir / "die-domain").exists(), "the worker never answered: nothing was killed"
+    assert on_ray.tally.seeds_requeued == 1 and on_ray.tally.seeds_done == 3 and on_ray.exit_code == 0
+    assert store_rows(tmp_path / "ray.duckdb") == store_rows(tmp_path / "local.duckdb")
 
 
 def test_self_instruct_on_ray_checks_novelty_against_what_earlier_runs_kept(tmp_path, die_dir, monkeypatch):
