@@ -559,6 +559,7 @@ def ingest_corpus(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[str
     documents = load_documents(paths) if paths else builtin_documents(name)
     return ingest_documents(con, documents, corpus=name, max_chars=max_chars, overlap=overlap)
 
+
 # Every corpus of a store, whole: BM25 weighs a word by how rare it is among all the chunks the index holds, so a
 # copy of one corpus alone would rank passages differently from the store it was taken from.
 CORPUS_TABLES = {"documents": "SELECT * FROM documents", "chunks": "SELECT * FROM chunks"}
