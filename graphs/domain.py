@@ -40,8 +40,8 @@ from synthgraph.graphs.rows import check_rows, critic_row, sample_row, unjudged_
 from synthgraph.store.db import Store
 from synthgraph.store.rows import MessageRow, VerdictRow, stable_id
 from synthgraph.tools.grounding_checks import CheckOutcome, content_words, grounding_checks
-from synthgraph.tools.retrieval import (CORPUS_TABLES, Hit, IngestReport, RetrievalError, Retriever, ensure_index,
-                                        ingest_corpus, sample_chunks)
+from synthgraph.tools.retrieval import (CORPUS_TABLES, Hit, IngestReport, RetrievalError, Retriever, ingest_corpus,
+                                        sample_chunks)
 
 # ------------------------------------------------------------------------------------------------ recipe
 
@@ -458,11 +458,8 @@ def prepare_corpus(recipe: DomainRecipe, store: Store) -> IngestReport:
     """Ingest the recipe's corpus into the run's store; unchanged documents are skipped, so a rerun adds nothing.
     A Ray worker's copy of the store holds the corpus as the run ingested it: it is only indexed."""
     corpus = recipe.corpus
-    if store.is_copy:
-        ensure_index(store.con)
-        return IngestReport(corpus=corpus.name)
     return ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars,
-                         overlap=corpus.overlap)
+                         overlap=corpus.overlap, copied=store.is_copy)
 
 
 def store_reads(recipe: DomainRecipe, store: Store) -> dict[str, str]:

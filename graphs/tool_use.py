@@ -42,7 +42,7 @@ from synthgraph.store.rows import MessageRow, stable_id
 from synthgraph.tools.bfcl import load_tool_specs
 from synthgraph.tools.builtin_tools import builtin_registry, register_document_search, search_documents_spec
 from synthgraph.tools.registry import ToolRegistry, ToolSession
-from synthgraph.tools.retrieval import CORPUS_TABLES, RetrievalError, Retriever, ensure_index, ingest_corpus
+from synthgraph.tools.retrieval import CORPUS_TABLES, RetrievalError, Retriever, ingest_corpus
 from synthgraph.tools.tool_calls import validate_call
 from synthgraph.tools.tool_use_checks import CheckOutcome, ExecutedCall, trajectory_checks
 
@@ -518,11 +518,8 @@ def prepare_corpus(recipe: ToolUseRecipe, store: Store) -> None:
     """Ingest `tools.corpus` into the run's store (unchanged documents are skipped); a Ray worker's copy of the
     store holds it as the run ingested it, and is only indexed."""
     corpus = recipe.tools.corpus
-    if store.is_copy:
-        ensure_index(store.con)
-    else:
-        ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars,
-                      overlap=corpus.overlap)
+    ingest_corpus(store.con, corpus.name, recipe.corpus_paths(), max_chars=corpus.max_chars, overlap=corpus.overlap,
+                  copied=store.is_copy)
 
 
 def store_reads(recipe: ToolUseRecipe, store: Store) -> dict[str, str]:

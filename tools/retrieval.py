@@ -553,9 +553,15 @@ def _insert_rows(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str
 
 
 def ingest_corpus(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[str | Path] = (), *,
-                  max_chars: int = DEFAULT_MAX_CHARS, overlap: int = DEFAULT_OVERLAP) -> IngestReport:
+                  max_chars: int = DEFAULT_MAX_CHARS, overlap: int = DEFAULT_OVERLAP,
+                  copied: bool = False) -> IngestReport:
     """A named corpus into the store: its files, or the built-in corpus of that name without them. Unchanged
-    documents are skipped, so a recipe can call this at every start."""
+    documents are skipped, so a recipe can call this at every start. `copied`: `con` holds a copy of a store's
+    corpora (`CORPUS_TABLES`: a Ray worker's), searched as it was copied: no file is read, nothing is ingested, and
+    only the search index is built."""
+    if copied:
+        ensure_index(con)
+        return IngestReport(corpus=name)
     documents = load_documents(paths) if paths else builtin_documents(name)
     return ingest_documents(con, documents, corpus=name, max_chars=max_chars, overlap=overlap)
 
@@ -566,8 +572,8 @@ CORPUS_TABLES = {"documents": "SELECT * FROM documents", "chunks": "SELECT * FRO
 
 
 def ensure_index(con: duckdb.DuckDBPyConnection) -> None:
-    """The full-text index over the chunks `con` holds, built unless it is there: for a copy of a store's corpora
-    (`CORPUS_TABLES`), which comes without its index and is searched as it was copied, never ingested into."""
+    """The full-text index over the chunks `con` holds, built unless it is there (a copy of a store's corpora comes
+    without it)."""
     if not _has_index(con):
         rebuild_index(con)
 
