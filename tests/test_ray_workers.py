@@ -62,7 +62,8 @@ def run(db: Path, options: RayOptions | None):
     r = recipe()
     seeds = load_seeds(r, base=Path("."), where="test")
     pool = None if options else ScriptedPool(script())
-    return asyncio.run(Runner(r, seeds, store_path=db, pool=pool, ray=options).run())
+    # A run that waits for ever (a worker that never comes back) fails its test rather than hanging the suite.
+    return asyncio.run(asyncio.wait_for(Runner(r, seeds, store_path=db, pool=pool, ray=options).run(), timeout=300))
 
 
 def store_rows(db: Path) -> dict[str, list[tuple]]:
@@ -117,10 +118,7 @@ def test_a_worker_that_cannot_start_again_after_a_restart_stops_the_run_instead_
     (die_dir / "die-for-good-2").touch()   # the worker dies at seed 2; restarted, it cannot start
     db = tmp_path / "ray.duckdb"
     try:
-        r = recipe()
-        runner = Runner(r, load_seeds(r, base=Path("."), where="test"), store_path=db,
-                        ray=RayOptions(workers=1, max_restarts=3))
-        stopped = asyncio.run(asyncio.wait_for(runner.run(), timeout=120))   # it waited for ever before
+        stopped = run(db, RayOptions(workers=1, max_restarts=3))   # it waited for ever before
     finally:
         (die_dir / "fail-start").unlink(missing_ok=True)
 
@@ -185,14 +183,18 @@ def folder_of(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
+def qa_recipe(docs: Path, seeds: int):
+    return parse_recipe({"name": "qa-ray", "graph": "domain", "concurrency": 1,
+                         "seeds": {"inline": [{"id": f"q{i}", "kind": "factual"} for i in range(seeds)]},
+                         "corpus": {"name": "appliances", "paths": [str(docs)], "min_chunk_chars": 0}})
+
+
 def test_a_grounded_qa_run_on_ray_searches_a_copy_of_the_stores_corpora_and_writes_what_a_local_run_writes(
         tmp_path, die_dir, monkeypatch):
     """The worker holds no store: it searches a copy of the run's corpora (every corpus the store holds, so BM25
     ranks as it does in the store), and the rows it sends back are those a run on one machine writes."""
     docs, other = folder_of(tmp_path / "docs", CORPUS), folder_of(tmp_path / "other", OTHER_CORPUS)
-    recipe = parse_recipe({"name": "qa-ray", "graph": "domain", "concurrency": 1,
-                           "seeds": {"inline": [{"id": f"q{i}", "kind": "factual"} for i in range(4)]},
-                           "corpus": {"name": "appliances", "paths": [str(docs)], "min_chunk_chars": 0}})
+    recipe = qa_recipe(docs, seeds=4)
     seeds = load_seeds(recipe, base=Path("."), where="test")
     for db in ("local.duckdb", "ray.duckdb"):
         store = Store(tmp_path / db)
@@ -218,9 +220,7 @@ def test_a_grounded_qa_run_on_ray_searches_a_copy_of_the_stores_corpora_and_writ
 def test_a_grounded_qa_worker_restarted_after_a_kill_searches_its_copy_of_the_corpus_again(tmp_path, die_dir,
                                                                                           monkeypatch):
     docs = folder_of(tmp_path / "docs", CORPUS)
-    recipe = parse_recipe({"name": "qa-ray", "graph": "domain", "concurrency": 1,
-                           "seeds": {"inline": [{"id": f"q{i}", "kind": "factual"} for i in range(3)]},
-                           "corpus": {"name": "appliances", "paths": [str(docs)], "min_chunk_chars": 0}})
+    recipe = qa_recipe(docs, seeds=3)
     seeds = load_seeds(recipe, base=Path("."), where="test")
     asyncio.run(Runner(recipe, seeds, store_path=tmp_path / "local.duckdb", pool=ScriptedPool(DomainScript())).run())
     monkeypatch.setattr(RayWorkers, "worker_class", ScriptedDomainWorker)
@@ -237,17 +237,17 @@ def test_a_grounded_qa_worker_restarted_after_a_kill_searches_its_copy_of_the_co
 def test_self_instruct_on_ray_checks_novelty_against_what_earlier_runs_kept(tmp_path, die_dir, monkeypatch):
     db = tmp_path / "si.duckdb"
 
-    def recipe(seed: dict):
+    def si_recipe(seed: dict):
         return parse_recipe({"name": "si", "graph": "self_instruct", "seeds": {"inline": [seed]},
                              "growth": {"rounds": 1, "per_round": 1, "examples": 1}})
 
-    first = recipe({"id": "t1", "instruction": "Write a short poem about autumn leaves falling in a quiet park."})
+    first = si_recipe({"id": "t1", "instruction": "Write a short poem about autumn leaves falling in a quiet park."})
     asyncio.run(Runner(first, load_seeds(first, base=Path("."), where="test"), store_path=db,
                        pool=self_instruct_pool()).run())
     assert rows(db, "SELECT payload->>'instruction' FROM samples WHERE kind = 'self_instruct'") == [
         (SELF_INSTRUCT_PROPOSAL,)]
     monkeypatch.setattr(RayWorkers, "worker_class", ScriptedSelfInstructWorker)
-    second = recipe({"id": "t2", "instruction": "Name three rivers in South America and where they flow."})
+    second = si_recipe({"id": "t2", "instruction": "Name three rivers in South America and where they flow."})
 
     asyncio.run(Runner(second, load_seeds(second, base=Path("."), where="test"), store_path=db,
                        ray=RayOptions(workers=1)).run())
