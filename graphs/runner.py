@@ -485,8 +485,7 @@ class Runner:
         from synthgraph.graphs.ray_workers import RayWorkers  # Ray is imported only when a run asks for it
 
         # What the family's context reads from the store, copied for the workers before any seed is written.
-        reads = self.family.store_reads(self.recipe, store) if self.family.store_reads is not None else {}
-        store_rows = {table: store.con.execute(query).fetch_arrow_table() for table, query in reads.items()}
+        store_rows = store.rows(self.family.store_reads(self.recipe, store)) if self.family.store_reads else {}
         workers = RayWorkers(self.ray, self.recipe, self.run_id, store_rows=store_rows, on_call=self._on_call,
                              on_requeued=self._requeued)
         try:

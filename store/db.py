@@ -159,10 +159,14 @@ class Store:
         self.con = connect(self.path, read_only=False)
         self.is_copy = False
 
+    def rows(self, queries: Mapping[str, str]) -> dict[str, pa.Table]:
+        """table -> the Arrow rows its SELECT gives: what `holding` takes to make a copy of them elsewhere."""
+        return {table: self.con.execute(query).fetch_arrow_table() for table, query in queries.items()}
+
     @classmethod
     def holding(cls, rows: Mapping[str, Any]) -> Store:
-        """A store in memory holding these rows (table -> Arrow table, columns by name) and nothing else: a Ray
-        worker's copy of what its family reads from the run's store. Nothing is written back."""
+        """A store in memory holding these rows (table -> Arrow table, columns by name: `Store.rows`) and nothing
+        else: a Ray worker's copy of what its family reads from the run's store. Nothing is written back."""
         store = cls(Path(IN_MEMORY))
         store.is_copy = True
         for table, batch in rows.items():

@@ -257,8 +257,7 @@ def test_a_copy_of_every_corpus_in_a_store_searches_as_the_store_does(tmp_path, 
                                           "Boiled water is safe to drink.")], corpus="physics")
 
     def copy_of(where: str = "") -> Store:
-        copy = Store.holding({table: store.con.execute(query + where).fetch_arrow_table()
-                              for table, query in CORPUS_TABLES.items()})
+        copy = Store.holding(store.rows({table: query + where for table, query in CORPUS_TABLES.items()}))
         ensure_index(copy.con)
         return copy
 

@@ -608,7 +608,7 @@ def test_a_ray_workers_copy_of_the_store_searches_the_corpus_as_the_run_ingested
                            "seeds": {"inline": [{"kind": "single", "tools": ["search_documents"]}]}})
     store = Store(tmp_path / "run.duckdb")
     reads = tool_use.FAMILY.store_reads(recipe, store)     # what the run's process does before workers start
-    copy = Store.holding({table: store.con.execute(query).fetch_arrow_table() for table, query in reads.items()})
+    copy = Store.holding(store.rows(reads))
     (docs / "kettle.md").write_text("# Kettle guide\n\nEdited after the run started: nothing about boiling.\n")
 
     context = tool_use.make_context(recipe, ScriptedPool(ToolUseScript()), copy)
